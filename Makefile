@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` (the main job on embedded defaults) and
+# `make test` (the whole suite). Both create .venv and install pinned dependencies.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= data
+ONLINE_RETAIL ?= ../shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz
+export TAILOR_DATA_DIR ?= $(abspath $(DATA))
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/pip install --quiet -c requirements.lock -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+# Each stage leaves a stamp, so re-running `make run` redoes only what its inputs changed.
+$(DATA)/.imported: $(ONLINE_RETAIL) | $(VENV)/.installed-run
+	$(BIN)/tailor data import-online-retail $(ONLINE_RETAIL)
+	touch $@
+
+$(DATA)/.features: $(DATA)/.imported $(wildcard features/*.py features/feature_repo/*)
+	$(BIN)/tailor features build
+	$(BIN)/tailor features apply
+	$(BIN)/tailor features materialize
+	touch $@
+
+run: $(VENV)/.installed-run $(DATA)/.features
+	$(BIN)/tailor features online 12347 20719 22727 --as-of 2011-10-01
+
+test: $(VENV)/.installed-dev
+	scripts/ensure-services.sh redis
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed-dev
+	scripts/ensure-services.sh redis
+	$(BIN)/python benchmarks/features.py
+
+clean:
+	rm -rf $(DATA) $(VENV)

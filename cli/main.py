@@ -1,0 +1,140 @@
+"""`tailor`: one command line, a command group per pipeline stage."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from features.ingest import (
+    import_events_file,
+    import_online_retail,
+    read_catalog,
+    read_table_file,
+    upsert_catalog,
+)
+from features.schemas import InvalidRecordsError
+from features.settings import get_settings
+from features.store import apply_definitions, feature_store, materialize, online_features
+from features.transforms import build_feature_tables
+
+app = typer.Typer(help="tailor: recommendations and price suggestions for pattern shops.",
+                  no_args_is_help=True)
+data_app = typer.Typer(help="Load events and catalogs into the event log.", no_args_is_help=True)
+features_app = typer.Typer(help="Build, register and materialize features (Feast).",
+                           no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+out = Console()
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _table(title: str, rows: dict[str, object]) -> Table:
+    table = Table(title=title, show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    return table
+
+
+ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+
+
+@data_app.command("import-online-retail")
+def import_online_retail_command(
+    path: ExistingFile,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Data directory")] = None,
+) -> None:
+    """Import the UCI Online Retail export (CSV or CSV.GZ) as events and a catalog."""
+    data_dir = out_dir.resolve() if out_dir else get_settings().data_dir
+    try:
+        result = import_online_retail(path, data_dir)
+    except (InvalidRecordsError, ValueError) as error:
+        _fail(str(error))
+    report = result.report
+    rows: dict[str, object] = {"rows read": report.rows_read}
+    rows |= {f"events: {kind}": n for kind, n in sorted(report.events_by_type.items())}
+    rows |= {f"rejected: {reason}": n for reason, n in sorted(report.rejected.items())}
+    rows |= {"written to the log": result.appended.written,
+             "already in the log": result.appended.duplicates,
+             "catalog items": result.catalog_items, "data directory": data_dir}
+    out.print(_table("Online Retail import", rows))
+
+
+@data_app.command("import-events")
+def import_events_command(path: ExistingFile) -> None:
+    """Append a CSV or Parquet file of canonical events to the event log (idempotent)."""
+    try:
+        result = import_events_file(path, get_settings().events_dir)
+    except (InvalidRecordsError, ValueError) as error:
+        _fail(str(error))
+    out.print(_table("Event import", {"written": result.written,
+                                      "already in the log": result.duplicates,
+                                      "partition files": result.files}))
+
+
+@data_app.command("import-catalog")
+def import_catalog_command(path: ExistingFile) -> None:
+    """Merge a CSV or Parquet file of canonical catalog items into the catalog."""
+    try:
+        count = upsert_catalog(get_settings().catalog_path, read_table_file(path))
+    except (InvalidRecordsError, ValueError) as error:
+        _fail(str(error))
+    out.print(_table("Catalog import", {"items written": count}))
+
+
+@features_app.command("build")
+def build_command() -> None:
+    """Compute the feature tables (the Feast offline sources) from the event log."""
+    settings = get_settings()
+    catalog = read_catalog(settings.catalog_path)
+    counts = build_feature_tables(settings.events_dir, catalog, settings.feature_tables_dir)
+    out.print(_table("Feature tables (rows)", counts))
+
+
+@features_app.command("apply")
+def apply_command() -> None:
+    """Register entities, sources, feature views and feature services with Feast."""
+    names = apply_definitions(feature_store(get_settings()))
+    out.print(f"applied {len(names)} Feast objects: {', '.join(names)}")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@features_app.command("materialize")
+def materialize_command(
+    end: Annotated[datetime | None, typer.Option(help="Load values up to this time (UTC)")] = None,
+) -> None:
+    """Load the latest feature values into the online store (SQLite, or Redis if set)."""
+    settings = get_settings()
+    store = feature_store(settings)
+    until = materialize(store, _utc(end))
+    backend = "redis" if settings.redis_url else "sqlite"
+    out.print(f"materialized features up to {until.isoformat()} into the {backend} online store")
+
+
+@features_app.command("online")
+def online_command(
+    user_id: str,
+    item_ids: Annotated[list[str], typer.Argument(help="Item ids to read against the user")],
+    as_of: Annotated[datetime | None, typer.Option(help="Feature time (UTC); default now")] = None,
+) -> None:
+    """Read the recommender's online features for a user and some items."""
+    values = online_features(feature_store(get_settings()), user_id, item_ids,
+                             _utc(as_of) or datetime.now(UTC))
+    table = Table(title=f"Online features of user {user_id}")
+    table.add_column("feature")
+    for item in item_ids:
+        table.add_column(f"item {item}")
+    for name, column in values.items():
+        table.add_row(name, *(str(v) for v in column))
+    out.print(table)

@@ -1,0 +1,1 @@
+"""The Feast feature repository: `feature_store.yaml` and the object definitions."""

@@ -1,0 +1,186 @@
+"""Canonical records every stage shares: behavioural events and catalog items.
+
+`Event` and `CatalogItem` validate one record (the API, the simulator); `validate_events` and
+`validate_catalog` validate a whole table through the same models and return it with canonical
+dtypes, or raise `InvalidRecordsError` naming the row and field of each problem.
+"""
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import pandas as pd
+import pyarrow as pa
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase", "return"]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__
+PRICED_EVENT_TYPES = frozenset({"purchase", "return"})
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Aware timestamps are converted to UTC; naive ones are taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Event(BaseModel):
+    """One behavioural event. `event_id` is the idempotency key of the event log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Id
+    event_type: EventType
+    user_id: Id | None = None
+    session_id: Id
+    item_id: Id
+    ts: datetime
+    quantity: int = Field(default=1, ge=1)
+    unit_price: Price | None = None
+    currency: CurrencyCode
+    channel: Id
+
+    _utc = field_validator("ts")(_as_utc)
+
+    @model_validator(mode="after")
+    def _priced_events_have_a_price(self) -> "Event":
+        if self.event_type in PRICED_EVENT_TYPES and self.unit_price is None:
+            raise ValueError(f"unit_price is required for {self.event_type} events")
+        return self
+
+
+class CatalogItem(BaseModel):
+    """One sellable item with the price rules merchandisers set for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: Id
+    title: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+    category: Id
+    unit_cost: Price | None = None
+    current_price: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    currency: CurrencyCode
+    min_price: Price
+    max_price: Price | None = None
+
+    @model_validator(mode="after")
+    def _price_inside_its_bounds(self) -> "CatalogItem":
+        if self.current_price < self.min_price:
+            raise ValueError("current_price is below min_price")
+        if self.max_price is not None and self.current_price > self.max_price:
+            raise ValueError("current_price is above max_price")
+        return self
+
+
+EVENT_COLUMNS: tuple[str, ...] = tuple(Event.model_fields)
+CATALOG_COLUMNS: tuple[str, ...] = tuple(CatalogItem.model_fields)
+
+EVENT_ARROW_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("item_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("quantity", pa.int32()),
+        ("unit_price", pa.float64()),
+        ("currency", pa.string()),
+        ("channel", pa.string()),
+    ]
+)
+CATALOG_ARROW_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("category", pa.string()),
+        ("unit_cost", pa.float64()),
+        ("current_price", pa.float64()),
+        ("currency", pa.string()),
+        ("min_price", pa.float64()),
+        ("max_price", pa.float64()),
+    ]
+)
+
+MAX_REPORTED_ERRORS = 10
+
+
+class InvalidRecordsError(ValueError):
+    """Raised when records break the canonical schema; nothing has been written."""
+
+    def __init__(self, kind: str, problems: list[str], total: int):
+        self.problems = problems
+        self.total = total
+        shown = "\n".join(f"  - {p}" for p in problems)
+        more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(f"{total} invalid {kind} record(s):\n{shown}{more}")
+
+
+def _check_columns(frame: pd.DataFrame, expected: tuple[str, ...], kind: str) -> None:
+    missing = [c for c in expected if c not in frame.columns]
+    unknown = [c for c in frame.columns if c not in expected]
+    problems = [f"missing column '{c}'" for c in missing]
+    problems += [f"unknown column '{c}'" for c in unknown]
+    if problems:
+        raise InvalidRecordsError(kind, problems, len(problems))
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts, with empty strings and NaN/NaT read as missing values."""
+
+    def clean(value):
+        if value is None or value is pd.NaT:
+            return None
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+    columns = list(frame.columns)
+    return [
+        {c: v for c, v in zip(columns, map(clean, row), strict=True) if v is not None}
+        for row in frame.itertuples(index=False, name=None)
+    ]
+
+
+def _validate(frame: pd.DataFrame, model: type[BaseModel], kind: str, schema: pa.Schema):
+    _check_columns(frame, tuple(model.model_fields), kind)
+    adapter = TypeAdapter(list[model])
+    try:
+        rows = adapter.validate_python(_records(frame[list(model.model_fields)]))
+    except ValidationError as error:
+        problems = []
+        for detail in error.errors()[:MAX_REPORTED_ERRORS]:
+            row, *field = detail["loc"]
+            name = ".".join(str(part) for part in field) or "record"
+            problems.append(f"row {row}, field '{name}': {detail['msg']}")
+        raise InvalidRecordsError(kind, problems, error.error_count()) from None
+    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema).to_pandas()
+
+
+def validate_events(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate a table of events against `Event`; return it with canonical dtypes."""
+    return _validate(frame, Event, "event", EVENT_ARROW_SCHEMA)
+
+
+def validate_catalog(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate a catalog table against `CatalogItem`; item ids must be unique."""
+    catalog = _validate(frame, CatalogItem, "catalog", CATALOG_ARROW_SCHEMA)
+    duplicated = catalog.index[catalog["item_id"].duplicated()].tolist()
+    if duplicated:
+        problems = [f"row {r}, field 'item_id': duplicate item id" for r in duplicated]
+        raise InvalidRecordsError("catalog", problems[:MAX_REPORTED_ERRORS], len(problems))
+    return catalog

@@ -1,0 +1,96 @@
+"""The one place that builds the Feast `FeatureStore` from tailor's settings.
+
+SQLite is the embedded online store; setting `TAILOR_REDIS_URL` switches to Redis. Both go
+through the same code path: only the `online_store` block of the config differs.
+"""
+
+import copy
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+from feast import FeatureStore, FileSource, RepoConfig
+
+from features.feature_repo import definitions
+from features.settings import Settings
+
+FEATURE_STORE_YAML = Path(definitions.__file__).with_name("feature_store.yaml")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Feast warns on every use of an on-demand view; ours is a small, tested pandas transform.
+warnings.filterwarnings("ignore", "On demand feature view is an experimental", RuntimeWarning)
+
+
+def redis_connection_string(url: str) -> str:
+    """Translate `redis://[:password@]host[:port][/db]` into Feast's `host:port,db=N,...`."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
+        raise ValueError(f"TAILOR_REDIS_URL must look like redis://host:port/db, got {url!r}")
+    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
+    database = parsed.path.lstrip("/")
+    if database:
+        parts.append(f"db={int(database)}")
+    if parsed.password:
+        parts.append(f"password={parsed.password}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """The Feast config: `feature_store.yaml` filled in from settings."""
+    text = FEATURE_STORE_YAML.read_text().replace("${TAILOR_DATA_DIR}", str(settings.data_dir))
+    raw = yaml.safe_load(text)
+    raw["project"] = settings.feast_project
+    if settings.redis_url:
+        raw["online_store"] = {
+            "type": "redis",
+            "connection_string": redis_connection_string(settings.redis_url),
+        }
+    config = RepoConfig(**raw)
+    config.repo_path = settings.data_dir
+    return config
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    """A Feast store on the settings' data directory and online store."""
+    (settings.data_dir / "feast").mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=repo_config(settings))
+
+
+def anchored_objects(data_dir: Path) -> list:
+    """Copies of the repository's objects with file sources anchored at `data_dir`.
+
+    Feast's DuckDB offline store reads a relative source path from the working directory,
+    not from the repository path, so sources are registered with absolute paths.
+    """
+    objects = copy.deepcopy(definitions.FEAST_OBJECTS)
+    for obj in objects:
+        source = obj if isinstance(obj, FileSource) else getattr(obj, "batch_source", None)
+        if isinstance(source, FileSource) and not Path(source.path).is_absolute():
+            source.file_options.uri = str(data_dir / source.path)
+    return objects
+
+
+def apply_definitions(store: FeatureStore) -> list[str]:
+    """Register every object of the feature repository; returns their names."""
+    objects = anchored_objects(Path(store.config.repo_path))
+    store.apply(objects)
+    return [obj.name for obj in objects]
+
+
+def materialize(store: FeatureStore, end: datetime | None = None) -> datetime:
+    """Load the latest feature values up to `end` (default: now) into the online store."""
+    end = end or datetime.now(UTC)
+    store.materialize(start_date=EPOCH, end_date=end)
+    return end
+
+
+def online_features(
+    store: FeatureStore, user_id: str, item_ids: list[str], as_of: datetime
+) -> dict[str, list]:
+    """The `recs_ranker_v1` features of one user against each of `item_ids`, as of a time."""
+    rows = [{"user_id": user_id, "item_id": item, "as_of": as_of} for item in item_ids]
+    service = store.get_feature_service("recs_ranker_v1")
+    return store.get_online_features(features=service, entity_rows=rows).to_dict()

@@ -1,0 +1,1 @@
+"""The FastAPI service. May import `features` and `models`; never `training`."""

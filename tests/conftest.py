@@ -1,0 +1,96 @@
+import csv
+import gzip
+import itertools
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+
+from features.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ONLINE_RETAIL = (
+    REPO_ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
+)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SLICE_ROWS = 20_000
+
+
+@pytest.fixture(scope="session")
+def online_retail_rows() -> list[dict[str, str]]:
+    """The first rows of the real Online Retail export (2010-12-01 to 2010-12-09)."""
+    if not ONLINE_RETAIL.exists():
+        pytest.fail(f"the shared Online Retail data set is missing: {ONLINE_RETAIL}")
+    with gzip.open(ONLINE_RETAIL, "rt", newline="") as handle:
+        return list(itertools.islice(csv.DictReader(handle), SLICE_ROWS))
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def online_retail_slice(tmp_path, online_retail_rows) -> Path:
+    return write_csv(tmp_path / "online_retail_slice.csv", online_retail_rows)
+
+
+def event(event_id: str, ts: str, event_type: str = "purchase", user_id: str | None = "u1",
+          item_id: str = "i1", quantity: int = 1, unit_price: float | None = 2.0,
+          session_id: str | None = None) -> dict:
+    """One canonical event row with test defaults."""
+    return {
+        "event_id": event_id, "event_type": event_type, "user_id": user_id,
+        "session_id": session_id or f"s-{event_id}", "item_id": item_id,
+        "ts": pd.Timestamp(ts, tz="UTC"), "quantity": quantity, "unit_price": unit_price,
+        "currency": "GBP", "channel": "web",
+    }
+
+
+def catalog_row(item_id: str, category: str, price: float = 2.0) -> dict:
+    return {"item_id": item_id, "title": f"Item {item_id}", "category": category,
+            "unit_cost": None, "current_price": price, "currency": "GBP", "min_price": 0.5,
+            "max_price": None}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_settings(request, tmp_path) -> Settings:
+    """Settings for each online store backend; the Redis one is the real server."""
+    project = f"t{uuid.uuid4().hex[:12]}"
+    if request.param == "sqlite":
+        yield Settings(data_dir=tmp_path / "data", feast_project=project)
+        return
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis does not answer on 127.0.0.1:6379 (make test starts it)")
+    settings = Settings(data_dir=tmp_path / "data", redis_url=REDIS_URL, feast_project=project)
+    yield settings
+    for key in client.scan_iter(match=f"*{project}".encode(), count=1000):
+        client.delete(key)
+
+
+# Item i1 (kitchen): u1 buys on Jan 1 and Jan 3, u2 buys on Jan 1 and returns on Jan 5, a guest
+# buys on Jan 20. Item i2 (toys): u1 buys 3 in the same order as i1 on Jan 3.
+SAMPLE_EVENTS = [
+    event("e1", "2011-01-01 09:00", user_id="u1", item_id="i1", quantity=2, unit_price=2.0,
+          session_id="s1"),
+    event("e2", "2011-01-01 15:00", user_id="u2", item_id="i1", quantity=1, unit_price=3.0,
+          session_id="s2"),
+    event("e3", "2011-01-03 10:00", user_id="u1", item_id="i1", quantity=1, unit_price=4.0,
+          session_id="s3"),
+    event("e4", "2011-01-03 10:00", user_id="u1", item_id="i2", quantity=3, unit_price=1.0,
+          session_id="s3"),
+    event("e5", "2011-01-05 11:00", "return", user_id="u2", item_id="i1", quantity=1,
+          unit_price=3.0, session_id="s4"),
+    event("e6", "2011-01-20 12:00", user_id=None, item_id="i1", quantity=1, unit_price=2.0,
+          session_id="s5"),
+    event("e7", "2011-01-04 12:00", "view", user_id="u1", item_id="i2", unit_price=None),
+]
+SAMPLE_CATALOG = pd.DataFrame([catalog_row("i1", "kitchen"), catalog_row("i2", "toys")])

@@ -1,0 +1,71 @@
+import pandas as pd
+import pytest
+
+from features.event_log import EventLog
+from features.ingest import import_events_file
+from features.schemas import InvalidRecordsError, validate_events
+from tests.conftest import event
+
+
+def frame(*rows) -> pd.DataFrame:
+    return validate_events(pd.DataFrame(list(rows)))
+
+
+def test_append_writes_one_file_per_date_partition(tmp_path):
+    log = EventLog(tmp_path)
+    result = log.append(frame(event("a", "2011-01-01 10:00"), event("b", "2011-01-01 23:59"),
+                              event("c", "2011-01-02 00:00")))
+    assert (result.written, result.duplicates, result.files) == (3, 0, 2)
+    partitions = sorted(p.name for p in tmp_path.glob("date=*"))
+    assert partitions == ["date=2011-01-01", "date=2011-01-02"]
+
+
+def test_append_of_the_same_events_twice_does_not_duplicate(tmp_path):
+    log = EventLog(tmp_path)
+    events = frame(event("a", "2011-01-01"), event("b", "2011-01-02"))
+    log.append(events)
+    again = log.append(pd.concat([events, frame(event("c", "2011-01-03"))], ignore_index=True))
+    assert (again.written, again.duplicates) == (1, 2)
+    assert log.read()["event_id"].tolist() == ["a", "b", "c"]
+
+
+def test_append_keeps_the_first_of_repeated_ids_within_a_batch(tmp_path):
+    log = EventLog(tmp_path)
+    result = log.append(frame(event("a", "2011-01-01", quantity=1),
+                              event("a", "2011-01-01", quantity=9)))
+    assert (result.written, result.duplicates) == (1, 1)
+    assert log.read()["quantity"].tolist() == [1]
+
+
+def test_read_returns_events_in_a_half_open_time_range(tmp_path):
+    log = EventLog(tmp_path)
+    log.append(frame(event("a", "2011-01-01"), event("b", "2011-01-02"),
+                     event("c", "2011-01-03")))
+    chosen = log.read(start=pd.Timestamp("2011-01-02", tz="UTC"),
+                      end=pd.Timestamp("2011-01-03", tz="UTC"))
+    assert chosen["event_id"].tolist() == ["b"]
+    assert str(chosen["ts"].dtype) == "datetime64[us, UTC]"
+
+
+def test_import_events_file_writes_nothing_when_one_record_is_invalid(tmp_path):
+    rows = [event("a", "2011-01-01"), event("b", "2011-01-02", quantity=-1)]
+    path = tmp_path / "events.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(InvalidRecordsError, match="row 1, field 'quantity'"):
+        import_events_file(path, tmp_path / "log")
+    assert EventLog(tmp_path / "log").read().empty
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_import_events_file_loads_csv_and_parquet(tmp_path, suffix):
+    rows = pd.DataFrame([event("a", "2011-01-01", user_id=None), event("b", "2011-01-02")])
+    path = tmp_path / f"events{suffix}"
+    if suffix == ".csv":
+        rows.to_csv(path, index=False)
+    else:
+        rows.to_parquet(path)
+    result = import_events_file(path, tmp_path / "log")
+    stored = EventLog(tmp_path / "log").read()
+    assert result.written == 2
+    assert stored["user_id"].tolist() == [None, "u1"]
+    assert stored["ts"].tolist() == rows["ts"].tolist()

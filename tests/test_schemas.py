@@ -1,0 +1,70 @@
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from features.schemas import (
+    Event,
+    InvalidRecordsError,
+    validate_catalog,
+    validate_events,
+)
+from tests.conftest import catalog_row, event
+
+
+def test_validate_events_names_the_row_and_field_of_each_problem():
+    rows = [event("e1", "2011-01-01"), event("e2", "2011-01-01", quantity=0),
+            event("e3", "2011-01-01", event_type="click")]
+    with pytest.raises(InvalidRecordsError) as caught:
+        validate_events(pd.DataFrame(rows))
+    message = str(caught.value)
+    assert "row 1, field 'quantity'" in message
+    assert "row 2, field 'event_type'" in message
+    assert caught.value.total == 2
+
+
+def test_validate_events_requires_a_price_on_purchases_and_returns():
+    with pytest.raises(InvalidRecordsError, match="unit_price is required for return"):
+        validate_events(pd.DataFrame([event("e1", "2011-01-01", "return", unit_price=None)]))
+    views = validate_events(pd.DataFrame([event("e1", "2011-01-01", "view", unit_price=None)]))
+    assert views["unit_price"].isna().all()
+
+
+def test_validate_events_reports_missing_and_unknown_columns():
+    frame = pd.DataFrame([event("e1", "2011-01-01")]).drop(columns=["channel"]).assign(sku="x")
+    with pytest.raises(InvalidRecordsError, match="missing column 'channel'") as caught:
+        validate_events(frame)
+    assert "unknown column 'sku'" in str(caught.value)
+
+
+def test_validate_events_reads_text_fields_as_a_csv_export_gives_them():
+    frame = pd.DataFrame([{
+        "event_id": "e1", "event_type": "purchase", "user_id": "", "session_id": "s1",
+        "item_id": "i1", "ts": "2011-06-01T10:00:00+01:00", "quantity": "3",
+        "unit_price": "2.50", "currency": "GBP", "channel": "web",
+    }])
+    events = validate_events(frame)
+    assert events["user_id"].tolist() == [None]
+    assert events["quantity"].tolist() == [3]
+    assert events["ts"].tolist() == [pd.Timestamp("2011-06-01 09:00", tz="UTC")]
+
+
+def test_event_takes_naive_timestamps_as_utc():
+    record = event("e1", "2011-01-01 10:00")
+    record["ts"] = record["ts"].tz_localize(None).to_pydatetime()
+    assert Event(**record).ts.isoformat() == "2011-01-01T10:00:00+00:00"
+
+
+def test_event_rejects_a_lowercase_currency():
+    with pytest.raises(ValidationError, match="currency"):
+        Event(**(event("e1", "2011-01-01") | {"currency": "gbp"}))
+
+
+def test_validate_catalog_checks_price_bounds_and_unique_ids():
+    below = catalog_row("a", "kitchen", price=0.4)  # min_price is 0.5
+    with pytest.raises(InvalidRecordsError, match=r"row 0, field 'record'.*below min_price"):
+        validate_catalog(pd.DataFrame([below]))
+    with pytest.raises(InvalidRecordsError, match="row 1, field 'item_id': duplicate"):
+        validate_catalog(pd.DataFrame([catalog_row("a", "x"), catalog_row("a", "y")]))
+    capped = catalog_row("a", "kitchen", price=3.0) | {"max_price": 2.5}
+    with pytest.raises(InvalidRecordsError, match="above max_price"):
+        validate_catalog(pd.DataFrame([capped]))
