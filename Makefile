@@ -13,14 +13,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-run: pyproject.toml requirements.lock | $(BIN)/python
-	$(BIN)/pip install --quiet -c requirements.lock -e .
+	$(BIN)/pip install -qq -c requirements.lock -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml requirements.lock | $(BIN)/python
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -qq -c requirements.lock -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
 # Each stage leaves a stamp, so re-running `make run` redoes only what its inputs changed.
+$(ONLINE_RETAIL):
+	@echo "error: the Online Retail export is missing at $(ONLINE_RETAIL);" >&2
+	@echo "       pass its path as ONLINE_RETAIL=... (see ../shared/datasets/online-retail)" >&2
+	@exit 1
+
 $(DATA)/.imported: $(ONLINE_RETAIL) | $(VENV)/.installed-run
 	$(BIN)/tailor data import-online-retail $(ONLINE_RETAIL)
 	touch $@
