@@ -20,6 +20,7 @@ FEATURE_STORE_YAML = Path(definitions.__file__).with_name("feature_store.yaml")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Feast warns on every use of an on-demand view; ours is a small, tested pandas transform.
 warnings.filterwarnings("ignore", "On demand feature view is an experimental", RuntimeWarning)
+warnings.filterwarnings("ignore", r"fetch_arrow_table\(\) is deprecated", DeprecationWarning)
 
 
 def redis_connection_string(url: str) -> str:

@@ -1,0 +1,215 @@
+"""Benchmark of the feature pipeline on the whole shared Online Retail export.
+
+Measures, each repeated in fresh data directories: the import, the feature-table build, and
+materialization into SQLite and into the real Redis; then online-read latency through Feast
+(`get_online_features`) for one user, and for one user with 300 items (the recommender's
+shape, on-demand recency included), beside the floor measured in the same run: the online
+store's raw read of the same entity keys (`OnlineStore.online_read`), without Feast's
+response assembly and on-demand transforms.
+
+Prints a table and writes `benchmarks/results/features.json`.
+Usage: python benchmarks/features.py [--repeats 3] [--requests 200] [--csv PATH]
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Run as a script, this file's own folder would shadow the `features` package it measures.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import redis  # noqa: E402
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
+from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from features.event_log import EventLog  # noqa: E402
+from features.ingest import import_online_retail, read_catalog  # noqa: E402
+from features.settings import Settings  # noqa: E402
+from features.store import apply_definitions, feature_store, materialize, online_features  # noqa: E402
+from features.transforms import FEATURE_TABLES, build_feature_tables  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CSV = (
+    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
+)
+RESULTS = ROOT / "benchmarks" / "results" / "features.json"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+IMPORT_AND_BUILD_TARGET_S = 60.0
+ITEMS_PER_REQUEST = 300
+WARM_UP_REQUESTS = 10
+AS_OF = datetime(2011, 10, 1, tzinfo=UTC)
+console = Console()
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - start, result
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Median, percentiles and rate of a list of durations (in milliseconds)."""
+    ms = np.asarray(seconds) * 1000
+    return {
+        "n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "per_second": float(1000 / ms.mean()),
+    }
+
+
+def batch_jobs(csv: Path, repeats: int, workdir: Path) -> tuple[dict, Path]:
+    """Time import, build and materialization; returns the timings and the last data dir."""
+    timings: dict[str, list[float]] = {k: [] for k in
+                                       ("import", "build", "materialize_sqlite",
+                                        "materialize_redis")}
+    for run in range(repeats):
+        data_dir = workdir / f"run{run}"
+        seconds, _ = timed(import_online_retail, csv, data_dir)
+        timings["import"].append(seconds)
+        catalog = read_catalog(data_dir / "catalog.parquet")
+        seconds, _ = timed(build_feature_tables, data_dir / "events", catalog,
+                           data_dir / "features")
+        timings["build"].append(seconds)
+        for backend in ("sqlite", "redis"):
+            store = feature_store(backend_settings(data_dir, backend))
+            apply_definitions(store)
+            seconds, _ = timed(materialize, store, AS_OF)
+            timings[f"materialize_{backend}"].append(seconds)
+    rows = {name: {"median_s": statistics.median(values), "min_s": min(values),
+                   "max_s": max(values), "runs": values} for name, values in timings.items()}
+    totals = [a + b for a, b in zip(timings["import"], timings["build"], strict=True)]
+    rows["import_plus_build"] = {"median_s": statistics.median(totals), "min_s": min(totals),
+                                 "max_s": max(totals), "runs": totals,
+                                 "target_s": IMPORT_AND_BUILD_TARGET_S}
+    return rows, workdir / f"run{repeats - 1}"
+
+
+def backend_settings(data_dir: Path, backend: str) -> Settings:
+    redis_url = REDIS_URL if backend == "redis" else None
+    # One registry per backend: each knows only what it materialized.
+    return Settings(data_dir=data_dir, redis_url=redis_url, feast_project="tailor_bench")
+
+
+def entity_key(**keys: str) -> EntityKey:
+    names = sorted(keys)
+    return EntityKey(join_keys=names, entity_values=[Value(string_val=keys[n]) for n in names])
+
+
+def raw_read(store, views, user: str, items: list[str]) -> int:
+    """The online store's own reads of the user, item and pair rows; returns rows found."""
+    provider, config = store._get_provider(), store.config
+    keys = {"user_stats": [entity_key(user_id=user)],
+            "item_stats": [entity_key(item_id=i) for i in items],
+            "user_item_stats": [entity_key(user_id=user, item_id=i) for i in items]}
+    found = 0
+    for view in views:
+        rows = provider.online_read(config, view, keys[view.name])
+        found += sum(values is not None for _, values in rows)
+    return found
+
+
+def feast_user_read(store, refs: list[str], user: str) -> dict:
+    return store.get_online_features(features=refs, entity_rows=[{"user_id": user}]).to_dict()
+
+
+def latency(data_dir: Path, requests: int, seed: int = 7) -> dict:
+    """p50/p90/p99 of online reads per backend, Feast path and raw-store floor."""
+    rng = random.Random(seed)
+    events = EventLog(data_dir / "events").read()
+    users = sorted(events["user_id"].dropna().unique())
+    items = sorted(events["item_id"].unique())
+    results: dict[str, dict] = {}
+    for backend in ("sqlite", "redis"):
+        store = feature_store(backend_settings(data_dir, backend))
+        views = [store.get_feature_view(name) for name in FEATURE_TABLES]
+        user_refs = [f"user_stats:{f.name}" for f in views[0].features]
+        cases: dict[str, list[float]] = {
+            "1 user": [], "1 user + 300 items": [],
+            "1 user (raw store read)": [], "1 user + 300 items (raw store read)": [],
+        }
+        for request in range(requests + WARM_UP_REQUESTS):
+            user = rng.choice(users)
+            chosen = rng.sample(items, ITEMS_PER_REQUEST)
+            t_user, _ = timed(feast_user_read, store, user_refs, user)
+            t_full, _ = timed(online_features, store, user, chosen, AS_OF)
+            t_raw_user, _ = timed(raw_read, store, views[:1], user, [])
+            t_raw_full, found = timed(raw_read, store, views, user, chosen)
+            if found < 1 + ITEMS_PER_REQUEST:  # a miss would flatter the floor
+                raise RuntimeError(f"raw read found only {found} rows: entity keys are wrong")
+            if request >= WARM_UP_REQUESTS:
+                for case, seconds in zip(cases, (t_user, t_full, t_raw_user, t_raw_full),
+                                         strict=True):
+                    cases[case].append(seconds)
+        results[backend] = {case: summary(values) for case, values in cases.items()}
+    return results
+
+
+def cleanup_redis() -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=b"*tailor_bench", count=1000):
+        client.delete(key)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-") as workdir:
+        try:
+            batch, data_dir = batch_jobs(args.csv, args.repeats, Path(workdir))
+            reads = latency(data_dir, args.requests)
+        finally:
+            cleanup_redis()
+
+    batch_table = Table(title=f"Batch jobs on the whole export ({args.repeats} runs)")
+    for column in ("job", "median s", "min s", "max s"):
+        batch_table.add_column(column, justify="right" if column != "job" else "left")
+    for name, row in batch.items():
+        batch_table.add_row(name, f"{row['median_s']:.1f}", f"{row['min_s']:.1f}",
+                            f"{row['max_s']:.1f}")
+    console.print(batch_table)
+    met = batch["import_plus_build"]["median_s"] < IMPORT_AND_BUILD_TARGET_S
+    verdict = "met" if met else "MISSED"
+    console.print(f"import + build target < {IMPORT_AND_BUILD_TARGET_S:.0f} s: {verdict}")
+
+    read_table = Table(
+        title=f"Online reads ({args.requests} requests each, as of {AS_OF:%Y-%m-%d})"
+    )
+    for column in ("store", "read", "p50 ms", "p90 ms", "p99 ms", "req/s"):
+        read_table.add_column(column, justify="left" if column in ("store", "read") else "right")
+    for backend, cases in reads.items():
+        for case, row in cases.items():
+            read_table.add_row(backend, case, f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
+                               f"{row['p99_ms']:.2f}", f"{row['per_second']:.0f}")
+    console.print(read_table)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "features", "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit, "machine": {"python": platform.python_version(),
+                                      "cpus": os.cpu_count()},
+        "batch": batch, "online_reads": reads,
+    }, indent=2))
+    console.print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
