@@ -136,5 +136,5 @@ def online_command(
     for item in item_ids:
         table.add_column(f"item {item}")
     for name, column in values.items():
-        table.add_row(name, *(str(v) for v in column))
+        table.add_row(name, *(str(round(v, 4)) if isinstance(v, float) else str(v) for v in column))
     out.print(table)

@@ -63,6 +63,7 @@ def user_stats(events: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     daily[counts] = daily[counts].fillna(0)
     daily = daily.reset_index().sort_values(["user_id", "day"], kind="stable")
     daily = _cumulative(daily, ["user_id"], counts)
+    daily["user_monetary"] = daily["user_monetary"].round(2)
     for column in ("user_frequency", "user_distinct_items", "user_returns"):
         daily[column] = daily[column].astype("int64")
     by_user = daily.groupby("user_id", sort=False)
