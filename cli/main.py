@@ -17,6 +17,7 @@ from features.ingest import (
 )
 from features.schemas import InvalidRecordsError
 from features.settings import get_settings
+from features.simulator import simulate_to_dir
 from features.store import apply_definitions, feature_store, materialize, online_features
 from features.transforms import build_feature_tables
 
@@ -86,6 +87,19 @@ def import_catalog_command(path: ExistingFile) -> None:
     except (InvalidRecordsError, ValueError) as error:
         _fail(str(error))
     out.print(_table("Catalog import", {"items written": count}))
+
+
+@data_app.command("simulate")
+def simulate_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the market to")],
+    days: Annotated[int, typer.Option(min=1)] = 365,
+    users: Annotated[int, typer.Option(min=1)] = 2000,
+    items: Annotated[int, typer.Option(min=1)] = 200,
+    seed: Annotated[int, typer.Option(min=0)] = 1,
+) -> None:
+    """Simulate a pattern shop on three channels with hidden demand curves (seeded)."""
+    counts = simulate_to_dir(days, users, items, seed, out_dir.resolve())
+    out.print(_table(f"Simulated market in {out_dir}", counts))
 
 
 @features_app.command("build")

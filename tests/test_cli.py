@@ -54,3 +54,13 @@ def test_cli_import_events_twice_writes_once(data_dir, tmp_path):
     assert "written │ 2" in invoke("data", "import-events", str(path))
     again = invoke("data", "import-events", str(path))
     assert "written │ 0" in again and "already in the log │ 2" in again
+
+
+def test_cli_simulate_writes_a_market_that_imports_cleanly(data_dir, tmp_path):
+    shown = invoke("data", "simulate", "--out", str(tmp_path / "sim"), "--days", "20",
+                   "--users", "30", "--items", "5", "--seed", "3")
+    assert "│ channels │ 3 │" in shown
+    catalog = pd.read_csv(tmp_path / "sim" / "catalog.csv")
+    assert len(catalog) == 5
+    assert "items written │ 5" in invoke("data", "import-catalog",
+                                         str(tmp_path / "sim" / "catalog.csv"))
