@@ -1,13 +1,16 @@
 """`tailor`: one command line, a command group per pipeline stage."""
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from features.event_log import EventLog
 from features.ingest import (
     import_events_file,
     import_online_retail,
@@ -15,11 +18,13 @@ from features.ingest import (
     read_table_file,
     upsert_catalog,
 )
+from features.progress import stages
 from features.schemas import InvalidRecordsError
 from features.settings import get_settings
 from features.simulator import simulate_to_dir
 from features.store import apply_definitions, feature_store, materialize, online_features
 from features.transforms import build_feature_tables
+from training.recs_evaluation import evaluate_recs
 
 app = typer.Typer(help="tailor: recommendations and price suggestions for pattern shops.",
                   no_args_is_help=True)
@@ -27,7 +32,10 @@ data_app = typer.Typer(help="Load events and catalogs into the event log.", no_a
 features_app = typer.Typer(help="Build, register and materialize features (Feast).",
                            no_args_is_help=True)
 app.add_typer(data_app, name="data")
+evaluate_app = typer.Typer(help="Offline evaluation against baselines on a time split.",
+                           no_args_is_help=True)
 app.add_typer(features_app, name="features")
+app.add_typer(evaluate_app, name="evaluate")
 out = Console()
 
 
@@ -152,3 +160,42 @@ def online_command(
     for name, column in values.items():
         table.add_row(name, *(str(round(v, 4)) if isinstance(v, float) else str(v) for v in column))
     out.print(table)
+
+
+RECS_COLUMNS = ("ndcg@10", "recall@20", "hr@10", "coverage", "novel_ndcg@10", "novel_recall@20")
+
+
+@evaluate_app.command("recs")
+def evaluate_recs_command(
+    events_dir: Annotated[Path, typer.Option("--events", exists=True, file_okay=False,
+                                             help="Event log directory")],
+    split_date: Annotated[datetime, typer.Option(help="First day scored (UTC)")],
+    until: Annotated[datetime | None, typer.Option(help="End of scoring; default split + 30 d")]
+    = None,
+    catalog_path: Annotated[Path | None, typer.Option(
+        "--catalog", help="Catalog file; default: catalog.parquet beside the event log")] = None,
+    cutoffs: Annotated[int, typer.Option(min=2, help="Monthly training cutoffs")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Fit everything before the split; compare the ranker with baselines after it."""
+    split = pd.Timestamp(_utc(split_date))
+    end = pd.Timestamp(_utc(until)) if until else split + pd.Timedelta(days=30)
+    catalog = read_catalog(catalog_path or events_dir.parent / "catalog.parquet")
+    with stages(["reading events", "building features", "training the ranker",
+                 "scoring candidates", "scoring baselines"]) as done:
+        events = EventLog(events_dir).read(end=end)
+        done()
+        result = evaluate_recs(events, catalog, split, end, cutoffs, step=done)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"Recommendations, {result['split']} to {result['until']} "
+                        f"({result['rows'][0]['users']} users)")
+    table.add_column("method")
+    for column in RECS_COLUMNS:
+        table.add_column(column, justify="right")
+    for row in result["rows"]:
+        table.add_row(row["name"], *(f"{row[c]:.4f}" for c in RECS_COLUMNS))
+    out.print(table)
+    out.print(f"candidate recall {result['candidate_recall']:.3f} with "
+              f"{result['candidates_per_user']:.0f} candidates per user")

@@ -35,6 +35,21 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def online_retail_four_months(tmp_path_factory) -> Path:
+    """A data directory holding the real export from 2010-12-01 to 2011-03-31, imported."""
+    from features.ingest import import_online_retail
+
+    if not ONLINE_RETAIL.exists():
+        pytest.fail(f"the shared Online Retail data set is missing: {ONLINE_RETAIL}")
+    with gzip.open(ONLINE_RETAIL, "rt", newline="") as handle:
+        rows = list(itertools.takewhile(lambda r: r["InvoiceDate"] < "2011-04-01",
+                                        csv.DictReader(handle)))
+    folder = tmp_path_factory.mktemp("four-months")
+    import_online_retail(write_csv(folder / "export.csv", rows), folder / "data")
+    return folder / "data"
+
+
 @pytest.fixture
 def online_retail_slice(tmp_path, online_retail_rows) -> Path:
     return write_csv(tmp_path / "online_retail_slice.csv", online_retail_rows)

@@ -1,0 +1,258 @@
+"""Candidate generation: per user, a few hundred items worth ranking, from several sources.
+
+Every source is fitted on purchases strictly before a cutoff and scores (user, item) pairs:
+- `repurchase`: the user's own history, each purchase weighted by recency (half-life);
+- `covisit`: items bought in the same orders as the user's recent items (co-purchase);
+- `als`: implicit-feedback matrix factorisation (implicit's ALS);
+- `popular`: items bought by the most distinct users over the last weeks (same for everyone).
+`generate_candidates` unions the sources' top lists and keeps each source's score and rank as
+features (missing where the source did not propose the item).
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from implicit.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import CosineRecommender
+from implicit.utils import ParameterWarning
+from scipy import sparse
+from threadpoolctl import threadpool_limits
+
+SOURCES = ("repurchase", "covisit", "als", "popular")
+DAY = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """How many items each source proposes and the knobs of the sources."""
+
+    repurchase_n: int = 150
+    covisit_n: int = 100
+    als_n: int = 100
+    popular_n: int = 60
+    half_life_days: float = 240.0
+    popular_window_days: int = 30
+    als_factors: int = 64
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    seed: int = 42
+
+
+def purchases_before(events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Purchase events of known users strictly before `cutoff`."""
+    chosen = (events["event_type"] == "purchase") & events["user_id"].notna()
+    return events[chosen & (events["ts"] < cutoff)]
+
+
+def recency_weights(ts: pd.Series, cutoff: pd.Timestamp, half_life_days: float) -> np.ndarray:
+    """exp2(-age / half-life): 1 for a purchase at the cutoff, 0.5 one half-life earlier."""
+    age_days = (cutoff - ts) / DAY
+    return np.exp2(-age_days.to_numpy(dtype=float) / half_life_days)
+
+
+def top_n(scores: pd.DataFrame, n: int, by: str = "score") -> pd.DataFrame:
+    """The `n` best rows per user by `by` (ties broken by item id), with a 1-based rank."""
+    ordered = scores.sort_values(["user_id", by, "item_id"], ascending=[True, False, True])
+    ordered = ordered.groupby("user_id", sort=False).head(n).copy()
+    ordered["rank"] = ordered.groupby("user_id", sort=False).cumcount() + 1
+    return ordered
+
+
+class InteractionMatrix:
+    """User x item matrix of recency-weighted purchase counts, with id <-> index maps."""
+
+    def __init__(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, half_life_days: float):
+        self.users = pd.Index(sorted(purchases["user_id"].unique()))
+        self.items = pd.Index(sorted(purchases["item_id"].unique()))
+        weights = recency_weights(purchases["ts"], cutoff, half_life_days)
+        self.matrix = sparse.csr_matrix(
+            (weights, (self.users.get_indexer(purchases["user_id"]),
+                       self.items.get_indexer(purchases["item_id"]))),
+            shape=(len(self.users), len(self.items)), dtype=np.float32,
+        )
+        self.matrix.sum_duplicates()
+
+    def frame(self, user_rows: np.ndarray, item_cols: np.ndarray, scores: np.ndarray):
+        return pd.DataFrame({"user_id": self.users[user_rows], "item_id": self.items[item_cols],
+                             "score": scores.astype(float)})
+
+
+def _dense_top_n(matrix: InteractionMatrix, rows: np.ndarray, scores: np.ndarray, n: int):
+    """Top `n` positive entries of each row of a dense users x items score block."""
+    n = min(n, scores.shape[1])
+    best = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    values = np.take_along_axis(scores, best, axis=1)
+    keep = values > 0
+    user_rows = np.repeat(rows, n).reshape(len(rows), n)[keep]
+    return matrix.frame(user_rows, best[keep], values[keep])
+
+
+class RepurchaseSource:
+    """The user's own purchases, scored by recency-weighted frequency.
+
+    Besides the score it proposes each pair with its purchase rhythm: the mean gap between
+    the distinct days it was bought on, and how far into that gap the cutoff lies. It also
+    knows, per item, the share of its buyers who bought it on more than one day.
+    """
+
+    name = "repurchase"
+    extra_columns = ("gap_days", "due_ratio")
+
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
+        weights = recency_weights(purchases["ts"], cutoff, config.half_life_days)
+        frame = purchases.assign(score=weights, day=purchases["ts"].dt.floor("D"))
+        pairs = frame.groupby(["user_id", "item_id"], as_index=False).agg(
+            score=("score", "sum"), days=("day", "nunique"), first=("day", "min"),
+            last=("day", "max"))
+        gap = (pairs["last"] - pairs["first"]) / DAY / (pairs["days"] - 1).where(
+            pairs["days"] > 1)
+        pairs["gap_days"] = gap
+        pairs["due_ratio"] = ((cutoff - pairs["last"]) / DAY) / gap
+        self.scores = pairs[["user_id", "item_id", "score", *self.extra_columns]]
+        self.item_repeat_rate = (pairs["days"] > 1).groupby(pairs["item_id"]).mean()
+        self.n = config.repurchase_n
+        return self
+
+    def recommend(self, user_ids: list[str]) -> pd.DataFrame:
+        return top_n(self.scores[self.scores["user_id"].isin(user_ids)], self.n)
+
+
+class PopularSource:
+    """Items bought by the most distinct users in the last `popular_window_days`."""
+
+    name = "popular"
+
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
+        recent = purchases[purchases["ts"] >= cutoff - config.popular_window_days * DAY]
+        counts = recent.groupby("item_id")["user_id"].nunique()
+        ranked = counts.sort_index().sort_values(ascending=False, kind="stable")
+        self.ranking = ranked.head(config.popular_n)
+        return self
+
+    def recommend(self, user_ids: list[str]) -> pd.DataFrame:
+        items = self.ranking.index.to_numpy()
+        frame = pd.DataFrame({
+            "user_id": np.repeat(np.asarray(user_ids, dtype=object), len(items)),
+            "item_id": np.tile(items, len(user_ids)),
+            "score": np.tile(self.ranking.to_numpy(dtype=float), len(user_ids)),
+        })
+        frame["rank"] = np.tile(np.arange(1, len(items) + 1), len(user_ids))
+        return frame
+
+
+class CovisitSource:
+    """Items co-purchased (same order) with the user's recency-weighted history."""
+
+    name = "covisit"
+
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
+        self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
+        orders = pd.Index(sorted(purchases["session_id"].unique()))
+        baskets = sparse.csr_matrix(
+            (np.ones(len(purchases), dtype=np.float32),
+             (orders.get_indexer(purchases["session_id"]),
+              self.matrix.items.get_indexer(purchases["item_id"]))),
+            shape=(len(orders), len(self.matrix.items)),
+        )
+        baskets.data[:] = 1.0  # an item counts once per order
+        together = (baskets.T @ baskets).tocsr()
+        together.setdiag(0)
+        together.eliminate_zeros()
+        # Normalise by how often each proposed item sells, so bestsellers do not dominate.
+        sold = np.asarray(baskets.sum(axis=0)).ravel()
+        self.cooccurrence = together @ sparse.diags(1 / np.sqrt(np.maximum(sold, 1)))
+        self.n = config.covisit_n
+        return self
+
+    def recommend(self, user_ids: list[str]) -> pd.DataFrame:
+        rows = self.matrix.users.get_indexer(user_ids)
+        rows = rows[rows >= 0]
+        if len(rows) == 0:
+            return pd.DataFrame(columns=["user_id", "item_id", "score", "rank"])
+        scores = (self.matrix.matrix[rows] @ self.cooccurrence).toarray()
+        return top_n(_dense_top_n(self.matrix, rows, scores, self.n), self.n)
+
+
+class FactorizationSource:
+    """implicit's ALS on log-scaled, recency-weighted purchase counts."""
+
+    name = "als"
+
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
+        self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
+        confidence = self.matrix.matrix.copy()
+        confidence.data = 1 + 20 * np.log1p(confidence.data)
+        with threadpool_limits(1, "blas"):  # implicit's own threads do the work
+            self.model = AlternatingLeastSquares(
+                factors=config.als_factors, iterations=config.als_iterations,
+                regularization=config.als_regularization, random_state=config.seed,
+                num_threads=1,
+            )
+            self.model.fit(confidence, show_progress=False)
+        self.confidence = confidence
+        self.n = config.als_n
+        return self
+
+    def recommend(self, user_ids: list[str]) -> pd.DataFrame:
+        return _implicit_recommend(self.model, self.matrix, self.confidence, user_ids, self.n)
+
+
+class ItemKnnSource:
+    """Item-to-item cosine neighbours (implicit's CosineRecommender): a baseline."""
+
+    name = "item_knn"
+
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig,
+            neighbours: int = 100):
+        self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
+        self.model = CosineRecommender(K=neighbours, num_threads=1)
+        with warnings.catch_warnings():  # implicit converts its own normalised copy to CSR
+            warnings.simplefilter("ignore", ParameterWarning)
+            self.model.fit(self.matrix.matrix, show_progress=False)
+        self.n = config.als_n
+        return self
+
+    def recommend(self, user_ids: list[str]) -> pd.DataFrame:
+        return _implicit_recommend(self.model, self.matrix, self.matrix.matrix, user_ids, self.n)
+
+
+def _implicit_recommend(model, matrix: InteractionMatrix, user_items, user_ids, n):
+    rows = matrix.users.get_indexer(user_ids)
+    rows = rows[rows >= 0]
+    if len(rows) == 0:
+        return pd.DataFrame(columns=["user_id", "item_id", "score", "rank"])
+    n = min(n, len(matrix.items))  # implicit pads a longer list with repeats of item 0
+    ids, scores = model.recommend(rows, user_items[rows], N=n, filter_already_liked_items=False)
+    valid = ids >= 0
+    user_rows = np.repeat(rows, ids.shape[1]).reshape(ids.shape)[valid]
+    return top_n(matrix.frame(user_rows, ids[valid], scores[valid]), n)
+
+
+def fit_sources(purchases: pd.DataFrame, cutoff: pd.Timestamp,
+                config: CandidateConfig = CandidateConfig()) -> dict:
+    """Fit every candidate source on purchases before `cutoff`."""
+    return {
+        "repurchase": RepurchaseSource().fit(purchases, cutoff, config),
+        "covisit": CovisitSource().fit(purchases, cutoff, config),
+        "als": FactorizationSource().fit(purchases, cutoff, config),
+        "popular": PopularSource().fit(purchases, cutoff, config),
+    }
+
+
+def generate_candidates(sources: dict, user_ids: list[str]) -> pd.DataFrame:
+    """Union of the sources' lists: one row per (user, item) with `<source>_score/_rank`
+    (and a source's extra columns), how many sources proposed it, and the item's repeat
+    rate among its buyers."""
+    merged = None
+    for name, source in sources.items():
+        columns = ["score", "rank", *getattr(source, "extra_columns", ())]
+        proposed = source.recommend(user_ids)[["user_id", "item_id", *columns]]
+        proposed = proposed.rename(columns={c: f"{name}_{c}" for c in columns})
+        merged = proposed if merged is None else merged.merge(
+            proposed, on=["user_id", "item_id"], how="outer")
+    merged["n_sources"] = merged[[f"{name}_rank" for name in sources]].notna().sum(axis=1)
+    repeat_rate = sources["repurchase"].item_repeat_rate
+    merged["item_repeat_rate"] = merged["item_id"].map(repeat_rate).fillna(0.0)
+    return merged.sort_values(["user_id", "item_id"], ignore_index=True)

@@ -1,0 +1,125 @@
+"""The LightGBM LambdaRank ranker over candidates and their `recs_ranker_v1` features."""
+
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.candidates import SOURCES
+
+FEAST_FEATURES = (
+    "user_frequency", "user_monetary", "user_distinct_items", "user_returns",
+    "item_purchases_7d", "item_purchases_30d", "item_purchases_90d",
+    "item_buyers_7d", "item_buyers_30d", "item_buyers_90d", "item_trend_7d_30d",
+    "item_price_last", "item_price_mean_30d", "item_price_min", "item_price_max",
+    "user_item_times_bought", "user_item_units_bought", "user_item_units_returned",
+    "user_recency_days", "user_tenure_days", "user_item_days_since_last_purchase",
+)
+CANDIDATE_FEATURES = (*(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank")),
+                      "repurchase_gap_days", "repurchase_due_ratio", "n_sources",
+                      "item_repeat_rate")
+DERIVED_FEATURES = ("user_category_share", "user_item_share_of_orders", "user_item_due_ratio",
+                    "user_days_per_order")
+FEATURE_COLUMNS = (*CANDIDATE_FEATURES, *FEAST_FEATURES, *DERIVED_FEATURES)
+
+
+def _category_share(names, shares, category) -> float:
+    if names is None or category is None:
+        return 0.0
+    for name, share in zip(names, shares, strict=True):
+        if name == category:
+            return float(share)
+    return 0.0
+
+
+def ranking_features(examples: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
+    """The model's feature matrix from candidates joined with their Feast features.
+
+    `examples` holds the candidate columns and the `recs_ranker_v1` features (including
+    the user's category names and shares); `categories` maps item id to category.
+    """
+    category = examples["item_id"].map(categories)
+    shares = [
+        _category_share(names, values, cat)
+        for names, values, cat in zip(examples["user_category_names"],
+                                      examples["user_category_shares"], category, strict=True)
+    ]
+    frame = examples.reindex(columns=[*CANDIDATE_FEATURES, *FEAST_FEATURES]).astype(float)
+    frame["user_category_share"] = shares
+    frame["user_item_share_of_orders"] = (
+        frame["user_item_times_bought"].fillna(0) / frame["user_frequency"].where(
+            frame["user_frequency"] > 0)
+    )
+    frame["user_days_per_order"] = frame["user_tenure_days"] / frame["user_frequency"].where(
+        frame["user_frequency"] > 0)
+    # How far into its usual repurchase cycle the pair is (1 = one average gap since).
+    frame["user_item_due_ratio"] = frame["user_item_days_since_last_purchase"] / (
+        frame["user_tenure_days"] / frame["user_item_times_bought"].where(
+            frame["user_item_times_bought"] > 0))
+    return frame[list(FEATURE_COLUMNS)]
+
+
+def group_sizes(user_ids: pd.Series) -> np.ndarray:
+    """Query sizes of rows sorted by query (consecutive equal ids form one query)."""
+    starts = np.flatnonzero(np.r_[True, user_ids.to_numpy()[1:] != user_ids.to_numpy()[:-1]])
+    return np.diff(np.r_[starts, len(user_ids)])
+
+
+@dataclass
+class RankerParams:
+    """LightGBM LambdaRank hyper-parameters."""
+
+    n_estimators: int = 600
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 50
+    subsample: float = 0.8
+    subsample_freq: int = 1
+    colsample_bytree: float = 0.8
+    reg_lambda: float = 1.0
+    random_state: int = 42
+    extra: dict = field(default_factory=dict)
+
+    def as_lightgbm(self) -> dict:
+        params = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return {**params, **self.extra, "objective": "lambdarank", "verbose": -1,
+                "n_jobs": 2}
+
+
+class Ranker:
+    """LGBMRanker with early stopping on validation NDCG@10, then refitted on all data."""
+
+    def __init__(self, params: RankerParams | None = None):
+        self.params = params or RankerParams()
+        self.model: lgb.LGBMRanker | None = None
+        self.best_iteration: int | None = None
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, label: str = "label") -> "Ranker":
+        """Fit on `train`, pick the number of trees on `valid`, refit on both.
+
+        Both frames hold `user_id`, the feature columns and `label`, sorted by query.
+        """
+        probe = lgb.LGBMRanker(**self.params.as_lightgbm())
+        probe.fit(
+            train[list(FEATURE_COLUMNS)], train[label], group=group_sizes(train["query"]),
+            eval_X=(valid[list(FEATURE_COLUMNS)],), eval_y=(valid[label],),
+            eval_group=[group_sizes(valid["query"])], eval_at=[10],
+            callbacks=[lgb.early_stopping(50, verbose=False)],
+        )
+        self.best_iteration = max(int(probe.best_iteration_ or self.params.n_estimators), 1)
+        self.validation_ndcg = float(probe.best_score_["valid_0"]["ndcg@10"])
+        both = pd.concat([train, valid], ignore_index=True)
+        final = {**self.params.as_lightgbm(), "n_estimators": self.best_iteration}
+        self.model = lgb.LGBMRanker(**final)
+        self.model.fit(both[list(FEATURE_COLUMNS)], both[label], group=group_sizes(both["query"]))
+        return self
+
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        """Ranking scores (higher first) of feature rows."""
+        return self.model.predict(features[list(FEATURE_COLUMNS)])
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature, largest first."""
+        gains = self.model.booster_.feature_importance(importance_type="gain")
+        return pd.Series(gains, index=list(FEATURE_COLUMNS)).sort_values(ascending=False)
