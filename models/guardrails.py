@@ -1,0 +1,104 @@
+"""The shop's pricing rules (guardrails) that every price suggestion must satisfy.
+
+`Guardrails` holds the shop-wide rules; `load_guardrails` reads them from a YAML file (see
+`guardrails.example.yaml` at the repository root, which documents every field). The per-item
+bounds `min_price` and `max_price` come from the catalog, not from here. Percentages are plain
+numbers: 10 means 10%.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+
+def _whole_cents(value: float) -> float:
+    cents = round(value * 100)
+    if abs(value * 100 - cents) > 1e-6:
+        raise ValueError("must be a whole number of cents")
+    return cents / 100
+
+
+Percent = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Ending = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), AfterValidator(_whole_cents)]
+Step = Annotated[float, Field(ge=0.01, allow_inf_nan=False), AfterValidator(_whole_cents)]
+
+
+class Guardrails(BaseModel):
+    """The shop-wide pricing rules; the defaults are those of `guardrails.example.yaml`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_margin_percent: Percent = 10.0
+    """Profit per unit after channel fees is at least this share of the unit cost: prices are at
+    or above the floor `p` solving `p * (1 - fee_percent/100) - fee_fixed = unit_cost * (1 +
+    min_margin_percent/100)`. Unknown unit costs count as 0 (the floor then covers the fees)."""
+
+    max_change_percent: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 20.0
+    """`|suggested / current - 1| <= max_change_percent / 100`."""
+
+    price_endings: tuple[Ending, ...] = (0.49, 0.99)
+    """Allowed cent endings: prices are `k + e` for whole `k` and an ending `e` in [0, 1). Empty:
+    any multiple of `price_step` (and the current price) is allowed."""
+
+    max_channel_spread_percent: Percent = 20.0
+    """Across one item's channels, `max(price) / min(price) - 1 <= max_channel_spread_percent /
+    100`."""
+
+    trust_band_percent: Percent = 10.0
+    """Prices stay within `[observed min * (1 - t/100), observed max * (1 + t/100)]` of the prices
+    observed for the item x channel: the demand model is not believed far from its data."""
+
+    price_step: Step = 0.01
+    """Spacing of the candidate prices when `price_endings` is empty (whole cents, >= 0.01)."""
+
+    @field_validator("price_endings")
+    @classmethod
+    def _sorted_unique(cls, endings: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(sorted(set(endings)))
+
+    def margin_floor(self, unit_cost, fee_percent, fee_fixed) -> np.ndarray:
+        """The lowest price meeting `min_margin_percent` (arrays; a NaN unit cost counts as 0)."""
+        cost = np.nan_to_num(np.asarray(unit_cost, dtype=float), nan=0.0)
+        fee_share = np.asarray(fee_percent, dtype=float) / 100
+        required = cost * (1 + self.min_margin_percent / 100) + np.asarray(fee_fixed, dtype=float)
+        return required / (1 - fee_share)
+
+
+class GuardrailsError(ValueError):
+    """A guardrails file that is not valid YAML or breaks the `Guardrails` schema."""
+
+
+def _field_name(location: tuple) -> str:
+    name = str(location[0]) if location else "guardrails"
+    return name + "".join(f"[{part}]" for part in location[1:])
+
+
+def load_guardrails(path: str | Path) -> Guardrails:
+    """Read and validate a guardrails YAML file; errors name the file and every bad field."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise GuardrailsError(f"{path}: not valid YAML: {error}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        kind = type(document).__name__
+        raise GuardrailsError(f"{path}: expected a mapping of guardrail fields, got a {kind}")
+    try:
+        return Guardrails.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"field '{_field_name(detail['loc'])}': {detail['msg']}" for detail in error.errors()
+        )
+        raise GuardrailsError(f"{path}: invalid guardrails: {problems}") from None

@@ -1,0 +1,541 @@
+"""Profit-maximising price suggestions per item x channel that never break the guardrails.
+
+An offer is one item on one channel (a row of `offers`, columns `OFFER_COLUMNS`). A demand
+model `expected_units(rows, prices)` gives the expected units of each row at its price, and
+
+    profit(p) = (p * (1 - fee_percent / 100) - fee_fixed - unit_cost) * expected_units(p)
+
+with a unit cost of 0 when it is unknown; revenue is `p * expected_units(p)`.
+
+Candidates. The allowed grid is every `k + e` for whole `k` and an allowed ending `e` (or every
+multiple of `price_step` when `price_endings` is empty). An offer's candidates are the positive
+grid prices that satisfy every rule: at or above the min margin floor (`Guardrails.margin_floor`)
+and the catalog `min_price`, at or below the catalog `max_price`, within `max_change_percent` of
+the current price and within the trust band around the observed prices. The current price is a
+candidate only when it satisfies every rule, its ending included. Each offer takes its most
+profitable candidate; ties go to the price nearest the current one, then to the lower price.
+
+Channel spread. When an item's per-channel choices spread more than `max_channel_spread_percent`,
+its channels are chosen jointly to maximise the item's total expected profit: every candidate
+price is tried as the item's lowest price L, each channel takes its best candidate in
+[L, L * (1 + spread)], and the best total wins (exact, as every feasible choice has such an L).
+
+`bound_by` names the rules that changed a decision. The unconstrained best is the most profitable
+price on the wide grid: the allowed grid from 0.2x to 4x the current price (widened to cover every
+candidate) plus the current price itself. Each rule that price breaks is listed ("price_endings"
+when it is the current price with a disallowed ending), and "channel_spread" when the item's
+joint choice moved the channel away from its own best candidate.
+
+Offers that no price can satisfy are returned in `skipped` with a reason naming the conflict:
+offers with no observed prices (the trust band has no anchor), rules whose bounds cross, no
+grid price between the bounds, or an item whose channels cannot meet the spread.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.guardrails import Guardrails
+
+ExpectedUnits = Callable[[pd.DataFrame, np.ndarray], np.ndarray]
+
+RULES = (
+    "min_margin", "min_price", "max_price", "max_change", "trust_band", "channel_spread",
+    "price_endings",
+)
+PRICE_RULES = tuple(rule for rule in RULES if rule != "channel_spread")  # checked price by price
+OFFER_COLUMNS = (
+    "item_id", "channel", "unit_cost", "fee_percent", "fee_fixed", "current_price", "min_price",
+    "max_price", "observed_min_price", "observed_max_price",
+)
+NUMERIC_OFFER_COLUMNS = OFFER_COLUMNS[2:]
+SUGGESTION_COLUMNS = (
+    "item_id", "channel", "current_price", "suggested_price", "expected_units_current",
+    "expected_units_suggested", "expected_revenue_current", "expected_revenue_suggested",
+    "expected_profit_current", "expected_profit_suggested", "bound_by", "model_version",
+    "explanation",
+)
+SKIPPED_COLUMNS = ("item_id", "channel", "reason")
+WIDE_GRID_FACTORS = (0.2, 4.0)  # the unconstrained grid spans these multiples of current price
+NAIVE_GRID_FACTORS = tuple(float(f) for f in np.round(np.arange(0.2, 4.0 + 1e-9, 0.01), 2))
+TOLERANCE = 1e-9  # absolute slack on price comparisons (float rounding only)
+EVALUATION_CHUNK_ROWS = 500_000  # the demand model sees at most this many prices per call
+NO_OBSERVATIONS_REASON = "no observed prices for this item and channel to anchor the trust band"
+
+# Rule -> (bounds column, wording) of the lower and upper bound each rule puts on a price.
+_LOWER_BOUNDS = {
+    "min_margin": ("margin_floor", "the min margin floor"),
+    "min_price": ("min_price", "the catalog min price"),
+    "max_change": ("change_low", "the max change's bottom"),
+    "trust_band": ("trust_low", "the trust band's bottom"),
+}
+_UPPER_BOUNDS = {
+    "max_price": ("max_price", "the catalog max price"),
+    "max_change": ("change_high", "the max change's top"),
+    "trust_band": ("trust_high", "the trust band's top"),
+}
+
+
+@dataclass(frozen=True)
+class OptimizationResult:
+    """One row per offer in exactly one of `suggestions` (`SUGGESTION_COLUMNS`) and `skipped`
+    (`SKIPPED_COLUMNS`), in the order of the offers."""
+
+    suggestions: pd.DataFrame
+    skipped: pd.DataFrame
+
+
+def _checked_offers(offers: pd.DataFrame) -> pd.DataFrame:
+    """`offers` with a fresh index and float price columns; raises ValueError on bad values."""
+    missing = [column for column in OFFER_COLUMNS if column not in offers.columns]
+    if missing:
+        raise ValueError(f"offers lack the column(s): {', '.join(missing)}")
+    checked = offers.reset_index(drop=True).astype(dict.fromkeys(NUMERIC_OFFER_COLUMNS, float))
+    if checked.duplicated(["item_id", "channel"]).any():
+        raise ValueError("offers repeat an item_id x channel pair")
+
+    def finite_at_least(column: str, low: float) -> pd.Series:
+        return np.isfinite(checked[column]) & (checked[column] >= low)
+
+    observed_min, observed_max = checked["observed_min_price"], checked["observed_max_price"]
+    problems = {
+        "current_price must be finite and > 0":
+            ~finite_at_least("current_price", 0) | (checked["current_price"] == 0),
+        "fee_percent must be in [0, 100)":
+            ~finite_at_least("fee_percent", 0) | (checked["fee_percent"] >= 100),
+        "fee_fixed must be finite and >= 0": ~finite_at_least("fee_fixed", 0),
+        "min_price must be finite and >= 0": ~finite_at_least("min_price", 0),
+        "unit_cost must be missing or finite and >= 0":
+            checked["unit_cost"].notna() & ~finite_at_least("unit_cost", 0),
+        "max_price must be missing or finite and >= 0":
+            checked["max_price"].notna() & ~finite_at_least("max_price", 0),
+        "observed_min_price and observed_max_price must be both missing or 0 <= min <= max":
+            (observed_min.isna() != observed_max.isna())
+            | (observed_min.notna() & ~finite_at_least("observed_min_price", 0))
+            | (observed_max.notna() & ~np.isfinite(observed_max))
+            | (observed_min > observed_max),
+    }
+    broken = [f"{rule} ({mask.sum()} row(s))" for rule, mask in problems.items() if mask.any()]
+    if broken:
+        raise ValueError("invalid offers: " + "; ".join(broken))
+    return checked
+
+
+def _rule_bounds(offers: pd.DataFrame, guardrails: Guardrails) -> pd.DataFrame:
+    """Per offer, the bound each rule puts on the price and the tightest lower and upper bound
+    with the rule that sets it (trust band bounds are NaN without observations)."""
+    current = offers["current_price"].to_numpy()
+    change = guardrails.max_change_percent / 100
+    trust = guardrails.trust_band_percent / 100
+    bounds = pd.DataFrame({
+        "margin_floor": guardrails.margin_floor(
+            offers["unit_cost"], offers["fee_percent"], offers["fee_fixed"]
+        ),
+        "min_price": offers["min_price"].to_numpy(),
+        "max_price": offers["max_price"].fillna(np.inf).to_numpy(),
+        "change_low": current * (1 - change),
+        "change_high": current * (1 + change),
+        "trust_low": offers["observed_min_price"].to_numpy() * (1 - trust),
+        "trust_high": offers["observed_max_price"].to_numpy() * (1 + trust),
+    })
+    for side, rules, empty, pick in (("lower", _LOWER_BOUNDS, -np.inf, np.argmax),
+                                     ("upper", _UPPER_BOUNDS, np.inf, np.argmin)):
+        values = bounds[[column for column, _ in rules.values()]].fillna(empty).to_numpy()
+        tightest = pick(values, axis=1)
+        bounds[side] = values[np.arange(len(values)), tightest]
+        bounds[f"{side}_rule"] = np.array(list(rules))[tightest]
+    return bounds
+
+
+def _grid_cents(guardrails: Guardrails) -> tuple[int, np.ndarray]:
+    """The allowed grid as (period, offsets) in cents: prices are k * period + offset."""
+    if guardrails.price_endings:
+        return 100, np.array([round(ending * 100) for ending in guardrails.price_endings])
+    return round(guardrails.price_step * 100), np.array([0])
+
+
+def _endings_allowed(prices: np.ndarray, guardrails: Guardrails) -> np.ndarray:
+    """Whether each price has an allowed ending (always, when no endings are set)."""
+    if not guardrails.price_endings:
+        return np.ones(len(prices), dtype=bool)
+    cents = np.round(prices * 100)
+    period, offsets = _grid_cents(guardrails)
+    return (np.abs(prices * 100 - cents) < 1e-6) & np.isin(cents % period, offsets)
+
+
+@dataclass(frozen=True)
+class _Points:
+    """Prices evaluated by the demand model, one array entry per point, grouped by offer row."""
+
+    row: np.ndarray
+    price: np.ndarray
+    is_current: np.ndarray  # the offer's current price (exactly one point per row)
+    ending_allowed: np.ndarray  # False only for a current price off the allowed endings
+    units: np.ndarray
+    profit: np.ndarray
+    distance: np.ndarray  # |price - current price|
+
+
+def _grid_prices(
+    offers: pd.DataFrame, rows: np.ndarray, low: np.ndarray, high: np.ndarray,
+    guardrails: Guardrails,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's positive grid prices in [low, high] plus its current price, grouped by row:
+    arrays of row, price, is_current and ending_allowed."""
+    period, offsets = _grid_cents(guardrails)
+    low_cents = np.maximum(np.ceil(low * 100 - 1e-6), 1).astype(np.int64)
+    high_cents = np.floor(high * 100 + 1e-6).astype(np.int64)
+    first_block = low_cents // period
+    blocks_per_row = np.maximum(high_cents // period - first_block + 1, 0)
+    block_row = np.repeat(np.arange(len(rows)), blocks_per_row)
+    block = first_block[block_row] + np.arange(len(block_row)) - np.repeat(
+        np.cumsum(blocks_per_row) - blocks_per_row, blocks_per_row
+    )
+    cents = (block[:, None] * period + offsets).ravel()
+    position = np.repeat(block_row, len(offsets))
+
+    current = offers["current_price"].to_numpy()[rows]
+    current_cents = np.round(current * 100)
+    on_a_cent = np.abs(current * 100 - current_cents) < 1e-6
+    keep = (cents >= low_cents[position]) & (cents <= high_cents[position]) & ~(
+        on_a_cent[position] & (cents == current_cents[position])
+    )
+    grid_points = int(keep.sum())
+    point_rows = np.concatenate([rows[position[keep]], rows])
+    order = np.argsort(point_rows, kind="stable")
+    prices = np.concatenate([cents[keep] / 100, current])
+    is_current = np.concatenate([np.zeros(grid_points, bool), np.ones(len(rows), bool)])
+    ending_allowed = np.concatenate(
+        [np.ones(grid_points, bool), _endings_allowed(current, guardrails)]
+    )
+    return point_rows[order], prices[order], is_current[order], ending_allowed[order]
+
+
+def _predicted_units(
+    offers: pd.DataFrame, rows: np.ndarray, prices: np.ndarray, expected_units: ExpectedUnits
+) -> np.ndarray:
+    """The demand model's units of each row at its price, at most `EVALUATION_CHUNK_ROWS` per
+    call; raises ValueError unless it returns one finite, non-negative value per price."""
+    units = np.empty(len(prices))
+    for start in range(0, len(prices), EVALUATION_CHUNK_ROWS):
+        part = slice(start, start + EVALUATION_CHUNK_ROWS)
+        frame = offers.iloc[rows[part]].reset_index(drop=True)
+        predicted = np.asarray(expected_units(frame, prices[part]), dtype=float)
+        valid = predicted.shape == (len(frame),) and np.isfinite(predicted).all()
+        if not valid or (predicted < 0).any():
+            raise ValueError("expected_units must return one finite, non-negative value per price")
+        units[part] = predicted
+    return units
+
+
+def _evaluated(
+    offers: pd.DataFrame, rows: np.ndarray, prices: np.ndarray, is_current: np.ndarray,
+    ending_allowed: np.ndarray, expected_units: ExpectedUnits,
+) -> _Points:
+    """The points with their expected units, profit and distance to the current price."""
+    units = _predicted_units(offers, rows, prices, expected_units)
+    fee_share = offers["fee_percent"].to_numpy()[rows] / 100
+    unit_cost = offers["unit_cost"].fillna(0).to_numpy()[rows]
+    margin = prices * (1 - fee_share) - offers["fee_fixed"].to_numpy()[rows] - unit_cost
+    distance = np.abs(prices - offers["current_price"].to_numpy()[rows])
+    return _Points(rows, prices, is_current, ending_allowed, units, margin * units, distance)
+
+
+def _broken_rules(points: _Points, bounds: pd.DataFrame) -> np.ndarray:
+    """(points x PRICE_RULES) booleans: which rules each point's price breaks."""
+    prices = points.price
+
+    def bound(column: str) -> np.ndarray:
+        return bounds[column].to_numpy()[points.row]
+
+    outside = {
+        "min_margin": prices < bound("margin_floor") - TOLERANCE,
+        "min_price": prices < bound("min_price") - TOLERANCE,
+        "max_price": prices > bound("max_price") + TOLERANCE,
+        "max_change": (prices < bound("change_low") - TOLERANCE)
+        | (prices > bound("change_high") + TOLERANCE),
+        "trust_band": (prices < bound("trust_low") - TOLERANCE)
+        | (prices > bound("trust_high") + TOLERANCE),
+        "price_endings": ~points.ending_allowed,
+    }
+    return np.column_stack([outside[rule] for rule in PRICE_RULES])
+
+
+def _best_per_row(points: _Points, eligible: np.ndarray) -> pd.Series:
+    """Row -> position of its most profitable eligible point; ties go to the price nearest the
+    current one, then to the earlier (lower) grid price."""
+    positions = np.flatnonzero(eligible)
+    rows = points.row[positions]
+    if not len(rows):
+        return pd.Series(np.empty(0, np.int64), index=np.empty(0, np.int64))
+    new_row = np.r_[True, rows[1:] != rows[:-1]]
+    starts, group = np.flatnonzero(new_row), np.cumsum(new_row) - 1
+    profit, distance = points.profit[positions], points.distance[positions]
+    tied = profit == np.maximum.reduceat(profit, starts)[group]
+    nearest = np.minimum.reduceat(np.where(tied, distance, np.inf), starts)[group]
+    winners = np.flatnonzero(tied & (distance == nearest))
+    winners = winners[np.r_[True, group[winners][1:] != group[winners][:-1]]]
+    return pd.Series(positions[winners], index=rows[starts])
+
+
+class _WindowArgmin:
+    """Position of the smallest value in any window `values[start:stop]` in O(1) per window,
+    from a sparse table of the argmin over every power-of-two window."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values
+        self.tables = [np.arange(len(values))]
+        width = 1
+        while 2 * width <= len(values):
+            previous = self.tables[-1]
+            self.tables.append(self._smaller(previous[:-width], previous[width:]))
+            width *= 2
+
+    def _smaller(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return np.where(self.values[right] < self.values[left], right, left)
+
+    def query(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """Argmin positions of the non-empty windows [starts, stops)."""
+        levels = np.frexp(stops - starts)[1] - 1  # floor(log2(window length))
+        positions = np.empty(len(starts), dtype=np.int64)
+        for level in np.unique(levels):
+            at = levels == level
+            table = self.tables[level]
+            positions[at] = self._smaller(table[starts[at]], table[stops[at] - (1 << level)])
+        return positions
+
+
+def _best_within_spread(points: _Points, positions: np.ndarray, spread: float) -> pd.Series | None:
+    """Row -> point maximising the rows' total profit with every chosen price in
+    [L, L * (1 + spread)] for some candidate price L; None when no L fits every row.
+    `positions` are the candidate points of the rows, sorted by row, then price."""
+    prices, rows = points.price[positions], points.row[positions]
+    profit, distance = points.profit[positions], points.distance[positions]
+    preference = np.empty(len(prices), dtype=np.int64)
+    preference[np.lexsort((prices, distance, -profit))] = np.arange(len(prices))
+    item_rows, starts = np.unique(rows, return_index=True)
+    stops = np.append(starts[1:], len(prices))
+    lowest = np.unique(prices)
+    windows = [
+        (start + np.searchsorted(prices[start:stop], lowest - TOLERANCE, side="left"),
+         start + np.searchsorted(prices[start:stop], lowest * (1 + spread) + TOLERANCE,
+                                 side="right"))
+        for start, stop in zip(starts, stops, strict=True)
+    ]
+    feasible = np.logical_and.reduce([stop > start for start, stop in windows])
+    if not feasible.any():
+        return None
+    best_in = _WindowArgmin(preference)
+    picks = np.stack([best_in.query(start[feasible], stop[feasible]) for start, stop in windows])
+    order = np.lexsort((lowest[feasible], distance[picks].sum(axis=0), -profit[picks].sum(axis=0)))
+    return pd.Series(positions[picks[:, order[0]]], index=item_rows)
+
+
+def _spread_reason(
+    offers: pd.DataFrame, points: _Points, positions: np.ndarray, spread_percent: float
+) -> str:
+    prices = pd.Series(points.price[positions], index=points.row[positions])
+    ranges = prices.groupby(level=0).agg(["min", "max"])
+    allowed = ", ".join(
+        f"{offers.at[row, 'channel']} allows {low:.2f}-{high:.2f}"
+        for row, (low, high) in ranges.iterrows()
+    )
+    return f"no prices fit within the {spread_percent:g}% channel spread: {allowed}"
+
+
+def _choose_within_spread(
+    offers: pd.DataFrame, points: _Points, candidate: np.ndarray, best: pd.Series,
+    guardrails: Guardrails,
+) -> tuple[pd.Series, dict[int, str]]:
+    """Row -> chosen point after the channel spread, and row -> reason for the rows of items
+    whose channels cannot meet the spread."""
+    spread = guardrails.max_channel_spread_percent / 100
+    items = offers["item_id"].to_numpy()[best.index]
+    ranges = pd.Series(points.price[best.to_numpy()]).groupby(items)
+    too_wide = ranges.max() > ranges.min() * (1 + spread) + TOLERANCE
+    candidates = np.flatnonzero(candidate)
+    candidate_rows = points.row[candidates]
+    chosen, reasons = best.copy(), {}
+    for item in too_wide.index[too_wide]:
+        rows = best.index[items == item]
+        first = np.searchsorted(candidate_rows, rows, side="left")
+        last = np.searchsorted(candidate_rows, rows, side="right")
+        positions = np.concatenate(
+            [candidates[start:stop] for start, stop in zip(first, last, strict=True)]
+        )
+        positions = positions[np.lexsort((points.price[positions], points.row[positions]))]
+        picks = _best_within_spread(points, positions, spread)
+        if picks is None:
+            reason = _spread_reason(offers, points, positions,
+                                    guardrails.max_channel_spread_percent)
+            reasons.update(dict.fromkeys(rows, reason))
+            chosen = chosen.drop(rows)
+        else:
+            chosen.loc[picks.index] = picks.to_numpy()
+    return chosen, reasons
+
+
+def _endings_text(guardrails: Guardrails) -> str:
+    return "/".join(f"{ending:.2f}".removeprefix("0") for ending in guardrails.price_endings)
+
+
+def _conflict_reason(bound: pd.Series) -> str:
+    lower = _LOWER_BOUNDS[bound["lower_rule"]][1]
+    upper = _UPPER_BOUNDS[bound["upper_rule"]][1]
+    return f"{lower} {bound['lower']:.2f} is above {upper} {bound['upper']:.2f}"
+
+
+def _no_grid_price_reason(bound: pd.Series, guardrails: Guardrails) -> str:
+    grid = (f"ending in {_endings_text(guardrails)}" if guardrails.price_endings
+            else f"on the {guardrails.price_step:.2f} price step")
+    lower = _LOWER_BOUNDS[bound["lower_rule"]][1]
+    upper = _UPPER_BOUNDS[bound["upper_rule"]][1]
+    return (f"no price {grid} lies between {lower} {bound['lower']:.2f} "
+            f"and {upper} {bound['upper']:.2f}")
+
+
+def _rule_text(rule: str, bound: pd.Series, guardrails: Guardrails) -> str:
+    texts = {
+        "min_margin": f"min margin {guardrails.min_margin_percent:g}% "
+                      f"(floor {bound['margin_floor']:.2f})",
+        "min_price": f"catalog min price {bound['min_price']:.2f}",
+        "max_price": f"catalog max price {bound['max_price']:.2f}",
+        "max_change": f"max change {guardrails.max_change_percent:g}%",
+        "trust_band": f"trust band {bound['trust_low']:.2f}-{bound['trust_high']:.2f}",
+        "channel_spread": f"channel spread {guardrails.max_channel_spread_percent:g}%",
+        "price_endings": f"price endings {_endings_text(guardrails)}",
+    }
+    return texts[rule]
+
+
+def _explanation(channel: str, current: tuple[float, float], suggested: tuple[float, float],
+                 bound_texts: list[str]) -> str:
+    """One line for merchandisers; `current` and `suggested` are (price, expected profit)."""
+    (current_price, current_profit), (price, profit) = current, suggested
+    if price == current_price:
+        head = f"Keep {channel} price {price:.2f}: the most profitable allowed price"
+    else:
+        verb = "Raise" if price > current_price else "Lower"
+        change = (f"{(profit / current_profit - 1) * 100:+.1f}%" if current_profit >= 0.01
+                  else f"{current_profit:.2f} -> {profit:.2f}")  # no % of less than a cent
+        head = (f"{verb} {channel} price {current_price:.2f} -> {price:.2f}: "
+                f"expected profit {change}")
+    return head + (f" (bound by {', '.join(bound_texts)})" if bound_texts else "")
+
+
+def _suggestions(
+    offers: pd.DataFrame, points: _Points, chosen: pd.Series, best: pd.Series,
+    unconstrained: pd.Series, broken: np.ndarray, bounds: pd.DataFrame, guardrails: Guardrails,
+    model_version: str,
+) -> pd.DataFrame:
+    chosen = chosen.sort_index()
+    rows, suggested = chosen.index.to_numpy(), chosen.to_numpy()
+    current_points = np.flatnonzero(points.is_current)
+    current = pd.Series(current_points, index=points.row[current_points]).loc[rows].to_numpy()
+    broken_by_best = broken[unconstrained.loc[rows].to_numpy()]
+    moved_by_spread = suggested != best.loc[rows].to_numpy()
+    bound_by = [
+        [rule for rule in RULES
+         if (rule == "channel_spread" and moved) or (
+             rule in PRICE_RULES and breaks[PRICE_RULES.index(rule)])]
+        for breaks, moved in zip(broken_by_best, moved_by_spread, strict=True)
+    ]
+    channels = offers["channel"].to_numpy()[rows]
+    explanations = [
+        _explanation(
+            channel,
+            (points.price[now], points.profit[now]),
+            (points.price[new], points.profit[new]),
+            [_rule_text(rule, bounds.loc[row], guardrails) for rule in rules],
+        )
+        for row, channel, now, new, rules in zip(
+            rows, channels, current, suggested, bound_by, strict=True
+        )
+    ]
+    return pd.DataFrame({
+        "item_id": offers["item_id"].to_numpy()[rows],
+        "channel": channels,
+        "current_price": points.price[current],
+        "suggested_price": points.price[suggested],
+        "expected_units_current": points.units[current],
+        "expected_units_suggested": points.units[suggested],
+        "expected_revenue_current": points.price[current] * points.units[current],
+        "expected_revenue_suggested": points.price[suggested] * points.units[suggested],
+        "expected_profit_current": points.profit[current],
+        "expected_profit_suggested": points.profit[suggested],
+        "bound_by": pd.Series(bound_by, dtype=object),
+        "model_version": model_version,
+        "explanation": pd.Series(explanations, dtype=object),
+    }, columns=list(SUGGESTION_COLUMNS))
+
+
+def optimize_prices(
+    offers: pd.DataFrame, expected_units: ExpectedUnits, guardrails: Guardrails,
+    model_version: str,
+) -> OptimizationResult:
+    """Suggest the most profitable price of every offer (item x channel) that breaks no rule.
+
+    `offers` holds the `OFFER_COLUMNS` (and any column the demand model needs);
+    `expected_units(rows, prices)` returns the expected units of each row of `rows` (offers,
+    one per price) at its price. Offers no price can satisfy land in `skipped` with a reason.
+    """
+    offers = _checked_offers(offers)
+    bounds = _rule_bounds(offers, guardrails)
+    observed = offers["observed_min_price"].notna().to_numpy()
+    crossed = bounds["lower"].to_numpy() > bounds["upper"].to_numpy() + TOLERANCE
+    reasons = dict.fromkeys(np.flatnonzero(~observed), NO_OBSERVATIONS_REASON)
+    reasons |= {row: _conflict_reason(bounds.loc[row])
+                for row in np.flatnonzero(observed & crossed)}
+
+    open_rows = np.flatnonzero(observed & ~crossed)
+    current = offers["current_price"].to_numpy()[open_rows]
+    low, high = WIDE_GRID_FACTORS
+    grid = _grid_prices(
+        offers, open_rows,
+        np.minimum(current * low, bounds["lower"].to_numpy()[open_rows]),
+        np.maximum(current * high, bounds["upper"].to_numpy()[open_rows]),
+        guardrails,
+    )
+    points = _evaluated(offers, *grid, expected_units)
+    broken = _broken_rules(points, bounds)
+    candidate = ~broken.any(axis=1)
+    best = _best_per_row(points, candidate)
+    reasons |= {row: _no_grid_price_reason(bounds.loc[row], guardrails)
+                for row in np.setdiff1d(open_rows, best.index)}
+    chosen, spread_reasons = _choose_within_spread(offers, points, candidate, best, guardrails)
+    reasons |= spread_reasons
+
+    unconstrained = _best_per_row(points, np.ones(len(points.row), dtype=bool))
+    suggestions = _suggestions(offers, points, chosen, best, unconstrained, broken, bounds,
+                               guardrails, model_version)
+    skipped_rows = sorted(reasons)
+    skipped = pd.DataFrame({
+        "item_id": offers["item_id"].to_numpy()[skipped_rows],
+        "channel": offers["channel"].to_numpy()[skipped_rows],
+        "reason": [reasons[row] for row in skipped_rows],
+    }, columns=list(SKIPPED_COLUMNS))
+    return OptimizationResult(suggestions=suggestions, skipped=skipped)
+
+
+def naive_argmax(
+    offers: pd.DataFrame, expected_units: ExpectedUnits,
+    grid_factors: Sequence[float] = NAIVE_GRID_FACTORS,
+) -> pd.DataFrame:
+    """The most profitable price of each offer among `current_price * grid_factors`, ignoring
+    every guardrail (a baseline for evaluations): columns item_id, channel, price."""
+    offers = _checked_offers(offers)
+    factors = np.asarray(grid_factors, dtype=float)
+    if not len(factors) or not (np.isfinite(factors) & (factors > 0)).all():
+        raise ValueError("grid_factors must be a non-empty sequence of positive numbers")
+    rows = np.repeat(np.arange(len(offers)), len(factors))
+    prices = offers["current_price"].to_numpy()[rows] * np.tile(factors, len(offers))
+    not_current = np.zeros(len(rows), dtype=bool)
+    points = _evaluated(offers, rows, prices, not_current, ~not_current, expected_units)
+    best = _best_per_row(points, np.ones(len(rows), dtype=bool)).to_numpy()
+    return pd.DataFrame({
+        "item_id": offers["item_id"].to_numpy()[rows[best]],
+        "channel": offers["channel"].to_numpy()[rows[best]],
+        "price": prices[best],
+    })
