@@ -25,6 +25,7 @@ from features.simulator import simulate_to_dir
 from features.store import apply_definitions, feature_store, materialize, online_features
 from features.transforms import build_feature_tables
 from training.recs_evaluation import evaluate_recs
+from training.recs_training import train_recs
 
 app = typer.Typer(help="tailor: recommendations and price suggestions for pattern shops.",
                   no_args_is_help=True)
@@ -34,7 +35,10 @@ features_app = typer.Typer(help="Build, register and materialize features (Feast
 app.add_typer(data_app, name="data")
 evaluate_app = typer.Typer(help="Offline evaluation against baselines on a time split.",
                            no_args_is_help=True)
+train_app = typer.Typer(help="Train models, track them in MLflow, promote champions.",
+                        no_args_is_help=True)
 app.add_typer(features_app, name="features")
+app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 out = Console()
 
@@ -199,3 +203,24 @@ def evaluate_recs_command(
     out.print(table)
     out.print(f"candidate recall {result['candidate_recall']:.3f} with "
               f"{result['candidates_per_user']:.0f} candidates per user")
+
+
+@train_app.command("recs")
+def train_recs_command(
+    cutoffs: Annotated[int, typer.Option(min=2, help="Monthly training cutoffs")] = 3,
+) -> None:
+    """Train the ranker on the event log, log it to MLflow, promote it if it beats the
+    champion on the same validation month. Needs `tailor features build` and `apply`."""
+    with stages(["training and validating"]) as done:
+        report = train_recs(get_settings(), cutoffs=cutoffs)
+        done()
+    table = Table(title=f"recs-ranker version {report.version} (run {report.run_id[:8]})")
+    table.add_column("method")
+    for column in ("ndcg@10", "recall@20", "hr@10", "coverage"):
+        table.add_column(column, justify="right")
+    for name, values in report.metrics.items():
+        table.add_row(name, *(f"{values[c]:.4f}" for c in ("ndcg@10", "recall@20", "hr@10",
+                                                             "coverage")))
+    out.print(table)
+    verdict = "promoted to champion" if report.promoted else "not promoted"
+    out.print(f"{verdict}: {report.reason}")

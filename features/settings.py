@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     """`redis://host:port/db`: use Redis as the Feast online store instead of SQLite."""
 
     feast_project: str = "tailor"
+
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TAILOR_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    )
+    """An MLflow tracking server; default: a SQLite store under the data directory."""
 
     @field_validator("data_dir")
     @classmethod
@@ -36,6 +42,10 @@ class Settings(BaseSettings):
     @property
     def feature_tables_dir(self) -> Path:
         return self.data_dir / "features"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
 
 
 @lru_cache

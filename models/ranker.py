@@ -107,6 +107,7 @@ class Ranker:
             eval_group=[group_sizes(valid["query"])], eval_at=[10],
             callbacks=[lgb.early_stopping(50, verbose=False)],
         )
+        self.validation_model = probe  # never saw `valid`'s labels: for honest validation
         self.best_iteration = max(int(probe.best_iteration_ or self.params.n_estimators), 1)
         self.validation_ndcg = float(probe.best_score_["valid_0"]["ndcg@10"])
         both = pd.concat([train, valid], ignore_index=True)
@@ -118,6 +119,10 @@ class Ranker:
     def score(self, features: pd.DataFrame) -> np.ndarray:
         """Ranking scores (higher first) of feature rows."""
         return self.model.predict(features[list(FEATURE_COLUMNS)])
+
+    def validation_score(self, features: pd.DataFrame) -> np.ndarray:
+        """Scores of the model fitted before the validation cutoff (out of sample there)."""
+        return self.validation_model.predict(features[list(FEATURE_COLUMNS)])
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""

@@ -6,7 +6,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from models.candidates import CandidateConfig, fit_sources, generate_candidates, purchases_before
-from models.ranker import Ranker, ranking_features
+from models.ranker import Ranker, RankerParams, ranking_features
 
 FEATURE_SERVICE = "recs_ranker_v1"
 HORIZON = pd.Timedelta(days=30)
@@ -61,7 +61,8 @@ def build_examples(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureSt
 
 
 def train_ranker(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureStore,
-                 until: pd.Timestamp, cutoffs: int = 3) -> tuple[Ranker, list[CutoffExamples]]:
+                 until: pd.Timestamp, cutoffs: int = 3, params: RankerParams | None = None
+                 ) -> tuple[Ranker, list[CutoffExamples]]:
     """Train on cutoffs every 30 days before `until` (labels end by `until`); the latest
     cutoff validates for early stopping."""
     stamps = [until - HORIZON * k for k in range(cutoffs, 0, -1)]
@@ -71,4 +72,4 @@ def train_ranker(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureStor
     # Queries without a positive teach a ranker nothing.
     train = train[train.groupby("query")["label"].transform("max") > 0]
     valid = valid[valid.groupby("query")["label"].transform("max") > 0]
-    return Ranker().fit(train, valid), examples
+    return Ranker(params).fit(train, valid), examples

@@ -1,0 +1,105 @@
+"""Quality of the recommender against its baselines on the shared data, two time splits.
+
+Imports the whole shared export into a temporary directory, then for each split runs the
+offline evaluation (`tailor evaluate recs`): everything fitted before the split, purchases
+of the following 30 days scored. Checks the issue's targets: the ranker's NDCG@10 at least
+1.15 x the best other row, its novel-item NDCG@10 at least the best other row's.
+
+Prints a table and writes `benchmarks/results/recs_quality.json` (and `.md`).
+Usage: python benchmarks/recs_quality.py [--splits 2011-09-01 2011-08-01]
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Run as a script, this file's own folder would shadow the `features` package it measures.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from features.event_log import EventLog  # noqa: E402
+from features.ingest import import_online_retail, read_catalog  # noqa: E402
+from training.recs_evaluation import evaluate_recs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CSV = (
+    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
+)
+RESULTS = ROOT / "benchmarks" / "results" / "recs_quality.json"
+NDCG_FACTOR_TARGET = 1.15
+COLUMNS = ("ndcg@10", "recall@20", "hr@10", "coverage", "novel_ndcg@10", "novel_recall@20")
+console = Console()
+
+
+def targets(rows: list[dict]) -> dict:
+    """The ranker's NDCG@10 ratio to the best other row, and whether both targets hold."""
+    ranker = rows[0]
+    others = rows[1:]
+    best = max(others, key=lambda r: r["ndcg@10"])
+    best_novel = max(others, key=lambda r: r["novel_ndcg@10"])
+    ratio = ranker["ndcg@10"] / best["ndcg@10"]
+    return {"best_other": best["name"], "ndcg_ratio": ratio,
+            "ndcg_target_met": ratio >= NDCG_FACTOR_TARGET,
+            "best_other_novel": best_novel["name"],
+            "novel_target_met": ranker["novel_ndcg@10"] >= best_novel["novel_ndcg@10"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--splits", nargs="+", default=["2011-09-01", "2011-08-01"])
+    args = parser.parse_args()
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tailor-recs-bench-") as workdir:
+        import_online_retail(args.csv, Path(workdir))
+        events = EventLog(Path(workdir) / "events").read()
+        catalog = read_catalog(Path(workdir) / "catalog.parquet")
+        for split in args.splits:
+            start = pd.Timestamp(split, tz="UTC")
+            result = evaluate_recs(events, catalog, start, start + pd.Timedelta(days=30))
+            result["targets"] = targets(result["rows"])
+            results.append(result)
+
+    lines = []
+    for result in results:
+        table = Table(title=f"Split {result['split']} to {result['until']}, "
+                            f"{result['rows'][0]['users']} users")
+        table.add_column("method")
+        for column in COLUMNS:
+            table.add_column(column, justify="right")
+        lines += [f"Split {result['split']} to {result['until']} "
+                  f"({result['rows'][0]['users']} users):", "",
+                  "| method | " + " | ".join(COLUMNS) + " |",
+                  "|---|" + "---:|" * len(COLUMNS)]
+        for row in result["rows"]:
+            cells = [f"{row[c]:.4f}" for c in COLUMNS]
+            table.add_row(row["name"], *cells)
+            lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+        console.print(table)
+        goal = result["targets"]
+        summary = (f"ranker / best other ({goal['best_other']}) NDCG@10 = "
+                   f"{goal['ndcg_ratio']:.3f} (target {NDCG_FACTOR_TARGET}: "
+                   f"{'met' if goal['ndcg_target_met'] else 'MISSED'}); novel NDCG@10 vs "
+                   f"{goal['best_other_novel']}: "
+                   f"{'met' if goal['novel_target_met'] else 'MISSED'}; candidate recall "
+                   f"{result['candidate_recall']:.3f}")
+        console.print(summary)
+        lines += ["", summary, ""]
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"benchmark": "recs_quality",
+                                   "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                                   "results": results}, indent=2))
+    RESULTS.with_suffix(".md").write_text("\n".join(lines))
+    console.print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

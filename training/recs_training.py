@@ -1,0 +1,125 @@
+"""`tailor train recs`: train the ranker, compare it with baselines and the champion on the
+same validation month, log everything to MLflow and promote it only when it is better."""
+
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from matplotlib.figure import Figure
+
+from features.event_log import EventLog
+from features.ingest import read_catalog
+from features.settings import Settings
+from features.store import feature_store
+from models import registry
+from models.candidates import CandidateConfig, fit_sources, purchases_before
+from models.ranker import FEATURE_COLUMNS, Ranker, RankerParams
+from training.metrics import evaluate_lists
+from training.recs import HORIZON, train_ranker
+from training.recs_evaluation import baseline_lists, fill_with, popular_items, ranked_lists
+
+MODEL_NAME = "recs-ranker"
+EXPERIMENT = "recs-ranker"
+GATING_METRIC = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What one training run measured and decided."""
+
+    run_id: str
+    version: str
+    metrics: dict[str, dict[str, float]]
+    champion_score: float | None
+    promoted: bool
+    reason: str
+
+
+def metric_key(row: str, metric: str) -> str:
+    """An MLflow metric name: `ranker_ndcg_at_10`."""
+    return f"{row}_{metric.replace('@', '_at_')}"
+
+
+def _importance_plot(ranker: Ranker, path: Path) -> None:
+    top = ranker.feature_importance().head(20)[::-1]
+    figure = Figure(figsize=(7, 6), layout="tight")
+    axis = figure.subplots()
+    axis.barh(top.index, top.to_numpy())
+    axis.set_xlabel("total gain")
+    axis.set_title("recs-ranker: feature importance")
+    figure.savefig(path, dpi=100)
+
+
+def _champion_score(frame: pd.DataFrame, lists_for, truth, catalog_size) -> float | None:
+    current = registry.champion(MODEL_NAME)
+    if current is None:
+        return None
+    model = mlflow.lightgbm.load_model(registry.champion_uri(MODEL_NAME))
+    if model.feature_name() != list(FEATURE_COLUMNS):
+        return None
+    scored = frame.assign(score=model.predict(frame[list(FEATURE_COLUMNS)]))
+    return evaluate_lists(lists_for(scored), truth, catalog_size)[GATING_METRIC]
+
+
+def train_recs(settings: Settings, params: RankerParams | None = None,
+               cutoffs: int = 3) -> TrainReport:
+    """Train on the whole event log (features must be built and applied), validate on its
+    last month, log to MLflow, register `recs-ranker` and move `champion` if better."""
+    events = EventLog(settings.events_dir).read()
+    catalog = read_catalog(settings.catalog_path)
+    until = events["ts"].max().ceil("D")
+    store = feature_store(settings)
+    ranker, examples = train_ranker(events, catalog, store, until, cutoffs, params)
+    valid = examples[-1]
+    users = sorted(valid.frame["user_id"].unique())
+    history = purchases_before(events, valid.cutoff)
+    bought = events[(events["event_type"] == "purchase") & (events["ts"] >= valid.cutoff)
+                    & (events["ts"] < valid.cutoff + HORIZON) & events["user_id"].isin(users)]
+    truth = bought.groupby("user_id")["item_id"].agg(set).to_dict()
+    catalog_size = history["item_id"].nunique()
+    popular = popular_items(history, valid.cutoff)
+
+    def lists_for(scored: pd.DataFrame) -> dict[str, list[str]]:
+        return fill_with(ranked_lists(scored, "score"), popular, users)
+
+    challenger = valid.frame.assign(score=ranker.validation_score(valid.frame))
+    metrics = {"ranker": evaluate_lists(lists_for(challenger), truth, catalog_size)}
+    for name, lists in baseline_lists(events, valid.cutoff, users).items():
+        metrics[name] = evaluate_lists(lists, truth, catalog_size)
+    candidate_recall = valid.frame["label"].sum() / max(sum(map(len, truth.values())), 1)
+    champion_score = _champion_score(valid.frame, lists_for, truth, catalog_size)
+    decision = registry.decide_promotion(GATING_METRIC, metrics["ranker"][GATING_METRIC],
+                                         champion_score)
+
+    registry.use_experiment(EXPERIMENT, settings)
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as workdir:
+        mlflow.log_params({**ranker.params.as_lightgbm(), "best_iteration": ranker.best_iteration,
+                           "cutoffs": cutoffs, "until": until.isoformat(),
+                           "validation_cutoff": valid.cutoff.isoformat(),
+                           **{f"candidates_{k}": v for k, v in CandidateConfig().__dict__.items()}})
+        for row, values in metrics.items():
+            mlflow.log_metrics({metric_key(row, m): v for m, v in values.items() if m != "users"})
+        mlflow.log_metrics({"candidate_recall": candidate_recall,
+                            "validation_users": len(truth)})
+        if champion_score is not None:
+            mlflow.log_metric("champion_ndcg_at_10", champion_score)
+        plot = Path(workdir) / "feature_importance.png"
+        _importance_plot(ranker, plot)
+        mlflow.log_artifact(str(plot))
+        state = Path(workdir) / "candidate_state.pkl"
+        with open(state, "wb") as handle:
+            pickle.dump(fit_sources(purchases_before(events, until), until), handle)
+        mlflow.log_artifact(str(state))
+        # The native booster: LightGBM's own format, no pickled sklearn wrapper to trust.
+        info = mlflow.lightgbm.log_model(ranker.model.booster_, name="model",
+                                         registered_model_name=MODEL_NAME)
+        version = str(info.registered_model_version)
+        mlflow.set_tags({"promoted": str(decision.promote).lower(),
+                         "promotion_reason": decision.reason})
+    if decision.promote:
+        registry.promote(MODEL_NAME, version)
+    return TrainReport(run.info.run_id, version, metrics, champion_score, decision.promote,
+                       decision.reason)
