@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     )
     """An MLflow tracking server; default: a SQLite store under the data directory."""
 
+    database_url: str | None = None
+    """SQLAlchemy URL of the service database (e.g. `postgresql+psycopg://...`); default:
+    SQLite at `<data dir>/tailor.db`."""
+
+    @property
+    def database(self) -> str:
+        """The service database URL, the embedded SQLite one unless set."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'tailor.db'}"
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
