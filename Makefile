@@ -36,8 +36,13 @@ $(DATA)/.features: $(DATA)/.imported $(wildcard features/*.py features/feature_r
 	$(BIN)/tailor features materialize
 	touch $@
 
-run: $(VENV)/.installed-run $(DATA)/.features
+$(DATA)/.trained-recs: $(DATA)/.features $(wildcard models/*.py training/*.py)
+	$(BIN)/tailor train recs
+	touch $@
+
+run: $(VENV)/.installed-run $(DATA)/.trained-recs
 	$(BIN)/tailor features online 12347 20719 22727 --as-of 2011-10-01
+	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(TAILOR_DATA_DIR)/mlflow/mlflow.db"
 
 test: $(VENV)/.installed-dev
 	scripts/ensure-services.sh redis

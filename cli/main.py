@@ -24,6 +24,7 @@ from features.settings import get_settings
 from features.simulator import simulate_to_dir
 from features.store import apply_definitions, feature_store, materialize, online_features
 from features.transforms import build_feature_tables
+from training.demand_evaluation import evaluate_demand
 from training.recs_evaluation import evaluate_recs
 from training.recs_training import train_recs
 
@@ -224,3 +225,36 @@ def train_recs_command(
     out.print(table)
     verdict = "promoted to champion" if report.promoted else "not promoted"
     out.print(f"{verdict}: {report.reason}")
+
+
+@evaluate_app.command("demand")
+def evaluate_demand_command(
+    events_dir: Annotated[Path, typer.Option("--events", exists=True, file_okay=False,
+                                             help="Event log directory")],
+    split_date: Annotated[datetime, typer.Option(help="First period scored (UTC)")],
+    until: Annotated[datetime | None, typer.Option(help="End of scoring; default: log end")]
+    = None,
+    period: Annotated[str, typer.Option(help="W (weeks from Monday) or D (days)")] = "W",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Weekly (or daily) units per item x channel after the split: the demand model against
+    last-period and 4-period-mean forecasts (WAPE, MAE)."""
+    if period not in ("W", "D"):
+        _fail(f"--period must be W or D, got {period!r}")
+    with stages(["reading events", "training and scoring"]) as done:
+        events = EventLog(events_dir).read()
+        done()
+        result = evaluate_demand(events, pd.Timestamp(_utc(split_date)), period=period,
+                                 until=pd.Timestamp(_utc(until)) if until else None)
+        done()
+    rows = [{"name": r["name"], "wape": r["wape"], "mae": r["mae"]} for r in result["rows"]]
+    if as_json:
+        print(json.dumps({"rows": rows, "counts": result["counts"]}))
+        return
+    table = Table(title=f"Demand per item x channel x {'week' if period == 'W' else 'day'} "
+                        f"from {split_date:%Y-%m-%d}")
+    for column in ("method", "WAPE", "MAE"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in rows:
+        table.add_row(row["name"], f"{row['wape']:.4f}", f"{row['mae']:.3f}")
+    out.print(table)
