@@ -57,6 +57,9 @@ def _table(title: str, rows: dict[str, object]) -> Table:
 
 
 ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+EventsDir = Annotated[Path, typer.Option("--events", exists=True, file_okay=False,
+                                         help="Event log directory")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object")]
 
 
 @data_app.command("import-online-retail")
@@ -172,15 +175,14 @@ RECS_COLUMNS = ("ndcg@10", "recall@20", "hr@10", "coverage", "novel_ndcg@10", "n
 
 @evaluate_app.command("recs")
 def evaluate_recs_command(
-    events_dir: Annotated[Path, typer.Option("--events", exists=True, file_okay=False,
-                                             help="Event log directory")],
+    events_dir: EventsDir,
     split_date: Annotated[datetime, typer.Option(help="First day scored (UTC)")],
     until: Annotated[datetime | None, typer.Option(help="End of scoring; default split + 30 d")]
     = None,
     catalog_path: Annotated[Path | None, typer.Option(
         "--catalog", help="Catalog file; default: catalog.parquet beside the event log")] = None,
     cutoffs: Annotated[int, typer.Option(min=2, help="Monthly training cutoffs")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Fit everything before the split; compare the ranker with baselines after it."""
     split = pd.Timestamp(_utc(split_date))
@@ -229,13 +231,12 @@ def train_recs_command(
 
 @evaluate_app.command("demand")
 def evaluate_demand_command(
-    events_dir: Annotated[Path, typer.Option("--events", exists=True, file_okay=False,
-                                             help="Event log directory")],
+    events_dir: EventsDir,
     split_date: Annotated[datetime, typer.Option(help="First period scored (UTC)")],
     until: Annotated[datetime | None, typer.Option(help="End of scoring; default: log end")]
     = None,
     period: Annotated[str, typer.Option(help="W (weeks from Monday) or D (days)")] = "W",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Weekly (or daily) units per item x channel after the split: the demand model against
     last-period and 4-period-mean forecasts (WAPE, MAE)."""
