@@ -83,8 +83,7 @@ class RankerParams:
 
     def as_lightgbm(self) -> dict:
         params = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        return {**params, **self.extra, "objective": "lambdarank", "verbose": -1,
-                "n_jobs": 2}
+        return {**params, "objective": "lambdarank", "verbose": -1, "n_jobs": 2, **self.extra}
 
 
 class Ranker:
