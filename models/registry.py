@@ -4,6 +4,7 @@ Embedded default: a SQLite tracking store and local artifacts under `<data dir>/
 `MLFLOW_TRACKING_URI` (or `TAILOR_MLFLOW_TRACKING_URI`) points at a server instead.
 """
 
+import os
 from dataclasses import dataclass
 
 import mlflow
@@ -23,8 +24,15 @@ def configure(settings: Settings) -> str:
     else:
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # MLflow exports the URI to the environment; the next Settings() of this process would
+    # take that embedded default for the user's choice of server.
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = exported
     return uri
 
 

@@ -1,6 +1,7 @@
 import csv
 import gzip
 import itertools
+import shutil
 import uuid
 from pathlib import Path
 
@@ -48,6 +49,25 @@ def online_retail_four_months(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("four-months")
     import_online_retail(write_csv(folder / "export.csv", rows), folder / "data")
     return folder / "data"
+
+
+@pytest.fixture
+def feature_ready_settings(tmp_path, online_retail_four_months) -> Settings:
+    """Settings on a copy of the four-month slice with features built and applied, and
+    MLflow pointed at its own SQLite store."""
+    from features.ingest import read_catalog
+    from features.store import apply_definitions, feature_store
+    from features.transforms import build_feature_tables
+    from models import registry
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(online_retail_four_months, data_dir)
+    settings = Settings(data_dir=data_dir, feast_project=f"t{uuid.uuid4().hex[:8]}")
+    build_feature_tables(settings.events_dir, read_catalog(settings.catalog_path),
+                         settings.feature_tables_dir)
+    apply_definitions(feature_store(settings))
+    registry.configure(settings)
+    return settings
 
 
 @pytest.fixture

@@ -1,29 +1,11 @@
-import shutil
-import uuid
 
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
-from features.ingest import read_catalog
 from features.settings import Settings
-from features.store import apply_definitions, feature_store
-from features.transforms import build_feature_tables
 from models import registry
 from models.ranker import RankerParams
 from training.recs_training import MODEL_NAME, train_recs
-
-
-@pytest.fixture
-def trained_settings(tmp_path, online_retail_four_months) -> Settings:
-    data_dir = tmp_path / "data"
-    shutil.copytree(online_retail_four_months, data_dir)
-    settings = Settings(data_dir=data_dir, feast_project=f"t{uuid.uuid4().hex[:8]}")
-    build_feature_tables(settings.events_dir, read_catalog(settings.catalog_path),
-                         settings.feature_tables_dir)
-    apply_definitions(feature_store(settings))
-    registry.configure(settings)
-    return settings
 
 
 def test_decide_promotion_needs_a_strictly_better_challenger():
@@ -34,14 +16,14 @@ def test_decide_promotion_needs_a_strictly_better_challenger():
     assert registry.decide_promotion("wape", 0.2, 0.3, higher_is_better=False).promote
 
 
-def test_train_recs_promotes_the_first_model_and_keeps_it_over_a_worse_one(trained_settings):
-    first = train_recs(trained_settings, cutoffs=2)
+def test_train_recs_promotes_the_first_model_and_keeps_it_over_a_worse_one(feature_ready_settings):
+    first = train_recs(feature_ready_settings, cutoffs=2)
     assert first.promoted and first.reason == "no champion yet"
     assert first.metrics["ranker"]["ndcg@10"] > first.metrics["popularity"]["ndcg@10"]
     assert str(registry.champion(MODEL_NAME).version) == first.version
 
     stump = RankerParams(n_estimators=1, num_leaves=2, learning_rate=0.01)
-    second = train_recs(trained_settings, params=stump, cutoffs=2)
+    second = train_recs(feature_ready_settings, params=stump, cutoffs=2)
 
     assert not second.promoted
     assert "not better" in second.reason
@@ -55,3 +37,12 @@ def test_train_recs_promotes_the_first_model_and_keeps_it_over_a_worse_one(train
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id)}
     assert {"feature_importance.png", "candidate_state.pkl"} <= artifacts
     assert mlflow.get_tracking_uri().startswith("sqlite:///")
+
+
+def test_configure_leaves_no_tracking_uri_behind_for_the_next_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = registry.configure(Settings(data_dir=tmp_path / "a"))
+    second = registry.configure(Settings(data_dir=tmp_path / "b"))
+    assert first != second and second.endswith("b/mlflow/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert registry.configure(Settings(data_dir=tmp_path / "c")) == "http://127.0.0.1:5000"
