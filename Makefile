@@ -7,7 +7,7 @@ DATA ?= data
 ONLINE_RETAIL ?= ../shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz
 export TAILOR_DATA_DIR ?= $(abspath $(DATA))
 
-.PHONY: run test lint bench clean
+.PHONY: run serve test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,12 +41,18 @@ $(DATA)/.trained-recs: $(DATA)/.features $(wildcard models/*.py training/*.py)
 	touch $@
 
 run: $(VENV)/.installed-run $(DATA)/.trained-recs
-	$(BIN)/tailor features online 12347 20719 22727 --as-of 2011-10-01
 	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(TAILOR_DATA_DIR)/mlflow/mlflow.db"
+	@echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops). Try, from another shell:"
+	@echo "  curl 'http://127.0.0.1:8000/v1/users/12347/recommendations?k=5'"
+	$(BIN)/tailor serve --clock model
+
+serve: $(VENV)/.installed-run
+	$(BIN)/tailor serve
 
 test: $(VENV)/.installed-dev
 	scripts/ensure-services.sh redis
 	$(BIN)/ruff check .
+	$(BIN)/python scripts/export_openapi.py --check
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-dev

@@ -1,6 +1,7 @@
 """`tailor`: one command line, a command group per pipeline stage."""
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -259,3 +260,21 @@ def evaluate_demand_command(
     for row in rows:
         table.add_row(row["name"], f"{row['wape']:.4f}", f"{row['mae']:.3f}")
     out.print(table)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+    clock: Annotated[str | None, typer.Option(
+        help="as_of of recency features: now, model (the champion's cutoff; for replayed "
+             "data such as the demo) or an ISO time; default TAILOR_SERVING_CLOCK or now")]
+    = None,
+) -> None:
+    """Serve the recommendations API (FastAPI, uvicorn) with the champion model."""
+    from serving.app import run
+
+    if clock:
+        os.environ["TAILOR_SERVING_CLOCK"] = clock  # read by every worker at start-up
+    run(host=host, port=port, workers=workers)

@@ -53,12 +53,10 @@ def online_retail_four_months(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def feature_ready_settings(tmp_path, online_retail_four_months) -> Settings:
-    """Settings on a copy of the four-month slice with features built and applied, and
-    MLflow pointed at its own SQLite store."""
+    """Settings on a copy of the four-month slice with features built and applied."""
     from features.ingest import read_catalog
     from features.store import apply_definitions, feature_store
     from features.transforms import build_feature_tables
-    from models import registry
 
     data_dir = tmp_path / "data"
     shutil.copytree(online_retail_four_months, data_dir)
@@ -66,7 +64,6 @@ def feature_ready_settings(tmp_path, online_retail_four_months) -> Settings:
     build_feature_tables(settings.events_dir, read_catalog(settings.catalog_path),
                          settings.feature_tables_dir)
     apply_definitions(feature_store(settings))
-    registry.configure(settings)
     return settings
 
 

@@ -36,7 +36,8 @@ def test_train_recs_promotes_the_first_model_and_keeps_it_over_a_worse_one(featu
             "candidate_recall"} <= set(run.data.metrics)
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id)}
     assert {"feature_importance.png", "candidate_state.pkl"} <= artifacts
-    assert mlflow.get_tracking_uri().startswith("sqlite:///")
+    store = feature_ready_settings.mlflow_dir / "mlflow.db"
+    assert mlflow.get_tracking_uri() == f"sqlite:///{store}" and store.exists()
 
 
 def test_configure_leaves_no_tracking_uri_behind_for_the_next_settings(tmp_path, monkeypatch):

@@ -17,12 +17,12 @@ from features.store import feature_store
 from models import registry
 from models.candidates import CandidateConfig, fit_sources, purchases_before
 from models.ranker import FEATURE_COLUMNS, Ranker, RankerParams
+from models.recommender import CANDIDATE_STATE_ARTIFACT, MODEL_NAME
 from training.metrics import evaluate_lists
 from training.recs import HORIZON, train_ranker
 from training.recs_evaluation import baseline_lists, fill_with, popular_items, ranked_lists
 
-MODEL_NAME = "recs-ranker"
-EXPERIMENT = "recs-ranker"
+EXPERIMENT = MODEL_NAME
 GATING_METRIC = "ndcg@10"
 
 
@@ -68,6 +68,7 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
                cutoffs: int = 3) -> TrainReport:
     """Train on the whole event log (features must be built and applied), validate on its
     last month, log to MLflow, register `recs-ranker` and move `champion` if better."""
+    registry.configure(settings)
     events = EventLog(settings.events_dir).read()
     catalog = read_catalog(settings.catalog_path)
     until = events["ts"].max().ceil("D")
@@ -109,7 +110,7 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
         plot = Path(workdir) / "feature_importance.png"
         _importance_plot(ranker, plot)
         mlflow.log_artifact(str(plot))
-        state = Path(workdir) / "candidate_state.pkl"
+        state = Path(workdir) / CANDIDATE_STATE_ARTIFACT
         with open(state, "wb") as handle:
             pickle.dump(fit_sources(purchases_before(events, until), until), handle)
         mlflow.log_artifact(str(state))

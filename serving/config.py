@@ -1,0 +1,30 @@
+"""Settings of the recommendations service only, from `TAILOR_SERVING_*` variables."""
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """How the service tells the time and how long it trusts cached item features."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_SERVING_", env_file=".env",
+                                      extra="ignore")
+
+    clock: Literal["now", "model"] | datetime = "now"
+    """The `as_of` instant of the recency features: `now` (UTC, production), `model` (the
+    champion's candidate cutoff, for replayed data such as the 2010-2011 demo export) or a
+    fixed ISO timestamp."""
+
+    item_cache_ttl_seconds: float = Field(default=900.0, gt=0)
+    """Cached item features older than this are re-read from the online store (in the
+    background; requests keep the previous values meanwhile)."""
+
+    @field_validator("clock")
+    @classmethod
+    def _utc(cls, value: str | datetime) -> str | datetime:
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value

@@ -1,0 +1,55 @@
+"""The API's response bodies: the contract `serving/openapi.json` publishes."""
+
+from typing import Literal
+
+from pydantic import UUID4, BaseModel, ConfigDict, Field
+
+Source = Literal["repurchase", "covisit", "als", "popular"]
+FeatureStoreKind = Literal["sqlite", "redis"]
+
+
+class RecommendedItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    score: float = Field(description="Ranker score on the personalised path, popularity "
+                                     "(distinct recent buyers) on the fallback; higher first")
+    source: Source = Field(description="The candidate source that proposed the item with "
+                                       "the best rank")
+
+
+class Recommendations(BaseModel):
+    request_id: UUID4 = Field(description="Also sent as the `X-Request-ID` header")
+    model_version: str | None = Field(description="Registered `recs-ranker` version that "
+                                                  "answered; null when no model is loaded")
+    items: list[RecommendedItem] = Field(description="At most `k` items, best first")
+    fallback: bool = Field(description="True when the answer is the popularity fallback "
+                                       "(unknown user, no features, no model)")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    model_version: str
+    feature_store: FeatureStoreKind
+    items: int = Field(description="Catalog items the service can recommend")
+
+
+class NotReady(BaseModel):
+    status: Literal["unavailable"] = "unavailable"
+    reason: str
+    model_version: str | None
+    feature_store: FeatureStoreKind
+
+
+class ReloadResult(BaseModel):
+    previous_version: str | None
+    current_version: str | None
+    changed: bool = Field(description="Whether a different version is now being served")
+
+
+class Problem(BaseModel):
+    detail: str
