@@ -1,0 +1,363 @@
+import math
+import uuid
+from datetime import UTC, datetime
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from features.settings import Settings
+from features.simulator import simulate_market, write_simulation
+from models import registry
+from models.guardrails import Guardrails
+from models.optimizer import optimize_prices
+from models.suggestions import (
+    PriceSuggestion,
+    SkippedOffer,
+    SuggestionBatch,
+    create_schema,
+    engine_for,
+    get_batch,
+    list_suggestions,
+    save_batch,
+)
+from tests.conftest import event
+from training.pricing import (
+    MODEL_NAME,
+    build_offers,
+    decision_period,
+    evaluate_pricing,
+    guardrail_violations,
+    load_demand_model,
+    load_market_files,
+    read_simulation,
+    run_suggest,
+    train_pricing,
+)
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+FEES = {"web": (2.9, 0.30), "etsy": (6.5, 0.20), "amazon": (15.0, 0.0)}
+EVALUATION_KEYS = {"oracle_fraction", "keep_current_fraction", "naive_argmax_fraction",
+                   "violations", "suggestions", "skipped", "suggestions_profit",
+                   "keep_current_profit", "naive_argmax_profit", "oracle_profit"}
+LOOSE = Guardrails(min_margin_percent=0, max_change_percent=500, price_endings=(),
+                   max_channel_spread_percent=1000, trust_band_percent=1000)
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    """A small simulated market on disk: 200 days, 300 users, 12 items, 3 channels."""
+    folder = tmp_path_factory.mktemp("market")
+    write_simulation(simulate_market(200, 300, 12, seed=11), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def market(sim_dir):
+    return read_simulation(sim_dir)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """An engine on an empty suggestion store: a SQLite file, or a fresh schema of the real
+    PostgreSQL, dropped afterwards."""
+    if request.param == "sqlite":
+        engine = engine_for(f"sqlite:///{tmp_path / 'tailor.db'}")
+        create_schema(engine)
+        yield engine
+        engine.dispose()
+        return
+    admin = engine_for(POSTGRES_URL)
+    schema = f"test_pricing_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as error:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL does not answer at {POSTGRES_URL}: {error}")
+    engine = engine_for(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    try:
+        create_schema(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def offer(item_id: str, channel: str, current: float, cost: float = 1.0) -> dict:
+    fee_percent, fee_fixed = FEES[channel]
+    return {"item_id": item_id, "channel": channel, "unit_cost": cost,
+            "fee_percent": fee_percent, "fee_fixed": fee_fixed, "current_price": current,
+            "min_price": 0.5, "max_price": 100.0, "observed_min_price": current * 0.9,
+            "observed_max_price": current * 1.1, "reference_price": 20.0, "elasticity": 1.5}
+
+
+def semilog_demand(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
+    return 3.0 * np.exp(-rows["elasticity"].to_numpy()
+                        * (prices / rows["reference_price"].to_numpy() - 1))
+
+
+def optimized(offers: list[dict]):
+    """A real optimizer result on a closed-form demand: prices, bound_by lists, explanations."""
+    return optimize_prices(pd.DataFrame(offers), semilog_demand, Guardrails(), "demand-model:7")
+
+
+def table_counts(engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {table.__tablename__: connection.scalar(select(func.count()).select_from(table))
+                for table in (SuggestionBatch, PriceSuggestion, SkippedOffer)}
+
+
+# ---------------------------------------------------------------------- suggestion store
+
+
+def test_save_batch_lists_back_rows_with_filters(store):
+    older = optimized([offer("p1", "web", 5.99)])
+    older_id = save_batch(store, older.suggestions, older.skipped, "demand-model:6",
+                          Guardrails().model_dump(mode="json"), {"p1": "sewing"})
+    # p3 has no observed prices: the optimizer skips it.
+    newer = optimized([offer("p1", "web", 6.49), offer("p1", "etsy", 6.99),
+                       offer("p2", "web", 12.99), {**offer("p3", "web", 4.99),
+                                                   "observed_min_price": None,
+                                                   "observed_max_price": None}])
+    categories = {"p1": "sewing", "p2": "quilting"}
+    newer_id = save_batch(store, newer.suggestions, newer.skipped, "demand-model:7",
+                          Guardrails().model_dump(mode="json"), categories)
+
+    rows = list_suggestions(store)
+    assert [(r["batch_id"], r["item_id"], r["channel"]) for r in rows] == [
+        (newer_id, "p1", "etsy"), (newer_id, "p1", "web"), (newer_id, "p2", "web"),
+        (older_id, "p1", "web"),
+    ]
+    first = rows[0]
+    expected = newer.suggestions.set_index(["item_id", "channel"]).loc[("p1", "etsy")]
+    assert first["suggested_price"] == pytest.approx(expected["suggested_price"])
+    assert first["expected_profit_suggested"] == pytest.approx(
+        expected["expected_profit_suggested"])
+    assert first["bound_by"] == list(expected["bound_by"])
+    assert isinstance(first["bound_by"], list)
+    assert "max_change" in first["bound_by"]  # the optimum, about 14.7, is out of reach
+    assert first["status"] == "pending" and first["reviewed_at"] is None
+    assert first["category"] == "sewing" and first["model_version"] == "demand-model:7"
+    assert first["created_at"].tzinfo is not None
+
+    assert {r["item_id"] for r in list_suggestions(store, category="quilting")} == {"p2"}
+    assert [r["channel"] for r in list_suggestions(store, channel="etsy")] == ["etsy"]
+    assert len(list_suggestions(store, batch_id=older_id)) == 1
+    with store.begin() as connection:
+        connection.execute(update(PriceSuggestion)
+                           .where(PriceSuggestion.id == rows[2]["id"])
+                           .values(status="approved", reviewed_at=datetime.now(UTC)))
+    approved = list_suggestions(store, status="approved")
+    assert [(r["item_id"], r["channel"]) for r in approved] == [("p2", "web")]
+    assert approved[0]["reviewed_at"].tzinfo is not None
+    assert len(list_suggestions(store, status="pending", channel="web")) == 2
+
+    batch = get_batch(store, newer_id)
+    assert batch["model_version"] == "demand-model:7"
+    assert batch["guardrails"]["max_change_percent"] == 20.0
+    assert (batch["suggestion_count"], batch["skipped_count"]) == (3, 1)
+    assert batch["status_counts"] == {"pending": 2, "approved": 1, "rejected": 0, "edited": 0}
+    assert batch["skipped"][0]["item_id"] == "p3"
+    assert "no observed prices" in batch["skipped"][0]["reason"]
+    assert get_batch(store, str(uuid.uuid4())) is None
+
+
+def test_save_batch_writes_nothing_when_a_row_fails(store):
+    result = optimized([offer("p1", "web", 6.49), offer("p2", "web", 12.99)])
+    guardrails = Guardrails().model_dump(mode="json")
+
+    broken = result.suggestions.copy()
+    broken.loc[1, "suggested_price"] = math.nan
+    with pytest.raises(ValueError, match="row 1: field 'suggested_price' must be finite"):
+        save_batch(store, broken, result.skipped, "demand-model:7", guardrails)
+    # A repeated item x channel passes validation and fails in the database, halfway.
+    repeated = pd.concat([result.suggestions, result.suggestions.iloc[[0]]], ignore_index=True)
+    with pytest.raises(IntegrityError):
+        save_batch(store, repeated, result.skipped, "demand-model:7", guardrails)
+
+    assert table_counts(store) == {"suggestion_batches": 0, "price_suggestions": 0,
+                                   "skipped_offers": 0}
+    save_batch(store, result.suggestions, result.skipped, "demand-model:7", guardrails)
+    assert table_counts(store)["price_suggestions"] == 2
+
+
+def test_list_suggestions_rejects_an_unknown_status(store):
+    with pytest.raises(ValueError, match="filter 'status' must be one of pending"):
+        list_suggestions(store, status="done")
+    with pytest.raises(ValueError, match="filter 'channel'"):
+        list_suggestions(store, channel="")
+
+
+# ---------------------------------------------------------------------------------- offers
+
+
+def test_build_offers_takes_latest_shown_price_and_purchase_range():
+    events = pd.DataFrame([
+        event("a", "2011-01-03 10:00", unit_price=2.0),
+        event("b", "2011-01-04 10:00", unit_price=3.0, quantity=2),
+        event("c", "2011-01-05 09:00", "view", unit_price=2.5),  # the latest price shown
+        event("d", "2011-01-06 10:00", "return", unit_price=3.0),  # an old purchase's price
+        event("e", "2011-01-11 10:00", unit_price=9.0),  # after as_of
+        event("f", "2011-01-03 11:00", item_id="i2", unit_price=7.0),
+    ])
+    catalog = pd.DataFrame({"item_id": ["i1", "i2"], "category": ["kitchen", "toys"],
+                            "unit_cost": [0.5, None], "min_price": [1.0, 2.0],
+                            "max_price": [9.0, None]})
+    channels = pd.DataFrame({"channel": ["web"], "fee_percent": [2.9], "fee_fixed": [0.3]})
+    offers = build_offers(events, catalog, channels, "2011-01-10").set_index("item_id")
+
+    assert offers.loc["i1", "current_price"] == 2.5
+    assert offers.loc["i2", "current_price"] == 7.0
+    assert offers.loc["i1", ["observed_min_price", "observed_max_price"]].tolist() == [2.0, 3.0]
+    assert offers.loc["i1", ["unit_cost", "min_price", "max_price"]].tolist() == [0.5, 1.0, 9.0]
+    assert offers.loc["i1", ["fee_percent", "fee_fixed"]].tolist() == [2.9, 0.3]
+    # The decision row is the week of Jan 10; its features see the weeks before only.
+    assert (offers["period_start"] == pd.Timestamp("2011-01-10", tz="UTC")).all()
+    assert offers.loc["i1", "units_lag1"] == 3  # 1 + 2 units in the week of Jan 3
+    assert offers.loc["i1", "category"] == "kitchen"
+
+
+def test_build_offers_matches_the_simulated_prices_and_fees(sim_dir, market):
+    events, catalog, channels = market
+    simulated = simulate_market(200, 300, 12, seed=11)  # the same market, its price table
+    as_of = pd.Timestamp("2025-06-01", tz="UTC")  # day 151
+    offers = build_offers(events, catalog, channels, as_of)
+
+    history = events[events["ts"] < as_of]
+    sold = history[history["event_type"] == "purchase"]
+    assert len(offers) == sold.groupby(["item_id", "channel"]).ngroups
+    shown = history[history["event_type"] != "return"]
+    last = shown.loc[shown.groupby(["item_id", "channel"])["ts"].idxmax()]
+    last_day = (last["ts"] - pd.Timestamp("2025-01-01", tz="UTC")).dt.days
+    day_prices = simulated.prices.set_index(["item_id", "channel", "day"])["price"]
+    expected = day_prices.loc[list(zip(last["item_id"], last["channel"], last_day,
+                                       strict=True))].to_numpy()
+    current = offers.set_index(["item_id", "channel"])["current_price"]
+    np.testing.assert_allclose(
+        current.loc[list(zip(last["item_id"], last["channel"], strict=True))], expected)
+
+    ranges = sold.groupby(["item_id", "channel"])["unit_price"].agg(["min", "max"])
+    indexed = offers.set_index(["item_id", "channel"])
+    np.testing.assert_allclose(indexed["observed_min_price"], ranges["min"].loc[indexed.index])
+    np.testing.assert_allclose(indexed["observed_max_price"], ranges["max"].loc[indexed.index])
+    fees = channels.set_index("channel").loc[offers["channel"]]
+    np.testing.assert_allclose(offers["fee_percent"], fees["fee_percent"])
+    np.testing.assert_allclose(offers["fee_fixed"], fees["fee_fixed"])
+    assert (offers["period_start"] == decision_period(as_of, "W")).all()
+    assert offers["reference_price"].notna().all()
+
+
+def test_load_market_files_names_the_missing_column(sim_dir, tmp_path):
+    channels = tmp_path / "channels.csv"
+    channels.write_text("channel,fee_percent\nweb,2.9\n")
+    with pytest.raises(ValueError, match=r"channels\.csv: missing column\(s\) fee_fixed"):
+        load_market_files(sim_dir / "events", sim_dir / "catalog.csv", channels)
+    with pytest.raises(FileNotFoundError, match="catalog file not found"):
+        load_market_files(sim_dir / "events", tmp_path / "missing.csv", sim_dir / "channels.csv")
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def test_guardrail_violations_flags_each_broken_rule():
+    offers = pd.DataFrame([offer("p1", "web", 10.49), offer("p1", "etsy", 10.99),
+                           offer("p2", "web", 4.99, cost=4.0)])
+    kept = optimized(offers.to_dict("records")).suggestions
+    assert sum(guardrail_violations(offers, kept, Guardrails()).values()) == 0
+
+    broken = kept.assign(suggested_price=[14.37, 10.99, 4.49])
+    counts = guardrail_violations(offers, broken, Guardrails())
+    # 14.37: +37% (max change), above 10.49 * 1.1 * 1.1 (trust band), ends in .37, and 31%
+    # over the etsy price (spread); 4.49 is under p2's margin floor (4.4 + 0.3) / 0.971.
+    assert counts == {"min_margin": 1, "min_price": 0, "max_price": 0, "max_change": 1,
+                      "trust_band": 1, "price_endings": 1, "channel_spread": 1}
+
+
+def test_evaluate_pricing_keeps_every_rule_and_stays_below_the_oracle(sim_dir):
+    report = evaluate_pricing(sim_dir)
+
+    assert set(report) >= EVALUATION_KEYS
+    assert report["violations"] == 0
+    assert report["suggestions"] + report["skipped"] == 36  # 12 items x 3 channels
+    assert report["suggestions"] > 0
+    assert report["oracle_fraction"] <= 1 + 1e-9
+    assert report["keep_current_fraction"] <= 1 + 1e-9
+    assert report["oracle_fraction"] == pytest.approx(
+        report["suggestions_profit"] / report["oracle_profit"])
+
+
+def test_evaluate_pricing_oracle_finds_the_closed_form_optimum(sim_dir):
+    report = evaluate_pricing(sim_dir, guardrails=LOOSE)
+
+    truth = pd.read_parquet(sim_dir / "ground_truth.parquet")
+    prices = report["prices"].merge(truth, on=["item_id", "channel"])
+    assert report["skipped"] == 0 and len(prices) == 36
+    assert np.abs(prices["oracle_price"] - prices["optimal_price"]).max() <= 0.01 + 1e-9
+    assert report["violations"] == 0
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def test_train_pricing_keeps_the_champion_over_a_worse_model(sim_dir, market, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    events, catalog, channels = market
+    first = train_pricing(settings, events, catalog, channels)
+    assert first.promoted and first.reason == "no champion yet"
+    assert first.metrics["model"]["wape"] < first.metrics["last_week"]["wape"]
+
+    second = train_pricing(settings, events, catalog, channels, n_estimators=1)
+
+    assert not second.promoted and "not better" in second.reason
+    assert second.champion_version == first.version
+    assert second.champion_score == pytest.approx(first.metrics["model"]["wape"])
+    assert second.metrics["model"]["wape"] > second.champion_score
+    assert str(registry.champion(MODEL_NAME).version) == first.version
+    client = MlflowClient()
+    run = client.get_run(second.run_id)
+    assert run.data.tags["promoted"] == "false"
+    assert run.data.tags["promotion_reason"] == second.reason
+    assert {"model_wape", "model_mae", "last_week_wape", "mean_4w_mae",
+            "champion_wape"} <= set(run.data.metrics)
+    assert run.data.params["period"] == "W"
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"price_response.png", "demand_model.json"} <= artifacts
+    assert mlflow.get_tracking_uri().startswith("sqlite:///")
+
+    champion = load_demand_model(settings)
+    offers = build_offers(events, catalog, channels, first.as_of)
+    np.testing.assert_allclose(champion.model.predict_at_prices(offers, offers["current_price"]),
+                               first.model.predict_at_prices(offers, offers["current_price"]),
+                               rtol=1e-9)
+
+
+def test_run_suggest_stores_a_pending_batch(sim_dir, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    guardrails_file = tmp_path / "guardrails.yaml"
+    guardrails_file.write_text("max_change_percent: 10\n")
+
+    batch_id, result = run_suggest(settings, sim_dir / "events", sim_dir / "catalog.csv",
+                                   sim_dir / "channels.csv", guardrails_file)
+
+    engine = engine_for(settings.database)
+    stored = list_suggestions(engine, batch_id=batch_id)
+    batch = get_batch(engine, batch_id)
+    engine.dispose()
+    assert len(stored) == len(result.suggestions) > 0
+    assert {row["status"] for row in stored} == {"pending"}
+    assert {row["model_version"] for row in stored} == {f"{MODEL_NAME}:1"}
+    assert all(row["category"] for row in stored)
+    assert batch["guardrails"]["max_change_percent"] == 10
+    assert batch["skipped_count"] == len(result.skipped)
+    changes = result.suggestions["suggested_price"] / result.suggestions["current_price"] - 1
+    assert (changes.abs() <= 0.10 + 1e-9).all()
