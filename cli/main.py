@@ -26,6 +26,7 @@ from features.simulator import simulate_to_dir
 from features.store import apply_definitions, feature_store, materialize, online_features
 from features.transforms import build_feature_tables
 from training.demand_evaluation import evaluate_demand
+from training.pricing import evaluate_pricing, load_market_files, run_suggest, train_pricing
 from training.recs_evaluation import evaluate_recs
 from training.recs_training import train_recs
 
@@ -41,6 +42,8 @@ train_app = typer.Typer(help="Train models, track them in MLflow, promote champi
                         no_args_is_help=True)
 app.add_typer(features_app, name="features")
 app.add_typer(train_app, name="train")
+pricing_app = typer.Typer(help="Price suggestions for merchandisers.", no_args_is_help=True)
+app.add_typer(pricing_app, name="pricing")
 app.add_typer(evaluate_app, name="evaluate")
 out = Console()
 
@@ -278,3 +281,102 @@ def serve_command(
     if clock:
         os.environ["TAILOR_SERVING_CLOCK"] = clock  # read by every worker at start-up
     run(host=host, port=port, workers=workers)
+
+
+EventsOption = Annotated[Path | None, typer.Option("--events", help="Event log directory; "
+                                                    "default: the data directory's")]
+CatalogOption = Annotated[Path | None, typer.Option("--catalog", help="Catalog (CSV or "
+                                                     "Parquet); default: the data directory's")]
+ChannelsOption = Annotated[Path | None, typer.Option("--channels", help="Channel fees CSV "
+                                                      "(channel, fee_percent, fee_fixed); "
+                                                      "default: channels.csv in the data dir")]
+PeriodOption = Annotated[str, typer.Option(help="Demand per W (week) or D (day)")]
+
+
+def _market_paths(events: Path | None, catalog: Path | None, channels: Path | None):
+    settings = get_settings()
+    return (events or settings.events_dir, catalog or settings.catalog_path,
+            channels or settings.data_dir / "channels.csv")
+
+
+@train_app.command("pricing")
+def train_pricing_command(events: EventsOption = None, catalog: CatalogOption = None,
+                          channels: ChannelsOption = None, period: PeriodOption = "W") -> None:
+    """Train the demand model, log it to MLflow as `demand-model`, promote it if its
+    validation WAPE beats the champion's on the same weeks."""
+    try:
+        market = load_market_files(*_market_paths(events, catalog, channels))
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    with stages(["training and validating"]) as done:
+        report = train_pricing(get_settings(), *market, period=period)
+        done()
+    table = Table(title=f"{report.model_version} (run {report.run_id[:8]})")
+    for column in ("method", "WAPE", "MAE"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, values in report.metrics.items():
+        table.add_row(name, f"{values['wape']:.4f}", f"{values['mae']:.3f}")
+    out.print(table)
+    verdict = "promoted to champion" if report.promoted else "not promoted"
+    out.print(f"{verdict}: {report.reason}")
+
+
+SUGGESTION_FIELDS = ("item_id", "channel", "current_price", "suggested_price",
+                     "expected_profit_current", "expected_profit_suggested", "bound_by",
+                     "explanation")
+
+
+@pricing_app.command("suggest")
+def suggest_command(
+    events: EventsOption = None, catalog: CatalogOption = None, channels: ChannelsOption = None,
+    guardrails: Annotated[Path | None, typer.Option(help="Guardrails YAML; default: the "
+                                                         "defaults of guardrails.example.yaml")]
+    = None,
+    period: PeriodOption = "W",
+    as_json: JsonFlag = False,
+) -> None:
+    """Train, suggest a price per item x channel under the guardrails and store the batch
+    as pending for review."""
+    try:
+        with stages(["training, suggesting and storing"]) as done:
+            batch_id, result = run_suggest(get_settings(), *_market_paths(events, catalog,
+                                                                          channels),
+                                           guardrails, period)
+            done()
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    suggested = result.suggestions[list(SUGGESTION_FIELDS)]
+    if as_json:
+        print(json.dumps({"batch_id": batch_id,
+                          "suggestions": json.loads(suggested.to_json(orient="records")),
+                          "skipped": json.loads(result.skipped.to_json(orient="records"))}))
+        return
+    moved = suggested[suggested["suggested_price"] != suggested["current_price"]]
+    gain = (suggested["expected_profit_suggested"] - suggested["expected_profit_current"]).sum()
+    out.print(_table(f"Price suggestions, batch {batch_id}", {
+        "suggestions": len(suggested), "price changes": len(moved),
+        "skipped": len(result.skipped),
+        "expected profit change per period": f"{gain:+,.2f}"}))
+
+
+@evaluate_app.command("pricing")
+def evaluate_pricing_command(
+    sim: Annotated[Path, typer.Option("--sim", exists=True, file_okay=False,
+                                      help="A market written by `tailor data simulate`")],
+    period: PeriodOption = "W",
+    as_json: JsonFlag = False,
+) -> None:
+    """Train on a simulated market, suggest, and score against its hidden truth: profit as
+    a fraction of the oracle's (the true optimum under the same guardrails)."""
+    with stages(["training, suggesting and scoring"]) as done:
+        result = evaluate_pricing(sim, period=period)
+        done()
+    keys = ("oracle_fraction", "keep_current_fraction", "naive_argmax_fraction", "violations",
+            "suggestions", "skipped")
+    summary = {key: result[key] for key in keys}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    out.print(_table(f"Pricing against the simulator's truth ({sim})", {
+        key: f"{value:.4f}" if isinstance(value, float) else value
+        for key, value in summary.items()}))

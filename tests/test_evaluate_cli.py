@@ -1,8 +1,12 @@
 import json
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from features.settings import get_settings
+from models import suggestions
 
 runner = CliRunner()
 
@@ -45,3 +49,44 @@ def test_evaluate_demand_rejects_an_unknown_period(online_retail_four_months):
     ])
     assert result.exit_code == 2
     assert "--period must be W or D" in result.output
+
+
+@pytest.fixture(scope="module")
+def small_market(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("market")
+    result = runner.invoke(app, ["data", "simulate", "--out", str(out), "--days", "200",
+                                 "--users", "300", "--items", "12", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_evaluate_pricing_scores_suggestions_against_the_oracle(small_market):
+    result = runner.invoke(app, ["evaluate", "pricing", "--sim", str(small_market), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report) == {"oracle_fraction", "keep_current_fraction", "naive_argmax_fraction",
+                           "violations", "suggestions", "skipped"}
+    assert report["violations"] == 0
+    assert 0 < report["oracle_fraction"] <= 1 + 1e-9
+    assert report["naive_argmax_fraction"] < report["oracle_fraction"]
+    assert report["suggestions"] + report["skipped"] == 12 * 3
+
+
+def test_pricing_suggest_stores_a_pending_batch(small_market, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAILOR_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    result = runner.invoke(app, [
+        "pricing", "suggest", "--events", str(small_market / "events"),
+        "--catalog", str(small_market / "catalog.csv"),
+        "--channels", str(small_market / "channels.csv"), "--json",
+    ])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["suggestions"] and set(report["suggestions"][0]) == {
+        "item_id", "channel", "current_price", "suggested_price", "expected_profit_current",
+        "expected_profit_suggested", "bound_by", "explanation"}
+    engine = suggestions.engine_for(f"sqlite:///{tmp_path / 'data' / 'tailor.db'}")
+    stored = suggestions.list_suggestions(engine, status="pending", batch_id=report["batch_id"])
+    engine.dispose()
+    assert len(stored) == len(report["suggestions"])
