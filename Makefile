@@ -50,14 +50,16 @@ serve: $(VENV)/.installed-run
 	$(BIN)/tailor serve
 
 test: $(VENV)/.installed-dev
-	scripts/ensure-services.sh redis
+	scripts/ensure-services.sh redis postgresql
 	$(BIN)/ruff check .
 	$(BIN)/python scripts/export_openapi.py --check
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-dev
-	scripts/ensure-services.sh redis
+	scripts/ensure-services.sh redis postgresql
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/recs_quality.py
+	$(BIN)/python benchmarks/pricing_quality.py
 
 clean:
 	rm -rf $(DATA) $(VENV)
