@@ -60,6 +60,10 @@ def _table(title: str, rows: dict[str, object]) -> Table:
     return table
 
 
+def _print_promotion(promoted: bool, reason: str) -> None:
+    out.print(f"{'promoted to champion' if promoted else 'not promoted'}: {reason}")
+
+
 ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
 EventsDir = Annotated[Path, typer.Option("--events", exists=True, file_okay=False,
                                          help="Event log directory")]
@@ -229,8 +233,7 @@ def train_recs_command(
         table.add_row(name, *(f"{values[c]:.4f}" for c in ("ndcg@10", "recall@20", "hr@10",
                                                              "coverage")))
     out.print(table)
-    verdict = "promoted to champion" if report.promoted else "not promoted"
-    out.print(f"{verdict}: {report.reason}")
+    _print_promotion(report.promoted, report.reason)
 
 
 @evaluate_app.command("demand")
@@ -317,8 +320,7 @@ def train_pricing_command(events: EventsOption = None, catalog: CatalogOption = 
     for name, values in report.metrics.items():
         table.add_row(name, f"{values['wape']:.4f}", f"{values['mae']:.3f}")
     out.print(table)
-    verdict = "promoted to champion" if report.promoted else "not promoted"
-    out.print(f"{verdict}: {report.reason}")
+    _print_promotion(report.promoted, report.reason)
 
 
 SUGGESTION_FIELDS = ("item_id", "channel", "current_price", "suggested_price",
