@@ -3,6 +3,8 @@ import gzip
 import itertools
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +18,7 @@ ONLINE_RETAIL = (
     REPO_ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
 )
 REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SLICE_ROWS = 20_000
 
 
@@ -26,6 +29,29 @@ def online_retail_rows() -> list[dict[str, str]]:
         pytest.fail(f"the shared Online Retail data set is missing: {ONLINE_RETAIL}")
     with gzip.open(ONLINE_RETAIL, "rt", newline="") as handle:
         return list(itertools.islice(csv.DictReader(handle), SLICE_ROWS))
+
+
+@contextmanager
+def postgres_schema(prefix: str) -> Iterator[str]:
+    """A fresh schema of the real PostgreSQL, dropped afterwards; yields a database URL
+    whose search path is that schema."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    admin = create_engine(POSTGRES_URL)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as error:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL does not answer at {POSTGRES_URL}: {error}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from features.settings import Settings
 from features.simulator import simulate_market, write_simulation
@@ -25,7 +25,7 @@ from models.suggestions import (
     list_suggestions,
     save_batch,
 )
-from tests.conftest import event
+from tests.conftest import event, postgres_schema
 from training.pricing import (
     MODEL_NAME,
     build_offers,
@@ -39,7 +39,6 @@ from training.pricing import (
     train_pricing,
 )
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FEES = {"web": (2.9, 0.30), "etsy": (6.5, 0.20), "amazon": (15.0, 0.0)}
 EVALUATION_KEYS = {"oracle_fraction", "keep_current_fraction", "naive_argmax_fraction",
                    "violations", "suggestions", "skipped", "suggestions_profit",
@@ -74,23 +73,13 @@ def store(request, tmp_path):
         yield engine
         engine.dispose()
         return
-    admin = engine_for(POSTGRES_URL)
-    schema = f"test_pricing_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except OperationalError as error:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL does not answer at {POSTGRES_URL}: {error}")
-    engine = engine_for(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
-    try:
-        create_schema(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("test_pricing") as url:
+        engine = engine_for(url)
+        try:
+            create_schema(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def offer(item_id: str, channel: str, current: float, cost: float = 1.0) -> dict:

@@ -4,6 +4,7 @@ optimizer results. The data directory holds no recommender model: the service fa
 
 import typing
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,8 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import update
 
 from features.settings import Settings
 from models.guardrails import Guardrails
@@ -27,8 +27,8 @@ from models.suggestions import (
 from serving import schemas
 from serving.app import create_app
 from serving.config import ServingSettings
+from tests.conftest import postgres_schema
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens there
 FEES = {"web": (2.9, 0.30), "etsy": (6.5, 0.20), "amazon": (15.0, 0.0)}
 CATEGORIES = {"p1": "sewing", "p2": "quilting", "p3": "sewing"}
@@ -74,19 +74,16 @@ def stored(request, tmp_path_factory):
     dir, or a fresh schema of the real PostgreSQL, dropped afterwards), one suggestion
     approved, and the app running on it."""
     data_dir = tmp_path_factory.mktemp("prices") / "data"
-    admin, schema, database_url = None, None, None
-    if request.param == "postgresql":
-        admin = engine_for(POSTGRES_URL)
-        schema = f"test_serving_prices_{uuid.uuid4().hex[:12]}"
-        try:
-            with admin.begin() as connection:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        except OperationalError as error:
-            admin.dispose()
-            pytest.fail(f"PostgreSQL does not answer at {POSTGRES_URL}: {error}")
-        database_url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    else:
-        data_dir.mkdir(parents=True)
+    with ExitStack() as stack:
+        database_url = None
+        if request.param == "postgresql":
+            database_url = stack.enter_context(postgres_schema("test_serving_prices"))
+        else:
+            data_dir.mkdir(parents=True)
+        yield from _stored_app(data_dir, database_url)
+
+
+def _stored_app(data_dir, database_url):
     settings = Settings(data_dir=data_dir, database_url=database_url,
                         feast_project=f"t{uuid.uuid4().hex[:8]}")
     engine = engine_for(settings.database)
@@ -114,10 +111,6 @@ def stored(request, tmp_path_factory):
             yield Stored(client, older_id, newer_id, newer.suggestions, ("p2", "web"))
     finally:
         engine.dispose()
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
 
 
 def listing(client: TestClient, **params) -> dict:
