@@ -60,6 +60,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/recs_quality.py
 	$(BIN)/python benchmarks/pricing_quality.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(DATA) $(VENV)

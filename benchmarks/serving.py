@@ -1,0 +1,684 @@
+"""Latency of the recommendations path (~300 candidates per request) on SQLite and Redis.
+
+Prepares a trained environment in a temporary directory (the whole shared Online Retail
+export imported, feature tables built, applied and materialized into SQLite and the real
+Redis, one `recs-ranker` trained and made champion), picks a seeded sample of users with
+history whose candidate lists are close to 300 items, then measures, per online store:
+
+- in-process: `Recommender.recommend` (the object behind the route) and the route itself
+  through the app (Starlette's TestClient, lifespan running);
+- over HTTP: `uvicorn` with the app factory and 2 workers on 127.0.0.1, loaded by an async
+  httpx client at concurrency 1 and 32 (the client shares the machine's CPUs);
+
+beside, in the same run: the floor (Redis only: one pipelined HMGET read of the user, item
+and user x item rows on Feast's own keys, precomputed, plus one `Booster.predict` on a
+numpy matrix of the same shape; and the same through Feast's `OnlineStore.online_read`,
+protos decoded), the naive path (candidates, then Feast `get_online_features` of the
+`recs_ranker_v1` service for the user against every candidate on every request, the feature
+matrix and the predict) and candidate generation alone. Checks the issue's targets: the
+in-process p99 on Redis at most 10 ms and at least 3x lower than the naive path's.
+
+Prints a table and writes `benchmarks/results/serving.json` (and `.md`).
+Usage: python benchmarks/serving.py [--requests 300] [--http-requests 400] [--users 100]
+       [--tolerance 30] [--profile 50] [--seed 7] [--csv PATH]
+"""
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import json
+import os
+import platform
+import pstats
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Run as a script, this file's own folder would shadow the `features` package it measures.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import redis  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from feast.infra.online_stores.redis import _versioned_fv_name  # noqa: E402
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
+from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from features.ingest import import_online_retail, read_catalog  # noqa: E402
+from features.settings import Settings  # noqa: E402
+from features.store import apply_definitions, feature_store, materialize, online_features  # noqa: E402
+from features.transforms import FEATURE_TABLES, build_feature_tables  # noqa: E402
+from models import registry  # noqa: E402
+from models.candidates import generate_candidates  # noqa: E402
+from models.ranker import ranking_features  # noqa: E402
+from models.recommender import MODEL_NAME  # noqa: E402
+from serving.app import create_app  # noqa: E402
+from serving.config import ServingSettings  # noqa: E402
+from serving.recommender import Catalog, RankerModel, load_model_version  # noqa: E402
+from training.recs_training import train_recs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CSV = (
+    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
+)
+RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+MARKDOWN = RESULTS.with_suffix(".md")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PROJECT = "tailor_bench_serving"
+BACKENDS = ("sqlite", "redis")
+END = datetime(2011, 10, 1, tzinfo=UTC)  # the day after the export's last event
+TARGET_CANDIDATES = 300
+K = 10
+WARM_UP_REQUESTS = 20
+HTTP_WORKERS = 2
+CONCURRENCIES = (1, 32)
+READY_TIMEOUT_S = 300.0
+P99_TARGET_MS = 10.0
+NAIVE_FACTOR_TARGET = 3.0
+
+RECOMMEND = "in-process: Recommender.recommend"
+ROUTE = "in-process: app route (TestClient)"
+NAIVE = "naive: candidates + Feast get_online_features + predict"
+FLOOR = "floor: pipelined HMGET + predict"
+FLOOR_FEAST = "floor: Feast online_read (3 views) + predict"
+CANDIDATES = "candidate generation only"
+console = Console()
+
+
+def step(message: str) -> None:
+    console.log(f"[bold]{message}")
+
+
+def summary(seconds: list[float], wall: float | None = None) -> dict[str, float]:
+    """Percentiles of request durations (in milliseconds) and the rate: requests over the
+    wall time when given (concurrent load), else one over the mean (sequential calls)."""
+    ms = np.asarray(seconds) * 1000
+    return {
+        "n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()), "max_ms": float(ms.max()),
+        "per_second": float(len(ms) / wall if wall else 1000 / ms.mean()),
+    }
+
+
+class FullCollections:
+    """Pauses of the garbage collector's full (generation 2) passes while installed."""
+
+    def __init__(self):
+        self.pauses: list[float] = []
+        self._start: float | None = None
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.pauses.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def __enter__(self) -> "FullCollections":
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self)
+
+
+def measure(call, sequence: list[str]) -> dict[str, float]:
+    """`call(user)` for every user of `sequence` after a warm-up on its first users; with
+    the full garbage collections that happened meanwhile (a cause of tail latency)."""
+    for user in sequence[:WARM_UP_REQUESTS]:
+        call(user)
+    gc.collect()
+    seconds = []
+    with FullCollections() as collections:
+        for user in sequence[WARM_UP_REQUESTS:]:
+            start = time.perf_counter()
+            call(user)
+            seconds.append(time.perf_counter() - start)
+    pauses = np.asarray(collections.pauses) * 1000
+    return {**summary(seconds), "gc_full_collections": len(pauses),
+            "gc_full_max_ms": float(pauses.max()) if len(pauses) else 0.0}
+
+
+def backend_settings(data_dir: Path, backend: str) -> Settings:
+    settings = Settings(data_dir=data_dir, redis_url=REDIS_URL if backend == "redis" else None,
+                        feast_project=PROJECT)
+    # The benchmark's own MLflow store and service database, whatever the environment says.
+    return settings.model_copy(update={"mlflow_tracking_uri": None, "database_url": None})
+
+
+# Setup ---------------------------------------------------------------------------------
+
+def prepare(csv: Path, data_dir: Path) -> tuple[dict[str, Settings], dict[str, float], str]:
+    """Import, build, apply and materialize into both stores, train the champion."""
+    timings = {}
+    start = time.perf_counter()
+    step(f"importing {csv.name}")
+    import_online_retail(csv, data_dir)
+    timings["import_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    step("building feature tables")
+    build_feature_tables(data_dir / "events", read_catalog(data_dir / "catalog.parquet"),
+                         data_dir / "features")
+    timings["build_s"] = time.perf_counter() - start
+    settings = {backend: backend_settings(data_dir, backend) for backend in BACKENDS}
+    for backend, config in settings.items():
+        start = time.perf_counter()
+        step(f"applying and materializing into {backend} (end {END:%Y-%m-%d})")
+        store = feature_store(config)
+        apply_definitions(store)
+        materialize(store, END)
+        timings[f"materialize_{backend}_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    step("training and registering the champion recs-ranker (cutoffs=2)")
+    report = train_recs(settings["sqlite"], cutoffs=2)  # one MLflow store for both backends
+    if not report.promoted:
+        raise RuntimeError(f"the trained ranker was not promoted: {report.reason}")
+    timings["train_s"] = time.perf_counter() - start
+    return settings, timings, report.version
+
+
+def champion(settings: Settings) -> RankerModel:
+    registry.configure(settings)
+    version = registry.champion(MODEL_NAME)
+    if version is None:
+        raise RuntimeError("no champion registered")
+    return load_model_version(version)
+
+
+def catalog_candidates(model: RankerModel, catalog: Catalog, user: str) -> pd.DataFrame:
+    """The user's candidates as the service keeps them (catalog items; no filter given)."""
+    candidates = generate_candidates(model.sources, [user])
+    return candidates[candidates["item_id"].isin(catalog.ids)].reset_index(drop=True)
+
+
+def candidate_counts(model: RankerModel, catalog: Catalog, batch: int = 200) -> pd.Series:
+    """Catalog candidates per user with history (the sources, in batches of users)."""
+    users = sorted(model.users)
+    counts = []
+    for start in range(0, len(users), batch):
+        candidates = generate_candidates(model.sources, users[start:start + batch])
+        candidates = candidates[candidates["item_id"].isin(catalog.ids)]
+        counts.append(candidates.groupby("user_id").size())
+    return pd.concat(counts).reindex(users, fill_value=0)
+
+
+def choose_users(counts: pd.Series, n: int, tolerance: int, seed: int) -> list[str]:
+    """A seeded sample of users with `TARGET_CANDIDATES` +- `tolerance` candidates; the
+    users closest to it when too few are within."""
+    rng = random.Random(seed)
+    close = sorted(counts.index[(counts - TARGET_CANDIDATES).abs() <= tolerance])
+    if len(close) >= n:
+        return rng.sample(close, n)
+    distance = (counts - TARGET_CANDIDATES).abs().sort_values(kind="stable")
+    chosen = list(distance.index[:n])
+    rng.shuffle(chosen)
+    return chosen
+
+
+def distribution(values: pd.Series) -> dict[str, float]:
+    array = values.to_numpy(dtype=float)
+    return {"users": len(array), "min": float(array.min()),
+            **{f"p{q}": float(np.percentile(array, q)) for q in (10, 50, 90)},
+            "max": float(array.max())}
+
+
+# In-process ----------------------------------------------------------------------------
+
+def naive_recommend(store, model: RankerModel, catalog: Catalog, user: str, as_of: datetime,
+                    k: int = K) -> tuple[list[str], pd.DataFrame]:
+    """The personalised path with Feast reading everything (the item view included) for the
+    user against every candidate on every request; returns the top `k` and the matrix."""
+    candidates = catalog_candidates(model, catalog, user)
+    item_ids = candidates["item_id"].tolist()
+    online = pd.DataFrame(online_features(store, user, item_ids, as_of))
+    examples = pd.concat([candidates, online.drop(columns=["user_id", "item_id"])], axis=1)
+    features = ranking_features(examples, catalog.categories)
+    scores = model.booster.predict(features, num_threads=1)
+    ranked = pd.DataFrame({"item_id": item_ids, "score": scores})
+    ranked = ranked.sort_values(["score", "item_id"], ascending=[False, True]).head(k)
+    return ranked["item_id"].tolist(), features
+
+
+def in_process(settings: Settings, model: RankerModel, catalog: Catalog, sequence: list[str],
+               profile_requests: int) -> tuple[dict, dict]:
+    """The route and `Recommender.recommend` of one loaded app, the naive path and
+    candidate generation alone; returns the summaries and checks (and a profile)."""
+    results, checks = {}, {}
+    users = list(dict.fromkeys(sequence))
+    app = create_app(settings, ServingSettings(clock="model"))
+    with TestClient(app) as client:
+        ready = client.get("/readyz")
+        if ready.status_code != 200:
+            raise RuntimeError(f"the app is not ready: {ready.text}")
+        recommender = app.state.recommender
+        fallbacks = {"route": 0, "recommend": 0}
+
+        def route(user: str) -> None:
+            response = client.get(f"/v1/users/{user}/recommendations", params={"k": K})
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text}")
+            fallbacks["route"] += response.json()["fallback"]
+
+        def recommend(user: str) -> None:
+            fallbacks["recommend"] += recommender.recommend(user, K).fallback
+
+        step(f"  {ROUTE}")
+        results[ROUTE] = measure(route, sequence)
+        step(f"  {RECOMMEND}")
+        results[RECOMMEND] = measure(recommend, sequence)
+        checks["fallbacks"] = fallbacks
+        if profile_requests:
+            checks["profile"] = profile(recommender, sequence, profile_requests)
+
+        store = feature_store(settings)
+        as_of = model.cutoff
+        step(f"  {NAIVE}")
+        results[NAIVE] = measure(
+            lambda user: naive_recommend(store, model, catalog, user, as_of), sequence)
+        step(f"  {CANDIDATES}")
+        results[CANDIDATES] = measure(
+            lambda user: catalog_candidates(model, catalog, user), sequence)
+        # The naive path must rank like the service (same model, same feature values).
+        same = sum(naive_recommend(store, model, catalog, user, as_of)[0]
+                   == [item.item_id for item in recommender.recommend(user, K).items]
+                   for user in users[:10])
+        checks["naive_equals_service_top_k"] = f"{same}/{min(len(users), 10)} users"
+    return results, checks
+
+
+PROFILE_STAGES = (
+    ("the whole request", "recommender.py", "recommend"),
+    ("candidate generation", "candidates.py", "generate_candidates"),
+    ("user + user x item features (Feast)", "recommender.py", "_user_features"),
+    ("  of which Feast get_online_features", "feature_store.py", "get_online_features"),
+    ("item features (in-process cache)", "recommender.py", "lookup"),
+    ("feature matrix (ranking_features)", "ranker.py", "ranking_features"),
+    ("LightGBM predict", "lightgbm/basic.py", "predict"),
+    ("source of each candidate", "recommender.py", "proposing_source"),
+)
+
+
+def profile(recommender, sequence: list[str], requests: int) -> dict:
+    """cProfile of `requests` calls of `recommend`: time per request of the path's stages
+    and the functions with the most own time (cProfile slows everything down)."""
+    step(f"  profiling {requests} requests of Recommender.recommend")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for user in sequence[WARM_UP_REQUESTS:WARM_UP_REQUESTS + requests]:
+        recommender.recommend(user, K)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    per_request = 1000 / requests
+    stages = {}
+    for label, file, function in PROFILE_STAGES:
+        times = [cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.items()
+                 if name == function and path.endswith(file)]
+        stages[label] = round(max(times) * per_request, 3) if times else None
+    own = sorted(stats.items(), key=lambda entry: entry[1][2], reverse=True)[:15]
+    top = [{"function": f"{Path(path).parent.name}/{Path(path).name}:{line}({name})",
+            "own_ms_per_request": round(own_time * per_request, 3),
+            "cumulative_ms_per_request": round(cumulative * per_request, 3),
+            "calls_per_request": round(calls / requests, 1)}
+           for (path, line, name), (_, calls, own_time, cumulative, _) in own]
+    return {"requests": requests, "stages_ms_per_request": stages, "top_own_time": top}
+
+
+# Floor (Redis) -------------------------------------------------------------------------
+
+def entity_key(**keys: str) -> EntityKey:
+    names = sorted(keys)
+    return EntityKey(join_keys=names, entity_values=[Value(string_val=keys[n]) for n in names])
+
+
+def floor(settings: Settings, model: RankerModel, catalog: Catalog,
+          sequence: list[str]) -> dict:
+    """One pipelined read of the user's, the candidates' and the pairs' rows plus one predict
+    on a numpy matrix of the service's shape; the keys and matrices are built beforehand."""
+    store = feature_store(settings)
+    provider = store._get_provider()
+    online_store, config = provider.online_store, store.config
+    views = {name: store.get_feature_view(name) for name in FEATURE_TABLES}
+    client = redis.Redis.from_url(REDIS_URL)
+    prepared = {}
+    for user in dict.fromkeys(sequence):
+        _, features = naive_recommend(store, model, catalog, user, model.cutoff)
+        item_ids = catalog_candidates(model, catalog, user)["item_id"].tolist()
+        protos = {"user_stats": [entity_key(user_id=user)],
+                  "item_stats": [entity_key(item_id=item) for item in item_ids],
+                  "user_item_stats": [entity_key(user_id=user, item_id=item)
+                                      for item in item_ids]}
+        commands = []
+        for name, view in views.items():
+            # Feast's own key and field encoding, so the read is the one Feast would make.
+            _, fields = online_store._generate_hset_keys_for_features(
+                view, None, fv_name_override=_versioned_fv_name(view, config))
+            keys = online_store._generate_redis_keys_for_entities(config, protos[name])
+            commands += [(key, fields) for key in keys]
+        matrix = np.ascontiguousarray(features.to_numpy(dtype=np.float64))
+        prepared[user] = (commands, protos, matrix)
+        replies = pipelined_read(client, commands)
+        found = sum(reply[-1] is not None for reply in replies[:1 + len(item_ids)])
+        if found < 1 + len(item_ids):  # a miss would flatter the floor
+            raise RuntimeError(f"the raw read found {found} of {1 + len(item_ids)} user and "
+                               "item rows: the keys are wrong")
+
+    def raw(user: str) -> None:
+        commands, _, matrix = prepared[user]
+        pipelined_read(client, commands)
+        model.booster.predict(matrix, num_threads=1)
+
+    def through_feast(user: str) -> None:
+        _, protos, matrix = prepared[user]
+        for name, view in views.items():
+            provider.online_read(config, view, protos[name])
+        model.booster.predict(matrix, num_threads=1)
+
+    step(f"  {FLOOR}")
+    results = {FLOOR: measure(raw, sequence)}
+    step(f"  {FLOOR_FEAST}")
+    results[FLOOR_FEAST] = measure(through_feast, sequence)
+    return results
+
+
+def pipelined_read(client: redis.Redis, commands: list[tuple[bytes, list]]) -> list:
+    with client.pipeline(transaction=False) as pipe:
+        for key, fields in commands:
+            pipe.hmget(key, fields)
+        return pipe.execute()
+
+
+# Over HTTP -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(settings: Settings, backend: str, workdir: Path,
+                 port: int) -> tuple[subprocess.Popen, Path]:
+    """uvicorn with the app factory and 2 workers, configured from the environment only."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("TAILOR_") and name != "MLFLOW_TRACKING_URI"}
+    env.update(TAILOR_DATA_DIR=str(settings.data_dir), TAILOR_FEAST_PROJECT=PROJECT,
+               TAILOR_SERVING_CLOCK="model", PYTHONPATH=str(ROOT))
+    if backend == "redis":
+        env["TAILOR_REDIS_URL"] = REDIS_URL
+    log = workdir / f"uvicorn-{backend}.log"
+    command = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", str(HTTP_WORKERS),
+               "--no-access-log", "--log-level", "info"]
+    with open(log, "wb") as output:  # the child keeps its own descriptor
+        # The data dir as working directory: no stray `.env` is read.
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    return process, log
+
+
+def wait_ready(process: subprocess.Popen, log: Path, port: int) -> float:
+    """Until every worker has started (its log line) and /readyz answers 200; seconds."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < READY_TIMEOUT_S:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        started = log.read_text(errors="replace").count("Application startup complete")
+        if started >= HTTP_WORKERS:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                    return time.perf_counter() - start
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.5)
+    raise RuntimeError(f"uvicorn not ready after {READY_TIMEOUT_S:.0f} s:\n"
+                       f"{log.read_text()[-3000:]}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # uvicorn's supervisor stops its workers
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the workers too
+            process.wait(timeout=10)
+
+
+async def load(port: int, sequence: list[str], concurrency: int) -> dict:
+    """`len(sequence)` requests, `concurrency` at a time over as many keep-alive
+    connections, after a warm-up of `WARM_UP_REQUESTS` per connection (capped)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
+                                 timeout=60) as client:
+        latencies: list[float] = []
+        fallbacks = [0]
+
+        async def worker(users, record: bool) -> None:
+            for user in users:  # a shared iterator: every request is made once
+                start = time.perf_counter()
+                response = await client.get(f"/v1/users/{user}/recommendations",
+                                            params={"k": K})
+                elapsed = time.perf_counter() - start
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text}")
+                if record:
+                    latencies.append(elapsed)
+                    fallbacks[0] += response.json()["fallback"]
+
+        warm_up = iter(sequence[:min(WARM_UP_REQUESTS * concurrency, 4 * WARM_UP_REQUESTS)])
+        await asyncio.gather(*(worker(warm_up, False) for _ in range(concurrency)))
+        measured = iter(sequence)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(measured, True) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {**summary(latencies, wall), "fallbacks": fallbacks[0]}
+
+
+def over_http(settings: Settings, backend: str, workdir: Path, sequence: list[str]) -> dict:
+    port = free_port()
+    step(f"  starting uvicorn ({HTTP_WORKERS} workers, {backend}) on 127.0.0.1:{port}")
+    process, log = start_server(settings, backend, workdir, port)
+    results = {}
+    try:
+        seconds = wait_ready(process, log, port)
+        step(f"  ready after {seconds:.1f} s")
+        for concurrency in CONCURRENCIES:
+            path = f"HTTP: uvicorn x{HTTP_WORKERS}, concurrency {concurrency}"
+            step(f"  {path}")
+            results[path] = asyncio.run(load(port, sequence, concurrency))
+    finally:
+        stop_server(process)
+    return results
+
+
+def cleanup_redis() -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"*{PROJECT}".encode(), count=1000):
+        client.delete(key)
+
+
+# Report --------------------------------------------------------------------------------
+
+def verdicts(results: dict) -> dict:
+    ours = results[RECOMMEND]["redis"]
+    naive = results[NAIVE]["redis"]
+    route = results[ROUTE]["redis"]
+    return {
+        "p99_target_ms": P99_TARGET_MS, "naive_factor_target": NAIVE_FACTOR_TARGET,
+        "in_process_redis_p99_ms": ours["p99_ms"],
+        "p99_target_met": ours["p99_ms"] <= P99_TARGET_MS,
+        "naive_over_in_process_p99": naive["p99_ms"] / ours["p99_ms"],
+        "naive_over_in_process_p50": naive["p50_ms"] / ours["p50_ms"],
+        "naive_target_met": naive["p99_ms"] / ours["p99_ms"] >= NAIVE_FACTOR_TARGET,
+        "route_redis_p99_ms": route["p99_ms"],
+        "route_p99_target_met": route["p99_ms"] <= P99_TARGET_MS,
+        "naive_over_route_p99": naive["p99_ms"] / route["p99_ms"],
+    }
+
+
+def verdict_lines(goal: dict) -> list[str]:
+    def word(met: bool) -> str:
+        return "met" if met else "MISSED"
+
+    return [
+        f"in-process p99 on Redis (Recommender.recommend) = "
+        f"{goal['in_process_redis_p99_ms']:.1f} ms, target <= {P99_TARGET_MS:.0f} ms: "
+        f"{word(goal['p99_target_met'])} (through the app route: "
+        f"{goal['route_redis_p99_ms']:.1f} ms, {word(goal['route_p99_target_met'])})",
+        f"naive p99 / in-process p99 on Redis = {goal['naive_over_in_process_p99']:.2f}x, "
+        f"target >= {NAIVE_FACTOR_TARGET:.0f}x: {word(goal['naive_target_met'])} "
+        f"(through the app route: {goal['naive_over_route_p99']:.2f}x; at p50 only "
+        f"{goal['naive_over_in_process_p50']:.2f}x)",
+    ]
+
+
+def gc_line(results: dict) -> str:
+    found = [f"{path} ({store}) {row['gc_full_collections']}, longest "
+             f"{row['gc_full_max_ms']:.0f} ms"
+             for path, stores in results.items() for store, row in stores.items()
+             if row.get("gc_full_collections")]
+    return ("Full garbage collections during the in-process measurements: "
+            + ("; ".join(found) if found else "none") + ".")
+
+
+def markdown(results: dict, goal: dict, counts: dict, args, profiled: dict | None,
+             load_before: tuple[float, ...]) -> str:
+    lines = [f"Candidates per request: median {counts['chosen']['p50']:.0f} "
+             f"(min {counts['chosen']['min']:.0f}, max {counts['chosen']['max']:.0f}) over "
+             f"{counts['chosen']['users']} users; k={K}; {args.requests} in-process and "
+             f"{args.http_requests} HTTP requests per row; {os.cpu_count()} CPUs shared with "
+             f"the load generator (load average before the run {load_before[0]:.1f}). "
+             f"All {counts['all_users_with_history']['users']} users with history: median "
+             f"{counts['all_users_with_history']['p50']:.0f} candidates (p90 "
+             f"{counts['all_users_with_history']['p90']:.0f}, max "
+             f"{counts['all_users_with_history']['max']:.0f}).", "",
+             "| path | store | p50 ms | p90 ms | p99 ms | req/s |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {path} | {store} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | "
+              f"{row['p99_ms']:.2f} | {row['per_second']:.0f} |"
+              for path, stores in results.items() for store, row in stores.items()]
+    lines += ["", *verdict_lines(goal), "", gc_line(results)]
+    if profiled:
+        stages = "; ".join(f"{label.strip()} {ms:.1f}" for label, ms
+                           in profiled["stages_ms_per_request"].items() if ms is not None)
+        lines += ["", f"Where the time goes (cProfile of {profiled['requests']} in-process "
+                      f"requests on Redis, ms per request, inflated by profiling): {stages}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--requests", type=int, default=300,
+                        help="measured in-process requests per path and store")
+    parser.add_argument("--http-requests", type=int, default=400,
+                        help="measured HTTP requests per concurrency and store")
+    parser.add_argument("--users", type=int, default=100, help="users in the sample")
+    parser.add_argument("--tolerance", type=int, default=30,
+                        help="candidates allowed away from 300 for a user to be chosen")
+    parser.add_argument("--profile", type=int, default=50,
+                        help="requests profiled in-process on Redis (0: none)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if min(args.requests, args.http_requests, args.users) < 1 or args.profile < 0:
+        parser.error("request and user counts must be positive")
+
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    results: dict[str, dict[str, dict]] = {}
+    checks: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-serving-") as workdir:
+        data_dir = Path(workdir) / "data"
+        try:
+            settings, setup, version = prepare(args.csv, data_dir)
+            step("counting candidates per user with history")
+            model = champion(settings["sqlite"])
+            catalog = Catalog.read(settings["sqlite"].catalog_path)
+            all_counts = candidate_counts(model, catalog)
+            users = choose_users(all_counts, args.users, args.tolerance, args.seed)
+            counts = {"all_users_with_history": distribution(all_counts),
+                      "chosen": distribution(all_counts[users]),
+                      "tolerance": args.tolerance}
+            rng = random.Random(args.seed)
+            sequence = [rng.choice(users) for _ in range(WARM_UP_REQUESTS + args.requests)]
+            http_sequence = [rng.choice(users) for _ in range(args.http_requests)]
+            gc.collect()
+            for backend in BACKENDS:
+                step(f"in-process on {backend}")
+                measured, checks[backend] = in_process(
+                    settings[backend], model, catalog, sequence,
+                    args.profile if backend == "redis" else 0)
+                if backend == "redis":
+                    measured |= floor(settings[backend], model, catalog, sequence)
+                for path, row in measured.items():
+                    results.setdefault(path, {})[backend] = row
+            for backend in BACKENDS:
+                step(f"over HTTP on {backend}")
+                for path, row in over_http(settings[backend], backend, Path(workdir),
+                                           http_sequence).items():
+                    results.setdefault(path, {})[backend] = row
+        finally:
+            cleanup_redis()
+
+    order = [RECOMMEND, ROUTE, *(p for p in results if p.startswith("HTTP")), FLOOR,
+             FLOOR_FEAST, NAIVE, CANDIDATES]
+    results = {path: results[path] for path in order if path in results}
+    goal = verdicts(results)
+    table = Table(title=f"Recommendations path, k={K}, ~{counts['chosen']['p50']:.0f} "
+                        f"candidates per request ({len(users)} users)")
+    for column in ("path", "store", "p50 ms", "p90 ms", "p99 ms", "req/s"):
+        table.add_column(column, justify="left" if column in ("path", "store") else "right")
+    for path, stores in results.items():
+        for store, row in stores.items():
+            table.add_row(path, store, f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
+                          f"{row['p99_ms']:.2f}", f"{row['per_second']:.0f}")
+    console.print(table)
+    console.print(f"candidates per request (chosen users): {counts['chosen']}")
+    console.print(f"candidates per user with history: {counts['all_users_with_history']}")
+    for line in [*verdict_lines(goal), gc_line(results)]:
+        console.print(line)
+    stages = checks["redis"].get("profile", {}).get("stages_ms_per_request", {})
+    if stages:
+        console.print(f"cProfile, ms per request on Redis (inflated by profiling): {stages}")
+    brief = {backend: {name: value for name, value in found.items() if name != "profile"}
+             for backend, found in checks.items()}
+    console.print(f"checks: {brief}")
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "serving", "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit, "worktree_dirty": dirty,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "parameters": {"k": K, "requests": args.requests, "http_requests": args.http_requests,
+                       "warm_up_requests": WARM_UP_REQUESTS, "users": len(users),
+                       "http_workers": HTTP_WORKERS, "concurrencies": CONCURRENCIES,
+                       "clock": "model", "materialized_until": END.isoformat(),
+                       "model_version": version, "as_of": model.cutoff.isoformat()},
+        "setup": setup, "runtime_s": time.perf_counter() - started, "candidates": counts,
+        "results": results, "targets": goal, "checks": checks,
+    }, indent=2))
+    MARKDOWN.write_text(markdown(results, goal, counts, args, checks["redis"].get("profile"),
+                                 load_before))
+    console.print(f"wrote {RESULTS.relative_to(ROOT)} and {MARKDOWN.relative_to(ROOT)} "
+                  f"in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
