@@ -14,6 +14,7 @@ computed for `as_of`), item features from the in-process cache; `ranking_feature
 booster order them. Anything missing on the way answers with the popularity fallback.
 """
 
+import gc
 import logging
 import tempfile
 import threading
@@ -235,6 +236,15 @@ class Snapshot:
     store_problem: str | None
 
 
+def settle_heap() -> None:
+    """Take what is loaded now out of the collector's full passes (`gc.freeze`): scanning the
+    candidate state and caches on every full collection paused requests for hundreds of
+    milliseconds. Unfreezing first lets a collection free what a reload left behind."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class Recommender:
     """The recommendations of one worker: loads once, answers, reloads on demand."""
 
@@ -264,6 +274,7 @@ class Recommender:
                 logger.exception("loading the champion failed")
                 model, problem = None, f"the champion could not be loaded: {exc}"
             self._snapshot = self._assemble(model, problem)
+            settle_heap()
             logger.info("serving %s version %s", MODEL_NAME, model.version if model else None)
 
     def reload(self) -> tuple[str | None, str | None]:
@@ -285,6 +296,7 @@ class Recommender:
             if snapshot.store_problem and previous.store_problem is None:
                 raise ReloadError(f"{snapshot.store_problem}; still serving version {old}")
             self._snapshot = snapshot
+            settle_heap()
             logger.info("reloaded %s: version %s -> %s", MODEL_NAME, old, model.version)
             return old, model.version
 
