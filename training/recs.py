@@ -1,4 +1,5 @@
-"""Training frames, training and offline evaluation of the recommender."""
+"""Training frames of the recommender (candidates, labels, point-in-time features) and
+the ranker's training on monthly cutoffs."""
 
 from dataclasses import dataclass
 

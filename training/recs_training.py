@@ -20,7 +20,13 @@ from models.ranker import FEATURE_COLUMNS, Ranker, RankerParams
 from models.recommender import CANDIDATE_STATE_ARTIFACT, MODEL_NAME
 from training.metrics import evaluate_lists
 from training.recs import HORIZON, train_ranker
-from training.recs_evaluation import baseline_lists, fill_with, popular_items, ranked_lists
+from training.recs_evaluation import (
+    baseline_lists,
+    fill_with,
+    popular_items,
+    ranked_lists,
+    truth_sets,
+)
 
 EXPERIMENT = MODEL_NAME
 GATING_METRIC = "ndcg@10"
@@ -77,9 +83,7 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
     valid = examples[-1]
     users = sorted(valid.frame["user_id"].unique())
     history = purchases_before(events, valid.cutoff)
-    bought = events[(events["event_type"] == "purchase") & (events["ts"] >= valid.cutoff)
-                    & (events["ts"] < valid.cutoff + HORIZON) & events["user_id"].isin(users)]
-    truth = bought.groupby("user_id")["item_id"].agg(set).to_dict()
+    truth = truth_sets(events, valid.cutoff, valid.cutoff + HORIZON, history)
     catalog_size = history["item_id"].nunique()
     popular = popular_items(history, valid.cutoff)
 
