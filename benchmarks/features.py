@@ -25,29 +25,32 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Run as a script, this file's own folder would shadow the `features` package it measures.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
+# the repository root takes its place.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-import numpy as np  # noqa: E402
-import redis  # noqa: E402
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
-from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.common import (  # noqa: E402
+    ONLINE_RETAIL_CSV,
+    REDIS_URL,
+    RESULTS_DIR,
+    ROOT,
+    delete_redis_project,
+    entity_key,
+    summary,
+)
 from features.event_log import EventLog  # noqa: E402
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
 from features.settings import Settings  # noqa: E402
 from features.store import apply_definitions, feature_store, materialize, online_features  # noqa: E402
 from features.transforms import FEATURE_TABLES, build_feature_tables  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = (
-    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
-)
-RESULTS = ROOT / "benchmarks" / "results" / "features.json"
+RESULTS = RESULTS_DIR / "features.json"
+BENCH_PROJECT = "tailor_bench"
 MARKDOWN = RESULTS.with_suffix(".md")
-REDIS_URL = "redis://127.0.0.1:6379/0"
 IMPORT_AND_BUILD_TARGET_S = 60.0
 ITEMS_PER_REQUEST = 300
 WARM_UP_REQUESTS = 10
@@ -59,17 +62,6 @@ def timed(function, *args):
     start = time.perf_counter()
     result = function(*args)
     return time.perf_counter() - start, result
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    """Median, percentiles and rate of a list of durations (in milliseconds)."""
-    ms = np.asarray(seconds) * 1000
-    return {
-        "n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "per_second": float(1000 / ms.mean()),
-    }
 
 
 def batch_jobs(csv: Path, repeats: int, workdir: Path) -> tuple[dict, Path]:
@@ -102,12 +94,7 @@ def batch_jobs(csv: Path, repeats: int, workdir: Path) -> tuple[dict, Path]:
 def backend_settings(data_dir: Path, backend: str) -> Settings:
     redis_url = REDIS_URL if backend == "redis" else None
     # One registry per backend: each knows only what it materialized.
-    return Settings(data_dir=data_dir, redis_url=redis_url, feast_project="tailor_bench")
-
-
-def entity_key(**keys: str) -> EntityKey:
-    names = sorted(keys)
-    return EntityKey(join_keys=names, entity_values=[Value(string_val=keys[n]) for n in names])
+    return Settings(data_dir=data_dir, redis_url=redis_url, feast_project=BENCH_PROJECT)
 
 
 def raw_read(store, views, user: str, items: list[str]) -> int:
@@ -163,15 +150,9 @@ def latency(data_dir: Path, requests: int, seed: int = 7) -> dict:
     return results
 
 
-def cleanup_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=b"*tailor_bench", count=1000):
-        client.delete(key)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
@@ -181,7 +162,7 @@ def main() -> None:
             batch, data_dir = batch_jobs(args.csv, args.repeats, Path(workdir))
             reads = latency(data_dir, args.requests)
         finally:
-            cleanup_redis()
+            delete_redis_project(BENCH_PROJECT)
 
     batch_table = Table(title=f"Batch jobs on the whole export ({args.repeats} runs)")
     for column in ("job", "median s", "min s", "max s"):

@@ -25,23 +25,22 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Run as a script, this file's own folder would shadow the `features` package it measures.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
+# the repository root takes its place.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT  # noqa: E402
 from features.event_log import EventLog  # noqa: E402
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
 from features.simulator import simulate_market, write_simulation  # noqa: E402
 from training.demand_evaluation import evaluate_demand  # noqa: E402
 from training.pricing import evaluate_pricing  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = (
-    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
-)
-RESULTS = ROOT / "benchmarks" / "results" / "pricing_quality.json"
+RESULTS = RESULTS_DIR / "pricing_quality.json"
 MARKDOWN = RESULTS.with_suffix(".md")
 DAYS, USERS, ITEMS = 365, 2000, 200
 ORACLE_FRACTION_TARGET = 0.95
@@ -128,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--periods", nargs="+", choices=["W", "D"], default=["W", "D"])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
     parser.add_argument("--splits", nargs="+", default=["2011-08-01", "2011-07-01"])
     args = parser.parse_args()
     if not args.csv.is_file():

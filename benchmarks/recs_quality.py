@@ -16,22 +16,21 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Run as a script, this file's own folder would shadow the `features` package it measures.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
+# the repository root takes its place.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT  # noqa: E402
 from features.event_log import EventLog  # noqa: E402
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
 from training.recs_evaluation import evaluate_recs  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = (
-    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
-)
-RESULTS = ROOT / "benchmarks" / "results" / "recs_quality.json"
+RESULTS = RESULTS_DIR / "recs_quality.json"
 NDCG_FACTOR_TARGET = 1.15
 COLUMNS = ("ndcg@10", "recall@20", "hr@10", "coverage", "novel_ndcg@10", "novel_recall@20")
 console = Console()
@@ -52,7 +51,7 @@ def targets(rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
     parser.add_argument("--splits", nargs="+", default=["2011-09-01", "2011-08-01"])
     args = parser.parse_args()
 

@@ -41,8 +41,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Run as a script, this file's own folder would shadow the `features` package it measures.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
+# the repository root takes its place.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -50,11 +52,18 @@ import pandas as pd  # noqa: E402
 import redis  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from feast.infra.online_stores.redis import _versioned_fv_name  # noqa: E402
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
-from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.common import (  # noqa: E402
+    ONLINE_RETAIL_CSV,
+    REDIS_URL,
+    RESULTS_DIR,
+    ROOT,
+    delete_redis_project,
+    entity_key,
+    summary,
+)
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
 from features.settings import Settings  # noqa: E402
 from features.store import apply_definitions, feature_store, materialize, online_features  # noqa: E402
@@ -68,13 +77,8 @@ from serving.config import ServingSettings  # noqa: E402
 from serving.recommender import Catalog, RankerModel, load_model_version  # noqa: E402
 from training.recs_training import train_recs  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = (
-    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
-)
-RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+RESULTS = RESULTS_DIR / "serving.json"
 MARKDOWN = RESULTS.with_suffix(".md")
-REDIS_URL = "redis://127.0.0.1:6379/0"
 PROJECT = "tailor_bench_serving"
 BACKENDS = ("sqlite", "redis")
 END = datetime(2011, 10, 1, tzinfo=UTC)  # the day after the export's last event
@@ -98,18 +102,6 @@ console = Console()
 
 def step(message: str) -> None:
     console.log(f"[bold]{message}")
-
-
-def summary(seconds: list[float], wall: float | None = None) -> dict[str, float]:
-    """Percentiles of request durations (in milliseconds) and the rate: requests over the
-    wall time when given (concurrent load), else one over the mean (sequential calls)."""
-    ms = np.asarray(seconds) * 1000
-    return {
-        "n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()), "max_ms": float(ms.max()),
-        "per_second": float(len(ms) / wall if wall else 1000 / ms.mean()),
-    }
 
 
 class FullCollections:
@@ -339,11 +331,6 @@ def profile(recommender, sequence: list[str], requests: int) -> dict:
 
 # Floor (Redis) -------------------------------------------------------------------------
 
-def entity_key(**keys: str) -> EntityKey:
-    names = sorted(keys)
-    return EntityKey(join_keys=names, entity_values=[Value(string_val=keys[n]) for n in names])
-
-
 def floor(settings: Settings, model: RankerModel, catalog: Catalog,
           sequence: list[str]) -> dict:
     """One pipelined read of the user's, the candidates' and the pairs' rows plus one predict
@@ -504,12 +491,6 @@ def over_http(settings: Settings, backend: str, workdir: Path, sequence: list[st
     return results
 
 
-def cleanup_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"*{PROJECT}".encode(), count=1000):
-        client.delete(key)
-
-
 # Report --------------------------------------------------------------------------------
 
 def verdicts(results: dict) -> dict:
@@ -580,7 +561,7 @@ def markdown(results: dict, goal: dict, counts: dict, args, profiled: dict | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
     parser.add_argument("--requests", type=int, default=300,
                         help="measured in-process requests per path and store")
     parser.add_argument("--http-requests", type=int, default=400,
@@ -630,7 +611,7 @@ def main() -> None:
                                            http_sequence).items():
                     results.setdefault(path, {})[backend] = row
         finally:
-            cleanup_redis()
+            delete_redis_project(PROJECT)
 
     order = [RECOMMEND, ROUTE, *(p for p in results if p.startswith("HTTP")), FLOOR,
              FLOOR_FEAST, NAIVE, CANDIDATES]

@@ -1,0 +1,40 @@
+"""What every benchmark script shares: paths, the Redis URL, latency summaries, Feast keys."""
+
+from pathlib import Path
+
+import numpy as np
+import redis
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+ONLINE_RETAIL_CSV = (
+    ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
+)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def summary(seconds: list[float], wall: float | None = None) -> dict[str, float]:
+    """Percentiles of request durations (in milliseconds) and the rate: requests over the
+    wall time when given (concurrent load), else one over the mean (sequential calls)."""
+    ms = np.asarray(seconds) * 1000
+    return {
+        "n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()), "max_ms": float(ms.max()),
+        "per_second": float(len(ms) / wall if wall else 1000 / ms.mean()),
+    }
+
+
+def entity_key(**keys: str) -> EntityKey:
+    """A Feast entity key of string join keys, in Feast's sorted order."""
+    names = sorted(keys)
+    return EntityKey(join_keys=names, entity_values=[Value(string_val=keys[n]) for n in names])
+
+
+def delete_redis_project(project: str) -> None:
+    """Remove every online-store key of a Feast project from the benchmark Redis."""
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"*{project}".encode(), count=1000):
+        client.delete(key)
