@@ -88,6 +88,13 @@ def materialize(store: FeatureStore, end: datetime | None = None) -> datetime:
     return end
 
 
+def materializations(store: FeatureStore, view_name: str) -> tuple:
+    """The materialization intervals the registry records for a view, re-read from the
+    registry: they grow each time `materialize` loads the view."""
+    store.refresh_registry()
+    return tuple(store.get_feature_view(view_name).materialization_intervals)
+
+
 def online_features(
     store: FeatureStore, user_id: str, item_ids: list[str], as_of: datetime
 ) -> dict[str, list]:

@@ -21,7 +21,8 @@ CANDIDATE_FEATURES = (*(f"{s}_{kind}" for s in SOURCES for kind in ("score", "ra
                       "item_repeat_rate")
 DERIVED_FEATURES = ("user_category_share", "user_item_share_of_orders", "user_item_due_ratio",
                     "user_days_per_order")
-FEATURE_COLUMNS = (*CANDIDATE_FEATURES, *FEAST_FEATURES, *DERIVED_FEATURES)
+BASE_FEATURES = (*CANDIDATE_FEATURES, *FEAST_FEATURES)
+FEATURE_COLUMNS = (*BASE_FEATURES, *DERIVED_FEATURES)
 
 
 def _category_share(names, shares, category) -> float:
@@ -37,7 +38,8 @@ def ranking_features(examples: pd.DataFrame, categories: pd.Series) -> pd.DataFr
     """The model's feature matrix from candidates joined with their Feast features.
 
     `examples` holds the candidate columns and the `recs_ranker_v1` features (including
-    the user's category names and shares); `categories` maps item id to category.
+    the user's category names and shares); `categories` maps item id to category. Computed
+    on one float matrix (this runs on every request as well as in training).
     """
     category = examples["item_id"].map(categories)
     shares = [
@@ -45,19 +47,27 @@ def ranking_features(examples: pd.DataFrame, categories: pd.Series) -> pd.DataFr
         for names, values, cat in zip(examples["user_category_names"],
                                       examples["user_category_shares"], category, strict=True)
     ]
-    frame = examples.reindex(columns=[*CANDIDATE_FEATURES, *FEAST_FEATURES]).astype(float)
-    frame["user_category_share"] = shares
-    frame["user_item_share_of_orders"] = (
-        frame["user_item_times_bought"].fillna(0) / frame["user_frequency"].where(
-            frame["user_frequency"] > 0)
-    )
-    frame["user_days_per_order"] = frame["user_tenure_days"] / frame["user_frequency"].where(
-        frame["user_frequency"] > 0)
-    # How far into its usual repurchase cycle the pair is (1 = one average gap since).
-    frame["user_item_due_ratio"] = frame["user_item_days_since_last_purchase"] / (
-        frame["user_tenure_days"] / frame["user_item_times_bought"].where(
-            frame["user_item_times_bought"] > 0))
-    return frame[list(FEATURE_COLUMNS)]
+    base = examples.reindex(columns=BASE_FEATURES).to_numpy(dtype=float, na_value=np.nan)
+    column = dict(zip(BASE_FEATURES, base.T, strict=True))
+    orders = _positive(column["user_frequency"])
+    times_bought = column["user_item_times_bought"]
+    tenure = column["user_tenure_days"]
+    with np.errstate(divide="ignore", invalid="ignore"):  # as pandas: inf and NaN, silently
+        derived = {
+            "user_category_share": np.asarray(shares, dtype=float),
+            "user_item_share_of_orders": np.nan_to_num(times_bought, nan=0.0) / orders,
+            # How far into its usual repurchase cycle the pair is (1 = one average gap since).
+            "user_item_due_ratio": column["user_item_days_since_last_purchase"] / (
+                tenure / _positive(times_bought)),
+            "user_days_per_order": tenure / orders,
+        }
+    matrix = np.column_stack([base, *(derived[name] for name in DERIVED_FEATURES)])
+    return pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS), index=examples.index)
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    """The values where positive, NaN elsewhere (a divisor that means nothing otherwise)."""
+    return np.where(values > 0, values, np.nan)
 
 
 def group_sizes(user_ids: pd.Series) -> np.ndarray:

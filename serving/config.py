@@ -8,7 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServingSettings(BaseSettings):
-    """How the service tells the time and how long it trusts cached item features."""
+    """How the service tells the time and how often it checks for new item features."""
 
     model_config = SettingsConfigDict(env_prefix="TAILOR_SERVING_", env_file=".env",
                                       extra="ignore")
@@ -18,9 +18,10 @@ class ServingSettings(BaseSettings):
     champion's candidate cutoff, for replayed data such as the 2010-2011 demo export) or a
     fixed ISO timestamp."""
 
-    item_cache_ttl_seconds: float = Field(default=900.0, gt=0)
-    """Cached item features older than this are re-read from the online store (in the
-    background; requests keep the previous values meanwhile)."""
+    materialization_poll_seconds: float = Field(default=30.0, gt=0)
+    """How often (at most) a request lets the service check the feature registry for a new
+    materialization; after one, cached item features are re-read from the online store (in
+    the background; requests keep the previous values meanwhile)."""
 
     @field_validator("clock")
     @classmethod

@@ -6,12 +6,14 @@ the item-feature cache), picked up once per request: a reload builds the next sn
 the side and swaps one reference, so a request sees the old model or the new one, never a
 mix, and the old one keeps answering until the new one is fully loaded.
 
-Personalised path: the candidate sources of the champion's run propose items for the user;
-items outside the catalog, excluded or of another category are dropped (and popular items
-passing the same filters fill up to `k`); user and user x item features come from the online
-store through Feast (the `recs_ranker_v1` views minus the item ones, with the recency view
-computed for `as_of`), item features from the in-process cache; `ranking_features` and the
-booster order them. Anything missing on the way answers with the popularity fallback.
+Personalised path: the candidates of every user the champion's candidate state knows are
+generated once per snapshot (`CandidateTable`), so a request looks its user's rows up; items
+excluded or of another category are dropped (and popular items passing the same filters fill
+up to `k`); user and user x item features come from the online store in one read per view
+(`features.online.ServiceReader`: the `recs_ranker_v1` views minus the item ones, with the
+recency view computed for `as_of`), item features from the in-process cache, re-read when the
+registry records a new materialization; `ranking_features` and the booster order them.
+Anything missing on the way answers with the popularity fallback.
 """
 
 import gc
@@ -27,16 +29,17 @@ from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
+import numpy as np
 import pandas as pd
-from feast import FeatureStore
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from features.event_log import EventLog
 from features.feature_repo import definitions
 from features.ingest import read_catalog
+from features.online import ServiceReader
 from features.settings import Settings
-from features.store import feature_store
+from features.store import feature_store, materializations
 from models import registry
 from models.candidates import (
     CandidateConfig,
@@ -56,11 +59,14 @@ from models.recommender import (
 from serving.config import ServingSettings
 
 FEATURE_SERVICE = "recs_ranker_v1"
-ITEM_VIEWS = frozenset({definitions.item_stats_fv.name})
+ITEM_VIEW = definitions.item_stats_fv.name
+USER_VIEWS = frozenset({definitions.user_stats_fv.name, definitions.user_item_stats_fv.name})
 USER_PRESENCE = "user_frequency"
 """A user feature every materialized user has: all missing means the store lacks the user."""
 POPULAR = "popular"
 ITEM_BATCH = 1000
+CANDIDATE_BATCH = 500
+"""Users per `generate_candidates` call when filling the table (bounds its dense blocks)."""
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +109,6 @@ class RankerModel:
     booster: lgb.Booster
     sources: dict
     cutoff: datetime | None
-    users: frozenset[str]
 
 
 def load_model_version(version: ModelVersion) -> RankerModel:
@@ -123,8 +128,7 @@ def load_model_version(version: ModelVersion) -> RankerModel:
         stamp = pd.Timestamp(until)
         cutoff = (stamp.tz_localize(UTC) if stamp.tz is None else stamp.tz_convert(UTC))
         cutoff = cutoff.to_pydatetime()
-    return RankerModel(str(version.version), version.run_id, booster, sources, cutoff,
-                       users_with_history(sources))
+    return RankerModel(str(version.version), version.run_id, booster, sources, cutoff)
 
 
 @dataclass(frozen=True)
@@ -194,33 +198,75 @@ class Popularity:
         return chosen
 
 
+class CandidateTable:
+    """The candidates of every user a candidate state knows, generated once, kept to the
+    catalog's items and grouped by user, with each item's category beside."""
+
+    def __init__(self, sources: dict, catalog: Catalog):
+        users = sorted(users_with_history(sources))
+        parts = [generate_candidates(sources, users[start:start + CANDIDATE_BATCH])
+                 for start in range(0, len(users), CANDIDATE_BATCH)]
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            columns=["user_id", "item_id"])
+        frame = frame[frame["item_id"].isin(catalog.ids)].reset_index(drop=True)
+        frame["category"] = frame["item_id"].map(catalog.categories)
+        owners = frame.pop("user_id").to_numpy()
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else []
+        stops = [*starts[1:], len(owners)]
+        self._rows = {owners[start]: (start, stop)
+                      for start, stop in zip(starts, stops, strict=True)}
+        self._frame = frame
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._rows
+
+    @property
+    def users(self) -> list[str]:
+        return list(self._rows)
+
+    def of(self, user_id: str) -> pd.DataFrame:
+        """The user's candidate rows (none for a user the state does not know)."""
+        start, stop = self._rows.get(user_id, (0, 0))
+        return self._frame.iloc[start:stop]
+
+
 class ItemFeatureCache:
-    """Item features of every catalog item, read in bulk and re-read after `ttl` seconds in
-    a background thread (requests keep using the previous values meanwhile)."""
+    """Item features of every catalog item, read in bulk and re-read (in a background thread;
+    requests keep the previous values meanwhile) when the registry records a new
+    materialization, checked at most every `poll` seconds."""
 
     def __init__(self, read: Callable[[list[str]], pd.DataFrame], item_ids: list[str],
-                 ttl: float):
+                 version: Callable[[], object], poll: float):
         self._read = read
         self._item_ids = item_ids
-        self._ttl = ttl
-        self._frame = read(item_ids)
-        self._loaded_at = time.monotonic()
+        self._version = version
+        self._poll = poll
+        self.loaded_version = version()
+        self.frame = read(item_ids)
+        """The cached features, one row per item id."""
+        self._checked_at = time.monotonic()
         self._refreshing = threading.Lock()
 
     def lookup(self, item_ids: list[str]) -> pd.DataFrame:
         """One row per id, in order (NaN where the store has no features for the item)."""
-        stale = time.monotonic() - self._loaded_at > self._ttl
-        if stale and self._refreshing.acquire(blocking=False):
-            threading.Thread(target=self._refresh, name="item-features", daemon=True).start()
-        return self._frame.reindex(item_ids)
+        due = time.monotonic() - self._checked_at > self._poll
+        if due and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self.refresh, name="item-features", daemon=True).start()
+        return self.frame.reindex(item_ids)
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Re-read the items if a materialization happened since they were read (call with
+        the refresh lock held; `lookup` does)."""
         try:
-            self._frame = self._read(self._item_ids)
+            version = self._version()
+            if version != self.loaded_version:
+                self.frame = self._read(self._item_ids)
+                self.loaded_version = version
+                logger.info("item features re-read after a materialization")
         except Exception:
             logger.exception("refreshing cached item features failed; keeping the old ones")
         finally:
-            self._loaded_at = time.monotonic()
+            self._checked_at = time.monotonic()
             self._refreshing.release()
 
 
@@ -231,6 +277,7 @@ class Snapshot:
     model: RankerModel | None
     model_problem: str | None
     catalog: Catalog
+    candidates: CandidateTable | None
     popularity: Popularity
     item_features: ItemFeatureCache | None
     store_problem: str | None
@@ -257,9 +304,7 @@ class Recommender:
         # Feast shares one SQLite connection between threads: one reader at a time.
         self._store_lock: AbstractContextManager = (
             nullcontext() if settings.redis_url else threading.Lock())
-        self._store: FeatureStore | None = None
-        self._user_refs: list[str] = []
-        self._item_refs: list[str] = []
+        self._reader: ServiceReader | None = None
 
     # Loading ---------------------------------------------------------------------------
 
@@ -311,44 +356,39 @@ class Recommender:
 
     def _assemble(self, model: RankerModel | None, model_problem: str | None) -> Snapshot:
         catalog = Catalog.read(self.settings.catalog_path)
+        candidates = None
         if model is not None:
             popularity = Popularity.from_sources(model.sources, catalog)
+            candidates = CandidateTable(model.sources, catalog)
         else:
             popularity = Popularity.from_events(EventLog(self.settings.events_dir).read(),
                                                 catalog)
         item_features, store_problem = None, None
         try:
-            self._connect_store()
-            item_features = ItemFeatureCache(self._read_item_features, sorted(catalog.ids),
-                                             self.options.item_cache_ttl_seconds)
+            reader = self._connect_store()
+            item_features = ItemFeatureCache(
+                self._read_item_features, sorted(catalog.ids),
+                lambda: materializations(reader.store, ITEM_VIEW),
+                self.options.materialization_poll_seconds)
         except Exception as exc:
             logger.exception("the feature store is unavailable")
             store_problem = f"the feature store is unavailable: {exc}"
-        return Snapshot(model, model_problem, catalog, popularity, item_features, store_problem)
+        return Snapshot(model, model_problem, catalog, candidates, popularity, item_features,
+                        store_problem)
 
-    def _connect_store(self) -> None:
-        if self._store is not None:
-            return
-        store = feature_store(self.settings)
-        service = store.get_feature_service(FEATURE_SERVICE)
-        refs = {view: [f"{view}:{feature.name}" for feature in projection.features]
-                for projection in service.feature_view_projections
-                for view in [projection.name_to_use()]}
-        self._user_refs = [ref for view, group in refs.items() if view not in ITEM_VIEWS
-                           for ref in group]
-        self._item_refs = [ref for view, group in refs.items() if view in ITEM_VIEWS
-                           for ref in group]
-        self._store = store
+    def _connect_store(self) -> ServiceReader:
+        if self._reader is None:
+            self._reader = ServiceReader(feature_store(self.settings), FEATURE_SERVICE)
+        return self._reader
 
     def _read_item_features(self, item_ids: list[str]) -> pd.DataFrame:
-        names = [ref.split(":", 1)[1] for ref in self._item_refs]
+        names = self._reader.views[ITEM_VIEW].names
         parts = []
         for start in range(0, len(item_ids), ITEM_BATCH):
-            rows = [{"item_id": item} for item in item_ids[start:start + ITEM_BATCH]]
             with self._store_lock:
-                values = self._store.get_online_features(features=self._item_refs,
-                                                         entity_rows=rows).to_dict()
-            parts.append(pd.DataFrame(values).set_index("item_id")[names].astype(float))
+                values = self._reader.read({"item_id": item_ids[start:start + ITEM_BATCH]},
+                                           skip=USER_VIEWS)
+            parts.append(values.set_index("item_id")[names])
         if not parts:
             return pd.DataFrame(columns=names, index=pd.Index([], name="item_id"), dtype=float)
         return pd.concat(parts)
@@ -383,7 +423,8 @@ class Recommender:
         snapshot = self._current()
         model = snapshot.model
         exclude = frozenset(exclude)
-        if model is not None and snapshot.item_features is not None and user_id in model.users:
+        if (model is not None and snapshot.item_features is not None
+                and user_id in snapshot.candidates):
             try:
                 items = self._personalised(snapshot, model, user_id, k, category, exclude)
             except Exception:
@@ -398,11 +439,10 @@ class Recommender:
 
     def _personalised(self, snapshot: Snapshot, model: RankerModel, user_id: str, k: int,
                       category: str | None, exclude: frozenset[str]) -> list[ScoredItem] | None:
-        candidates = generate_candidates(model.sources, [user_id])
-        items = candidates["item_id"]
-        keep = items.isin(snapshot.catalog.ids) & ~items.isin(exclude)
+        candidates = snapshot.candidates.of(user_id)
+        keep = ~candidates["item_id"].isin(exclude)
         if category is not None:
-            keep &= items.map(snapshot.catalog.categories) == category
+            keep &= candidates["category"] == category
         candidates = candidates[keep].reset_index(drop=True)
         if len(candidates) < k:  # the filters left too few: popular items that pass them
             taken = exclude | set(candidates["item_id"])
@@ -410,13 +450,15 @@ class Recommender:
                                                                  taken)]
             repeat_rate = model.sources["repurchase"].item_repeat_rate
             candidates = pd.concat([candidates, pd.DataFrame({
-                "user_id": user_id, "item_id": extra, "n_sources": 0,
+                "item_id": extra, "n_sources": 0,
                 "item_repeat_rate": pd.Series(extra, dtype=object).map(repeat_rate).fillna(0.0),
             })], ignore_index=True)
         if candidates.empty:
             return None
         item_ids = candidates["item_id"].tolist()
-        online = self._user_features(user_id, item_ids, self.as_of(model))
+        with self._store_lock:
+            online = self._reader.read({"user_id": user_id, "item_id": item_ids},
+                                       {"as_of": self.as_of(model)}, skip=(ITEM_VIEW,))
         if online[USER_PRESENCE].isna().all():
             logger.info("no online features for user %s; answering with popularity", user_id)
             return None
@@ -426,17 +468,10 @@ class Recommender:
             snapshot.item_features.lookup(item_ids).reset_index(drop=True),
         ], axis=1)
         features = ranking_features(examples, snapshot.catalog.categories)
-        scores = model.booster.predict(features, num_threads=1)
+        # A plain matrix in the booster's feature order: no per-request column checks.
+        scores = model.booster.predict(features.to_numpy(), num_threads=1)
         ranked = pd.DataFrame({"item_id": item_ids, "score": scores,
                                "source": proposing_source(candidates).fillna(POPULAR)})
         ranked = ranked.sort_values(["score", "item_id"], ascending=[False, True]).head(k)
         return [ScoredItem(item, float(score), source)
                 for item, score, source in ranked.itertuples(index=False)]
-
-    def _user_features(self, user_id: str, item_ids: list[str], as_of: datetime):
-        """User and user x item features (and the recency view) of each candidate, in order."""
-        rows = [{"user_id": user_id, "item_id": item, "as_of": as_of} for item in item_ids]
-        with self._store_lock:
-            values = self._store.get_online_features(features=self._user_refs,
-                                                     entity_rows=rows).to_dict()
-        return pd.DataFrame(values)

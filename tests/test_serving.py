@@ -4,6 +4,7 @@ the real Online Retail export."""
 
 import json
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from models import registry
 from models.ranker import RankerParams
 from serving.app import create_app
 from serving.config import ServingSettings
+from serving.recommender import Recommender
 from training.recs_training import MODEL_NAME, train_recs
 
 CONTRACT = Path(__file__).resolve().parents[1] / "serving" / "openapi.json"
@@ -196,6 +198,38 @@ def test_report_unready_without_champion_while_recommending(trained, tmp_path):
     assert item_ids(known) == trained.popular[:10]  # the event log's popularity
     assert [trained.categories[item] for item in item_ids(toys)] == ["toys"] * 5
     assert reload.status_code == 503 and "no `champion`" in reload.json()["detail"]
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_reread_item_features_after_a_materialization_only(trained):
+    recommender = Recommender(trained.settings,
+                              ServingSettings(clock="model", materialization_poll_seconds=0.05))
+    recommender.load()
+    cache = recommender._current().item_features
+    loaded, frame = cache.loaded_version, cache.frame
+
+    time.sleep(0.1)
+    recommender.recommend(trained.user, 5)  # due: checks the registry, finds nothing new
+    assert wait_for(lambda: not cache._refreshing.locked())
+    unchanged = cache.frame is frame
+
+    materialize(feature_store(trained.settings), END + timedelta(days=1))
+    time.sleep(0.1)
+    recommender.recommend(trained.user, 5)
+
+    assert unchanged
+    assert wait_for(lambda: cache.loaded_version != loaded)
+    assert cache.frame is not frame
+    assert cache.loaded_version[-1][1] == END + timedelta(days=1)
+    pd.testing.assert_frame_equal(cache.frame, frame)  # the same tables: the same values
 
 
 def test_reload_champion_after_promotion(trained):

@@ -116,10 +116,11 @@ def recency(inputs: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    as_of = pd.to_datetime(inputs["as_of"], utc=True)
+    # cache=False: the values are mostly distinct, and caching costs more than it saves.
+    as_of = pd.to_datetime(inputs["as_of"], utc=True, cache=False)
 
     def days_since(column: str) -> pd.Series:
-        elapsed = as_of - pd.to_datetime(inputs[column], utc=True)
+        elapsed = as_of - pd.to_datetime(inputs[column], utc=True, cache=False)
         return elapsed.dt.total_seconds() / 86_400
 
     return pd.DataFrame(

@@ -1,0 +1,139 @@
+"""Online reads of a feature service, without Feast's per-request response building.
+
+`FeatureStore.get_online_features` spends most of a 300-row request converting values
+between protos, dicts and Arrow (about 40 ms here, against 3 ms for the store reads). A
+`ServiceReader` reads the same rows through the same interface every Feast online store
+implements (`OnlineStore.online_read`: Feast's own key encoding and value protos, SQLite or
+Redis alike), decodes the values straight into columns and runs the service's on-demand
+transforms in process with their registered pandas functions. Same keys, same values, same
+transform code: the tests hold it equal to `get_online_features` on both stores.
+"""
+
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore, FeatureView, OnDemandFeatureView
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.types import Array, UnixTimestamp
+
+
+class UnsupportedServiceError(ValueError):
+    """The feature service uses something this reader does not reproduce."""
+
+
+def entity_key(keys: Mapping[str, str]) -> EntityKey:
+    """Feast's entity key of string join keys (sorted by name, as Feast sorts them)."""
+    names = sorted(keys)
+    return EntityKey(join_keys=names, entity_values=[Value(string_val=keys[n]) for n in names])
+
+
+def decode(value: Value | None):
+    """A value proto as Python: a number, a list for arrays, None when unset."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    decoded = getattr(value, kind)
+    return list(decoded.val) if kind.endswith("_list_val") else decoded
+
+
+class ViewColumns:
+    """How one feature view's values become columns: numbers as float64 (NaN when missing),
+    Unix timestamps as UTC datetimes (NaT), arrays as lists (None when missing)."""
+
+    def __init__(self, view: FeatureView, names: Sequence[str]):
+        if view.ttl:
+            raise UnsupportedServiceError(
+                f"feature view {view.name!r} has a TTL; the online reader serves views that "
+                "never expire only")
+        self.view = view
+        self.join_keys = sorted(view.join_keys)
+        dtypes = {field.name: field.dtype for field in view.features}
+        self.names = list(names)
+        self.timestamps = {n for n in self.names if dtypes[n] == UnixTimestamp}
+        self.lists = {n for n in self.names if isinstance(dtypes[n], Array)}
+
+    def columns(self, rows: list[tuple]) -> dict[str, np.ndarray]:
+        """Columns from `online_read`'s (timestamp, {name: proto}) rows."""
+        found = [values for _, values in rows if values]
+        present = np.fromiter((bool(values) for _, values in rows), dtype=bool, count=len(rows))
+        columns = {}
+        for name in self.names:
+            decoded = [decode(values.get(name)) for values in found]
+            if name in self.lists:
+                column = np.full(len(rows), None, dtype=object)
+                for position, value in zip(np.flatnonzero(present), decoded, strict=True):
+                    column[position] = value
+            else:
+                column = np.full(len(rows), np.nan)
+                column[present] = [np.nan if v is None else v for v in decoded]
+                if name in self.timestamps:
+                    column = pd.to_datetime(column, unit="s", utc=True)
+            columns[name] = column
+        return columns
+
+
+class ServiceReader:
+    """Reads a feature service's online features: one `online_read` per feature view (on
+    the distinct entity keys of the request), then its on-demand views in process."""
+
+    def __init__(self, store: FeatureStore, service_name: str):
+        service = store.get_feature_service(service_name)
+        self.store = store
+        self._provider = store._get_provider()
+        self.views: dict[str, ViewColumns] = {}
+        self.on_demand: list[OnDemandFeatureView] = []
+        on_demand = {view.name: view for view in store.list_on_demand_feature_views()}
+        for projection in service.feature_view_projections:
+            if projection.name_alias:
+                raise UnsupportedServiceError(
+                    f"{service_name} renames {projection.name!r}; the reader does not")
+            if projection.name in on_demand:
+                self.on_demand.append(on_demand[projection.name])
+                continue
+            names = [feature.name for feature in projection.features]
+            self.views[projection.name] = ViewColumns(
+                store.get_feature_view(projection.name), names)
+
+    def read(self, entities: Mapping[str, Sequence[str] | str],
+             request: Mapping[str, object] | None = None,
+             skip: Collection[str] = ()) -> pd.DataFrame:
+        """Features of the service for rows of `entities` (join key -> one value per row, or
+        one value for every row), as of `request` data for the on-demand views; views in
+        `skip` are not read. Columns by feature name, rows in the given order."""
+        length = max((len(v) for v in entities.values() if not isinstance(v, str)), default=1)
+        keys = {key: [value] * length if isinstance(value, str) else list(value)
+                for key, value in entities.items()}
+        columns: dict[str, object] = dict(keys)
+        for name, view in self.views.items():
+            if name not in skip:
+                columns.update(self._read_view(view, keys))
+        frame = pd.DataFrame(columns)
+        for odfv in self.on_demand:
+            sources = odfv.source_feature_view_projections.values()
+            if any(source.name in skip for source in sources):
+                continue
+            inputs = pd.DataFrame({
+                **{f.name: columns[f.name] for source in sources for f in source.features},
+                **{f.name: (request or {})[f.name]
+                   for source in odfv.source_request_sources.values() for f in source.schema},
+            }, index=frame.index)
+            outputs = odfv.feature_transformation.udf(inputs)
+            for feature in odfv.features:
+                frame[feature.name] = outputs[feature.name].to_numpy()
+        return frame
+
+    def _read_view(self, view: ViewColumns, keys: dict[str, list]) -> dict[str, np.ndarray]:
+        """The view's columns for every row: one read of the distinct keys, spread back."""
+        rows = list(zip(*(keys[key] for key in view.join_keys), strict=True))
+        positions: dict[tuple, int] = {}
+        spread = np.fromiter((positions.setdefault(row, len(positions)) for row in rows),
+                             dtype=np.intp, count=len(rows))
+        protos = [entity_key(dict(zip(view.join_keys, row, strict=True))) for row in positions]
+        # A copy: Feast's Redis store appends its timestamp field to the list it is given.
+        found = self._provider.online_read(self.store.config, view.view, protos,
+                                           list(view.names))
+        return {name: column[spread] for name, column in view.columns(found).items()}

@@ -1,0 +1,82 @@
+"""`ServiceReader` against Feast's own `get_online_features`, on SQLite and the real Redis."""
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.online import ServiceReader
+from features.store import feature_store, materializations, materialize
+from tests.test_feature_store import prepare
+
+SERVICE = "recs_ranker_v1"
+AS_OF = datetime(2011, 1, 10, tzinfo=UTC)
+# Known pairs, a pair never bought, an unknown item, an unknown user; u1 twice on purpose.
+USERS = ["u1", "u1", "u1", "u2", "nobody", "u1"]
+ITEMS = ["i1", "i2", "unknown", "i2", "i1", "i1"]
+
+
+def feast_frame(store, users, items) -> pd.DataFrame:
+    rows = [{"user_id": u, "item_id": i, "as_of": AS_OF} for u, i in zip(users, items, strict=True)]
+    values = store.get_online_features(features=store.get_feature_service(SERVICE),
+                                       entity_rows=rows).to_dict()
+    return pd.DataFrame(values)
+
+
+def assert_same_column(ours: pd.Series, theirs: pd.Series, name: str) -> None:
+    if pd.api.types.is_datetime64_any_dtype(ours):
+        expected = pd.to_datetime(theirs, utc=True)
+        assert ours.isna().tolist() == expected.isna().tolist(), name
+        assert (ours.dropna() == expected.dropna()).all(), name
+    elif ours.dtype == object:
+        assert [None if v is None else list(v) for v in ours] == [
+            None if v is None else list(v) for v in theirs], name
+    else:
+        np.testing.assert_allclose(ours.to_numpy(), theirs.astype(float).to_numpy(),
+                                   err_msg=name)
+
+
+def test_reader_returns_what_get_online_features_returns(store_settings):
+    store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
+    theirs = feast_frame(store, USERS, ITEMS)
+
+    ours = ServiceReader(store, SERVICE).read({"user_id": USERS, "item_id": ITEMS},
+                                              {"as_of": AS_OF})
+
+    assert set(ours.columns) == set(theirs.columns)
+    for name in theirs.columns:
+        assert_same_column(ours[name], theirs[name], name)
+    # The fixture's values, not only agreement: u1 x i1 bought twice, unknown rows missing.
+    assert ours["user_item_times_bought"].tolist()[:2] == [2.0, 1.0]
+    assert ours["user_frequency"].isna().tolist() == [False] * 4 + [True, False]
+    assert ours["user_recency_days"][0] == pytest.approx(6 + 14 / 24)
+
+
+def test_reader_broadcasts_one_user_and_skips_views(store_settings):
+    store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
+    reader = ServiceReader(store, SERVICE)
+
+    pairs = reader.read({"user_id": "u1", "item_id": ["i1", "i2"]}, {"as_of": AS_OF},
+                        skip=("item_stats",))
+    items = reader.read({"item_id": ["i2", "i1"]}, skip=("user_stats", "user_item_stats"))
+
+    assert pairs["user_id"].tolist() == ["u1", "u1"]
+    assert "item_purchases_30d" not in pairs and "user_recency_days" in pairs
+    assert pairs["user_item_times_bought"].tolist() == [2.0, 1.0]
+    # Without the user views the recency view has no inputs: it is left out too.
+    assert list(items.columns) == ["item_id", *reader.views["item_stats"].names]
+    assert items["item_purchases_30d"].tolist() == [1.0, 3.0]
+
+
+def test_materializations_seen_by_another_store_object(store_settings):
+    """The serving process watches the registry for new materializations of item features."""
+    store = prepare(store_settings, end=datetime(2011, 1, 2, tzinfo=UTC))
+    watcher = feature_store(store_settings)
+    before = materializations(watcher, "item_stats")
+
+    materialize(store, datetime(2011, 2, 1, tzinfo=UTC))
+
+    after = materializations(watcher, "item_stats")
+    assert len(after) == len(before) + 1
+    assert after[-1][1] == datetime(2011, 2, 1, tzinfo=UTC)
