@@ -40,6 +40,15 @@ def decode(value: Value | None):
     return list(decoded.val) if kind.endswith("_list_val") else decoded
 
 
+def _utc_seconds(seconds: np.ndarray) -> pd.DatetimeIndex:
+    """UTC datetimes from Unix seconds, NaT for NaN (pandas' own unit conversion of a float
+    array with NaN warns of an overflow)."""
+    stamps = np.full(len(seconds), np.datetime64("NaT"), dtype="datetime64[s]")
+    known = ~np.isnan(seconds)
+    stamps[known] = seconds[known].astype(np.int64)
+    return pd.DatetimeIndex(stamps).tz_localize("UTC")
+
+
 class ViewColumns:
     """How one feature view's values become columns: numbers as float64 (NaN when missing),
     Unix timestamps as UTC datetimes (NaT), arrays as lists (None when missing)."""
@@ -71,7 +80,7 @@ class ViewColumns:
                 column = np.full(len(rows), np.nan)
                 column[present] = [np.nan if v is None else v for v in decoded]
                 if name in self.timestamps:
-                    column = pd.to_datetime(column, unit="s", utc=True)
+                    column = _utc_seconds(column)
             columns[name] = column
         return columns
 
