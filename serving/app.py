@@ -179,7 +179,7 @@ def readyz(recommender: RecommenderDep):
                         feature_store=state.feature_store)
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     return Readiness(model_version=state.model_version, feature_store=state.feature_store,
-                     items=state.items)
+                     items=state.items, item_features_until=state.item_features_until)
 
 
 @recommendations_router.get(

@@ -98,6 +98,7 @@ class Status:
     model_version: str | None
     feature_store: str
     items: int
+    item_features_until: datetime | None
 
 
 @dataclass(frozen=True)
@@ -404,8 +405,10 @@ class Recommender:
         snapshot = self._current()
         reason = snapshot.model_problem or snapshot.store_problem
         version = snapshot.model.version if snapshot.model else None
+        cache = snapshot.item_features
+        until = cache.loaded_version[-1][1] if cache and cache.loaded_version else None
         return Status(reason is None, reason, version, self.feature_store_kind,
-                      len(snapshot.catalog.ids))
+                      len(snapshot.catalog.ids), until)
 
     def as_of(self, model: RankerModel) -> datetime:
         """The instant recency features are computed for (see `ServingSettings.clock`)."""

@@ -42,6 +42,9 @@ class Readiness(BaseModel):
     model_version: str
     feature_store: FeatureStoreKind
     items: int = Field(description="Catalog items the service can recommend")
+    item_features_until: datetime | None = Field(
+        description="End of the materialization the cached item features were read after "
+                    "(null when the registry records none)")
 
 
 class NotReady(BaseModel):

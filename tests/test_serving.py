@@ -178,7 +178,8 @@ def test_report_health_and_readiness_with_champion(client, trained):
     assert uuid.UUID(health.headers["X-Request-ID"]).version == 4
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "model_version": trained.version,
-                            "feature_store": "sqlite", "items": len(trained.categories)}
+                            "feature_store": "sqlite", "items": len(trained.categories),
+                            "item_features_until": END.isoformat().replace("+00:00", "Z")}
 
 
 def test_report_unready_without_champion_while_recommending(trained, tmp_path):
