@@ -195,8 +195,10 @@ class FactorizationSource:
         self.n = config.als_n
         return self
 
-    def recommend(self, user_ids: list[str]) -> pd.DataFrame:
-        return _implicit_recommend(self.model, self.matrix, self.confidence, user_ids, self.n)
+    def recommend(self, user_ids: list[str], n: int | None = None) -> pd.DataFrame:
+        """The top `n` (default: the configured `als_n`) items of each user."""
+        return _implicit_recommend(self.model, self.matrix, self.confidence, user_ids,
+                                   n or self.n)
 
 
 class ItemKnnSource:

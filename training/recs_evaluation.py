@@ -84,19 +84,18 @@ def popular_items(history: pd.DataFrame, cutoff: pd.Timestamp) -> list[str]:
     return PopularSource().fit(history, cutoff, config).ranking.index.tolist()
 
 
-def baseline_lists(events: pd.DataFrame, split: pd.Timestamp,
-                   users: list[str]) -> dict[str, dict[str, list[str]]]:
-    """Ranked lists of every baseline, each completed with popular items."""
+def baseline_lists(events: pd.DataFrame, split: pd.Timestamp, users: list[str],
+                   als: FactorizationSource, popular: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Ranked lists of every baseline, each completed with the `popular` items; `als` is the
+    candidate source fitted at the split (the baseline takes a longer list from it)."""
     history = purchases_before(events, split)
-    popular = popular_items(history, split)
-    config = CandidateConfig(als_n=LIST_LENGTH)
-    als = FactorizationSource().fit(history, split, config)
-    knn = ItemKnnSource().fit(history, split, config)
+    knn = ItemKnnSource().fit(history, split, CandidateConfig(als_n=LIST_LENGTH))
     return {
         "popularity": fill_with({}, popular, users),
         "repurchase": _repurchase_lists(history, split, users,
                                         tune_half_life(events, split), popular),
-        "als": fill_with(ranked_lists(als.recommend(users), "score"), popular, users),
+        "als": fill_with(ranked_lists(als.recommend(users, LIST_LENGTH), "score"), popular,
+                         users),
         "item_knn": fill_with(ranked_lists(knn.recommend(users), "score"), popular, users),
     }
 
@@ -141,7 +140,7 @@ def evaluate_recs(events: pd.DataFrame, catalog: pd.DataFrame, split: pd.Timesta
     test.frame["score"] = ranker.score(test.frame)
     popular = popular_items(history, split)
     lists = {"ranker": fill_with(ranked_lists(test.frame, "score"), popular, users)}
-    lists |= baseline_lists(before, split, users)
+    lists |= baseline_lists(before, split, users, test.sources["als"], popular)
     step()
     rows = [_row(name, ranked, truth, novel_truth, bought_before, catalog_size)
             for name, ranked in lists.items()]

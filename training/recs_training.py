@@ -92,7 +92,8 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
 
     challenger = valid.frame.assign(score=ranker.validation_score(valid.frame))
     metrics = {"ranker": evaluate_lists(lists_for(challenger), truth, catalog_size)}
-    for name, lists in baseline_lists(events, valid.cutoff, users).items():
+    baselines = baseline_lists(events, valid.cutoff, users, valid.sources["als"], popular)
+    for name, lists in baselines.items():
         metrics[name] = evaluate_lists(lists, truth, catalog_size)
     candidate_recall = valid.frame["label"].sum() / max(sum(map(len, truth.values())), 1)
     champion_score = _champion_score(valid.frame, lists_for, truth, catalog_size)
