@@ -31,6 +31,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Select,
     String,
     Text,
     TypeDecorator,
@@ -293,30 +294,46 @@ def _optional_text(value, field: str) -> str | None:
     return value
 
 
+def _matching(status: str | None, channel: str | None, category: str | None,
+              batch_id: str | None) -> Select:
+    """Suggestions (joined to their batch) matching every filter given."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"filter 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+    query = select(PriceSuggestion).join(SuggestionBatch,
+                                         SuggestionBatch.id == PriceSuggestion.batch_id)
+    if status is not None:
+        query = query.where(PriceSuggestion.status == status)
+    for field, value in {"channel": channel, "category": category, "batch_id": batch_id}.items():
+        if _optional_text(value, field) is not None:
+            query = query.where(getattr(PriceSuggestion, field) == value)
+    return query
+
+
 def list_suggestions(
     engine: Engine, status: str | None = None, channel: str | None = None,
     category: str | None = None, batch_id: str | None = None,
+    limit: int | None = None, offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Suggestions matching every filter given, newest batch first, then by item and channel.
+    """Suggestions matching every filter given, newest batch first, then by item and channel;
+    `limit` rows at most after skipping `offset` (the database pages, not Python).
 
     Each is a dict of the `price_suggestions` columns (`bound_by` a list, times aware UTC).
     """
-    if status is not None and status not in STATUSES:
-        raise ValueError(f"filter 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
-    filters = {"channel": channel, "category": category, "batch_id": batch_id}
-    query = (
-        select(PriceSuggestion)
-        .join(SuggestionBatch, SuggestionBatch.id == PriceSuggestion.batch_id)
-        .order_by(SuggestionBatch.created_at.desc(), SuggestionBatch.id,
-                  PriceSuggestion.item_id, PriceSuggestion.channel)
-    )
-    if status is not None:
-        query = query.where(PriceSuggestion.status == status)
-    for field, value in filters.items():
-        if _optional_text(value, field) is not None:
-            query = query.where(getattr(PriceSuggestion, field) == value)
+    query = _matching(status, channel, category, batch_id).order_by(
+        SuggestionBatch.created_at.desc(), SuggestionBatch.id, PriceSuggestion.item_id,
+        PriceSuggestion.channel).offset(offset).limit(limit)
     with Session(engine) as session:
         return [_suggestion_dict(row) for row in session.scalars(query)]
+
+
+def count_suggestions(
+    engine: Engine, status: str | None = None, channel: str | None = None,
+    category: str | None = None, batch_id: str | None = None,
+) -> int:
+    """How many suggestions match every filter given (the total behind a page)."""
+    matching = _matching(status, channel, category, batch_id).subquery()
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(matching))
 
 
 def get_batch(engine: Engine, batch_id: str) -> dict[str, Any] | None:

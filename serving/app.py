@@ -29,7 +29,13 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.settings import Settings, get_settings
-from models.suggestions import create_schema, engine_for, get_batch, list_suggestions
+from models.suggestions import (
+    count_suggestions,
+    create_schema,
+    engine_for,
+    get_batch,
+    list_suggestions,
+)
 from serving.config import ServingSettings
 from serving.recommender import Recommender, ReloadError
 from serving.schemas import (
@@ -235,12 +241,13 @@ def price_suggestions(
     limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
     offset: Annotated[int, Query(ge=0, description="Matches to skip")] = 0,
 ) -> PriceSuggestionPage:
+    filters = {"status": review_status, "channel": channel, "category": category,
+               "batch_id": batch_id}
     with database_errors():
-        rows = list_suggestions(database, status=review_status, channel=channel,
-                                category=category, batch_id=batch_id)
-    return PriceSuggestionPage(
-        items=[PriceSuggestion.model_validate(row) for row in rows[offset:offset + limit]],
-        total=len(rows), limit=limit, offset=offset)
+        rows = list_suggestions(database, **filters, limit=limit, offset=offset)
+        total = count_suggestions(database, **filters)
+    return PriceSuggestionPage(items=[PriceSuggestion.model_validate(row) for row in rows],
+                               total=total, limit=limit, offset=offset)
 
 
 @prices.get(

@@ -19,6 +19,7 @@ from models.suggestions import (
     PriceSuggestion,
     SkippedOffer,
     SuggestionBatch,
+    count_suggestions,
     create_schema,
     engine_for,
     get_batch,
@@ -150,6 +151,9 @@ def test_save_batch_lists_back_rows_with_filters(store):
     assert [(r["item_id"], r["channel"]) for r in approved] == [("p2", "web")]
     assert approved[0]["reviewed_at"].tzinfo is not None
     assert len(list_suggestions(store, status="pending", channel="web")) == 2
+    assert list_suggestions(store, limit=2, offset=1) == list_suggestions(store)[1:3]
+    assert count_suggestions(store) == 4
+    assert count_suggestions(store, status="pending", channel="web") == 2
 
     batch = get_batch(store, newer_id)
     assert batch["model_version"] == "demand-model:7"
