@@ -252,12 +252,12 @@ class ItemFeatureCache:
         """One row per id, in order (NaN where the store has no features for the item)."""
         due = time.monotonic() - self._checked_at > self._poll
         if due and self._refreshing.acquire(blocking=False):
-            threading.Thread(target=self.refresh, name="item-features", daemon=True).start()
+            threading.Thread(target=self._refresh, name="item-features", daemon=True).start()
         return self.frame.reindex(item_ids)
 
-    def refresh(self) -> None:
-        """Re-read the items if a materialization happened since they were read (call with
-        the refresh lock held; `lookup` does)."""
+    def _refresh(self) -> None:
+        """Re-read the items if a materialization happened since they were read (runs in
+        the thread `lookup` starts, holding the refresh lock)."""
         try:
             version = self._version()
             if version != self.loaded_version:
