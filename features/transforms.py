@@ -18,6 +18,9 @@ from features.event_log import EventLog, write_parquet_atomic
 ITEM_WINDOWS_DAYS = (7, 30, 90)
 ONE_DAY = pd.Timedelta(days=1)
 FEATURE_TABLES = ("user_stats", "item_stats", "user_item_stats")
+"""The tables behind the views of the `recs_ranker_v1` feature service."""
+USER_ITEM_INDEX = "user_item_index"
+"""The table behind the serving index of `user_item_stats` (see `user_item_index`)."""
 
 
 def _sales(events: pd.DataFrame) -> pd.DataFrame:
@@ -119,6 +122,50 @@ def user_item_stats(events: pd.DataFrame) -> pd.DataFrame:
     ].ffill()
     daily["event_timestamp"] = daily.pop("day") + ONE_DAY
     return daily
+
+
+def user_item_index(pairs: pd.DataFrame) -> pd.DataFrame:
+    """`user_item_stats` regrouped by user: one row per user and active day holding, as
+    aligned arrays, every item the user has a pair row for (`item_ids`) and each pair
+    feature's value as of that day (timestamps as Unix seconds, NaN when missing).
+
+    The latest row at or before a time holds exactly the pair rows a point-in-time read at
+    that time sees, so serving reads all of a user's pairs with one key instead of one key
+    per candidate.
+    """
+    features = [c for c in pairs.columns if c not in ("user_id", "item_id", "event_timestamp")]
+    ordered = pairs.sort_values(["user_id", "event_timestamp", "item_id"], ignore_index=True)
+    values = {}
+    for name in features:
+        column = ordered[name]
+        if pd.api.types.is_datetime64_any_dtype(column):
+            epoch = pd.Timestamp(0, tz="UTC")
+            values[name] = ((column - epoch) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
+        else:
+            values[name] = column.to_numpy()
+    users = ordered["user_id"].to_numpy()
+    stamps = ordered["event_timestamp"].to_numpy()
+    items = ordered["item_id"].to_numpy()
+    rows: list[tuple] = []
+    latest: dict[str, int] = {}  # item -> its latest row, for the current user
+
+    def snapshot(end: int) -> None:
+        positions = np.fromiter((latest[item] for item in sorted(latest)), dtype=np.intp)
+        rows.append((users[end], stamps[end], items[positions].tolist(),
+                     *(values[name][positions].tolist() for name in features)))
+
+    for row in range(len(ordered)):
+        if row and users[row] != users[row - 1]:
+            snapshot(row - 1)
+            latest = {}
+        elif row and stamps[row] != stamps[row - 1]:
+            snapshot(row - 1)
+        latest[items[row]] = row
+    if len(ordered):
+        snapshot(len(ordered) - 1)
+    frame = pd.DataFrame(rows, columns=["user_id", "event_timestamp", "item_ids", *features])
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame
 
 
 def _window_sum(daily: np.ndarray, window: int) -> np.ndarray:
@@ -225,10 +272,12 @@ def _drop_unchanged(table: pd.DataFrame, key: str) -> pd.DataFrame:
 def build_feature_tables(events_dir: Path, catalog: pd.DataFrame, out_dir: Path) -> dict[str, int]:
     """Compute every feature table from the event log into `out_dir`; rows per table."""
     events = EventLog(events_dir).read()
+    pairs = user_item_stats(events)
     tables = {
         "user_stats": user_stats(events, catalog),
         "item_stats": item_stats(events),
-        "user_item_stats": user_item_stats(events),
+        "user_item_stats": pairs,
+        USER_ITEM_INDEX: user_item_index(pairs),
     }
     for name, table in tables.items():
         arrow_table = pa.Table.from_pandas(table, preserve_index=False)

@@ -37,16 +37,23 @@ def assert_same_column(ours: pd.Series, theirs: pd.Series, name: str) -> None:
                                    err_msg=name)
 
 
-def test_reader_returns_what_get_online_features_returns(store_settings):
-    store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
+@pytest.mark.parametrize("end", [datetime(2011, 1, 2, 12, tzinfo=UTC),
+                                 datetime(2011, 1, 12, tzinfo=UTC)])
+def test_reader_returns_what_get_online_features_returns(store_settings, end):
+    store = prepare(store_settings, end=end)
     theirs = feast_frame(store, USERS, ITEMS)
 
-    ours = ServiceReader(store, SERVICE).read({"user_id": USERS, "item_id": ITEMS},
-                                              {"as_of": AS_OF})
+    reader = ServiceReader(store, SERVICE)
+    ours = reader.read({"user_id": USERS, "item_id": ITEMS}, {"as_of": AS_OF})
 
+    assert list(reader.indexes) == ["user_item_stats"]  # pairs come from the per-user index
     assert set(ours.columns) == set(theirs.columns)
     for name in theirs.columns:
         assert_same_column(ours[name], theirs[name], name)
+    if end.day == 2:  # only Jan 1 is materialized: u1 bought i1 once, i2 not yet
+        assert ours["user_item_times_bought"][0] == 1.0
+        assert np.isnan(ours["user_item_times_bought"][1])
+        return
     # The fixture's values, not only agreement: u1 x i1 bought twice, unknown rows missing.
     assert ours["user_item_times_bought"].tolist()[:2] == [2.0, 1.0]
     assert ours["user_frequency"].isna().tolist() == [False] * 4 + [True, False]

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from features.schemas import validate_events
-from features.transforms import item_stats, user_item_stats, user_stats
+from features.transforms import item_stats, user_item_index, user_item_stats, user_stats
 from tests.conftest import SAMPLE_CATALOG, SAMPLE_EVENTS
 
 
@@ -85,6 +85,28 @@ def test_user_item_stats_accumulates_each_pair(events):
     returned = as_of(table, "2011-01-06", user_id="u2", item_id="i1")
     assert returned["user_item_units_returned"] == 1
     assert returned["user_item_last_purchase_ts"] == pd.Timestamp("2011-01-01 15:00", tz="UTC")
+
+
+def test_user_item_index_holds_each_users_pairs_as_of_each_active_day(events):
+    pairs = user_item_stats(events)
+    index = user_item_index(pairs)
+
+    early = as_of(index, "2011-01-02", user_id="u1")
+    assert early["item_ids"] == ["i1"] and early["user_item_times_bought"] == [1]
+    later = as_of(index, "2011-01-04", user_id="u1")
+    assert later["item_ids"] == ["i1", "i2"]
+    assert later["user_item_units_bought"] == [3, 3]
+    assert later["user_item_last_purchase_ts"] == [
+        pd.Timestamp("2011-01-03 10:00", tz="UTC").timestamp()] * 2
+    # Every (user, day) row equals the pair table as of that day, pair by pair.
+    for row in index.itertuples(index=False):
+        for position, item in enumerate(row.item_ids):
+            expected = as_of(pairs, str(row.event_timestamp), user_id=row.user_id, item_id=item)
+            assert row.user_item_units_returned[position] == expected["user_item_units_returned"]
+            assert row.user_item_times_bought[position] == expected["user_item_times_bought"]
+        known = pairs[(pairs["user_id"] == row.user_id)
+                      & (pairs["event_timestamp"] <= row.event_timestamp)]
+        assert sorted(row.item_ids) == sorted(known["item_id"].unique())
 
 
 def test_feature_rows_are_stamped_after_the_day_they_summarise(events):

@@ -92,6 +92,37 @@ user_item_stats_fv = FeatureView(
     online=True,
 )
 
+user_item_index_source = FileSource(
+    name="user_item_index_source", path="features/user_item_index.parquet",
+    timestamp_field="event_timestamp",
+)
+
+INDEX_OF_TAG = "online_index_of"
+"""Tag of a view that stores another view's rows grouped by fewer entities (see below)."""
+INDEX_ITEMS_TAG = "online_index_items"
+"""Tag naming the index view's array of the grouped entity's keys."""
+
+user_item_index_fv = FeatureView(
+    name="user_item_index",
+    entities=[user],
+    ttl=NO_EXPIRY,
+    schema=[
+        Field(name="item_ids", dtype=Array(String),
+              description="Every item the user has a user_item_stats row for"),
+        Field(name="user_item_times_bought", dtype=Array(Int64)),
+        Field(name="user_item_units_bought", dtype=Array(Int64)),
+        Field(name="user_item_units_returned", dtype=Array(Int64)),
+        Field(name="user_item_last_purchase_ts", dtype=Array(Float64),
+              description="Unix seconds, NaN before the first purchase"),
+    ],
+    source=user_item_index_source,
+    online=True,
+    tags={INDEX_OF_TAG: user_item_stats_fv.name, INDEX_ITEMS_TAG: "item_ids"},
+    description="The user_item_stats rows of each user as aligned arrays: a storage layout "
+                "for online reads (one key per user instead of one per candidate), never a "
+                "model input; features.online reads it in place of user_item_stats",
+)
+
 as_of_request = RequestSource(
     name="as_of_request",
     schema=[Field(name="as_of", dtype=UnixTimestamp)],
@@ -114,21 +145,24 @@ def recency(inputs: pd.DataFrame) -> pd.DataFrame:
     Feast runs this function from its source text: it may use nothing but its argument and
     the imports it makes itself.
     """
+    import numpy as np
     import pandas as pd
 
-    # cache=False: the values are mostly distinct, and caching costs more than it saves.
-    as_of = pd.to_datetime(inputs["as_of"], utc=True, cache=False)
+    def instants(column: str) -> np.ndarray:
+        # cache=False: the values are mostly distinct, and caching costs more than it saves.
+        stamps = pd.to_datetime(inputs[column], utc=True, cache=False)
+        return stamps.to_numpy(dtype="datetime64[ns]")  # UTC; NaT where missing
 
-    def days_since(column: str) -> pd.Series:
-        elapsed = as_of - pd.to_datetime(inputs[column], utc=True, cache=False)
-        return elapsed.dt.total_seconds() / 86_400
-
+    as_of = instants("as_of")
+    one_day = np.timedelta64(1, "D")
     return pd.DataFrame(
         {
-            "user_recency_days": days_since("user_last_purchase_ts"),
-            "user_tenure_days": days_since("user_first_purchase_ts"),
-            "user_item_days_since_last_purchase": days_since("user_item_last_purchase_ts"),
-        }
+            "user_recency_days": (as_of - instants("user_last_purchase_ts")) / one_day,
+            "user_tenure_days": (as_of - instants("user_first_purchase_ts")) / one_day,
+            "user_item_days_since_last_purchase": (
+                as_of - instants("user_item_last_purchase_ts")) / one_day,
+        },
+        index=inputs.index,
     )
 
 
@@ -140,5 +174,6 @@ recs_ranker_v1 = FeatureService(
 
 FEAST_OBJECTS = [
     user, item, events_source, user_stats_source, item_stats_source, user_item_stats_source,
-    user_stats_fv, item_stats_fv, user_item_stats_fv, as_of_request, recency, recs_ranker_v1,
+    user_item_index_source, user_stats_fv, item_stats_fv, user_item_stats_fv,
+    user_item_index_fv, as_of_request, recency, recs_ranker_v1,
 ]
