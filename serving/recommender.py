@@ -473,8 +473,7 @@ class Recommender:
         features = ranking_features(examples, snapshot.catalog.categories)
         # A plain matrix in the booster's feature order: no per-request column checks.
         scores = model.booster.predict(features.to_numpy(), num_threads=1)
-        ranked = pd.DataFrame({"item_id": item_ids, "score": scores,
-                               "source": proposing_source(candidates).fillna(POPULAR)})
-        ranked = ranked.sort_values(["score", "item_id"], ascending=[False, True]).head(k)
-        return [ScoredItem(item, float(score), source)
-                for item, score, source in ranked.itertuples(index=False)]
+        top = np.lexsort((np.asarray(item_ids, dtype=object), -scores))[:k]  # ties: by id
+        sources = proposing_source(candidates.iloc[top]).fillna(POPULAR)
+        return [ScoredItem(item_ids[row], float(scores[row]), source)
+                for row, source in zip(top, sources, strict=True)]
