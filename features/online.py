@@ -140,7 +140,7 @@ class ServiceReader:
             index = self.indexes.get(name)
             columns.update(self._read_indexed(view, index, keys) if index
                            else self._read_view(view, keys))
-        frame = pd.DataFrame(columns)
+        rows = pd.RangeIndex(length)
         for odfv in self.on_demand:
             sources = odfv.source_feature_view_projections.values()
             if any(source.name in skip for source in sources):
@@ -149,11 +149,10 @@ class ServiceReader:
                 **{f.name: columns[f.name] for source in sources for f in source.features},
                 **{f.name: (request or {})[f.name]
                    for source in odfv.source_request_sources.values() for f in source.schema},
-            }, index=frame.index)
+            }, index=rows)
             outputs = odfv.feature_transformation.udf(inputs)
-            for feature in odfv.features:
-                frame[feature.name] = outputs[feature.name].to_numpy()
-        return frame
+            columns.update({f.name: outputs[f.name].to_numpy() for f in odfv.features})
+        return pd.DataFrame(columns, index=rows)
 
     def _read_view(self, view: ViewColumns, keys: dict[str, list]) -> dict[str, np.ndarray]:
         """The view's columns for every row: one read of the distinct keys, spread back."""

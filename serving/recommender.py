@@ -471,8 +471,10 @@ class Recommender:
             snapshot.item_features.lookup(item_ids).reset_index(drop=True),
         ], axis=1)
         features = ranking_features(examples, snapshot.catalog.categories)
-        # A plain matrix in the booster's feature order: no per-request column checks.
-        scores = model.booster.predict(features.to_numpy(), num_threads=1)
+        # A plain C-ordered matrix in the booster's feature order: no per-request column
+        # checks, no copy inside LightGBM.
+        scores = model.booster.predict(np.ascontiguousarray(features.to_numpy()),
+                                       num_threads=1)
         top = np.lexsort((np.asarray(item_ids, dtype=object), -scores))[:k]  # ties: by id
         sources = proposing_source(candidates.iloc[top]).fillna(POPULAR)
         return [ScoredItem(item_ids[row], float(scores[row]), source)
