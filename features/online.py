@@ -154,16 +154,22 @@ class ServiceReader:
             columns.update({f.name: outputs[f.name].to_numpy() for f in odfv.features})
         return pd.DataFrame(columns, index=rows)
 
-    def _read_view(self, view: ViewColumns, keys: dict[str, list]) -> dict[str, np.ndarray]:
-        """The view's columns for every row: one read of the distinct keys, spread back."""
-        rows = list(zip(*(keys[key] for key in view.join_keys), strict=True))
+    def _read_distinct(self, table: FeatureView, join_keys: list[str], keys: dict[str, list],
+                       names: Sequence[str]) -> tuple[np.ndarray, list]:
+        """One `online_read` of `table` for the distinct key tuples of the rows: the replies,
+        and for every row the position of its reply."""
+        rows = list(zip(*(keys[key] for key in join_keys), strict=True))
         positions: dict[tuple, int] = {}
         spread = np.fromiter((positions.setdefault(row, len(positions)) for row in rows),
                              dtype=np.intp, count=len(rows))
-        protos = [entity_key(dict(zip(view.join_keys, row, strict=True))) for row in positions]
+        protos = [entity_key(dict(zip(join_keys, row, strict=True))) for row in positions]
         # A copy: Feast's Redis store appends its timestamp field to the list it is given.
-        found = self._provider.online_read(self.store.config, view.view, protos,
-                                           list(view.names))
+        found = self._provider.online_read(self.store.config, table, protos, list(names))
+        return spread, found
+
+    def _read_view(self, view: ViewColumns, keys: dict[str, list]) -> dict[str, np.ndarray]:
+        """The view's columns for every row."""
+        spread, found = self._read_distinct(view.view, view.join_keys, keys, view.names)
         return {name: column[spread] for name, column in view.columns(found).items()}
 
     def _read_indexed(self, view: ViewColumns, index: FeatureView,
@@ -173,23 +179,19 @@ class ServiceReader:
         owner_keys = sorted(index.join_keys)
         (item_key,) = [key for key in view.join_keys if key not in owner_keys]
         items_field = index.tags[INDEX_ITEMS_TAG]
-        owners = list(zip(*(keys[key] for key in owner_keys), strict=True))
-        distinct = list(dict.fromkeys(owners))
-        protos = [entity_key(dict(zip(owner_keys, owner, strict=True))) for owner in distinct]
-        found = self._provider.online_read(self.store.config, index, protos,
-                                           [items_field, *view.names])
+        spread, found = self._read_distinct(index, owner_keys, keys, [items_field, *view.names])
         arrays = {}
-        for owner, (_, values) in zip(distinct, found, strict=True):
+        for owner, (_, values) in enumerate(found):
             items = decode(values.get(items_field)) if values else None
             if items:
                 arrays[owner] = ({item: position for position, item in enumerate(items)},
                                  [decode(values.get(name)) for name in view.names])
-        columns = np.full((len(view.names), len(owners)), np.nan)
-        for row, (owner, item) in enumerate(zip(owners, keys[item_key], strict=True)):
+        columns = np.full((len(view.names), len(spread)), np.nan)
+        for row, (owner, item) in enumerate(zip(spread, keys[item_key], strict=True)):
             entry = arrays.get(owner)
             position = entry[0].get(item) if entry else None
             if position is not None:
                 for column, values in zip(columns, entry[1], strict=True):
-                    column[row] = np.nan if values[position] is None else values[position]
+                    column[row] = values[position]
         return {name: _utc_seconds(column) if name in view.timestamps else column
                 for name, column in zip(view.names, columns, strict=True)}
