@@ -6,6 +6,7 @@ import numpy as np
 import redis
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -25,6 +26,35 @@ def summary(seconds: list[float], wall: float | None = None) -> dict[str, float]
         "mean_ms": float(ms.mean()), "max_ms": float(ms.max()),
         "per_second": float(len(ms) / wall if wall else 1000 / ms.mean()),
     }
+
+
+LATENCY_COLUMNS = ("p50 ms", "p90 ms", "p99 ms", "req/s")
+
+
+def latency_cells(row: dict[str, float]) -> list[str]:
+    """A `summary` as table cells: percentiles in ms and the rate."""
+    return [f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}", f"{row['p99_ms']:.2f}",
+            f"{row['per_second']:.0f}"]
+
+
+def latency_table(title: str, labels: tuple[str, str],
+                  results: dict[str, dict[str, dict]]) -> Table:
+    """A rich table of `summary` rows keyed by two labels (e.g. path, then store)."""
+    table = Table(title=title)
+    for column in (*labels, *LATENCY_COLUMNS):
+        table.add_column(column, justify="left" if column in labels else "right")
+    for first, rows in results.items():
+        for second, row in rows.items():
+            table.add_row(first, second, *latency_cells(row))
+    return table
+
+
+def latency_markdown(labels: tuple[str, str], results: dict[str, dict[str, dict]]) -> list[str]:
+    """The same rows as a Markdown table, one line each."""
+    lines = ["| " + " | ".join((*labels, *LATENCY_COLUMNS)) + " |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join((first, second, *latency_cells(row))) + " |"
+              for first, rows in results.items() for second, row in rows.items()]
+    return lines
 
 
 def entity_key(**keys: str) -> EntityKey:

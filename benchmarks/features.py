@@ -40,6 +40,8 @@ from benchmarks.common import (  # noqa: E402
     ROOT,
     delete_redis_project,
     entity_key,
+    latency_markdown,
+    latency_table,
     summary,
 )
 from features.event_log import EventLog  # noqa: E402
@@ -175,16 +177,9 @@ def main() -> None:
     verdict = "met" if met else "MISSED"
     console.print(f"import + build target < {IMPORT_AND_BUILD_TARGET_S:.0f} s: {verdict}")
 
-    read_table = Table(
-        title=f"Online reads ({args.requests} requests each, as of {AS_OF:%Y-%m-%d})"
-    )
-    for column in ("store", "read", "p50 ms", "p90 ms", "p99 ms", "req/s"):
-        read_table.add_column(column, justify="left" if column in ("store", "read") else "right")
-    for backend, cases in reads.items():
-        for case, row in cases.items():
-            read_table.add_row(backend, case, f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
-                               f"{row['p99_ms']:.2f}", f"{row['per_second']:.0f}")
-    console.print(read_table)
+    console.print(latency_table(
+        f"Online reads ({args.requests} requests each, as of {AS_OF:%Y-%m-%d})",
+        ("store", "read"), reads))
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
@@ -204,11 +199,7 @@ def markdown(batch: dict, reads: dict) -> str:
     lines = ["| job | median s | min s | max s |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {row['median_s']:.1f} | {row['min_s']:.1f} | {row['max_s']:.1f} |"
               for name, row in batch.items()]
-    lines += ["", "| store | read | p50 ms | p90 ms | p99 ms | req/s |",
-              "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {backend} | {case} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | "
-              f"{row['p99_ms']:.2f} | {row['per_second']:.0f} |"
-              for backend, cases in reads.items() for case, row in cases.items()]
+    lines += ["", *latency_markdown(("store", "read"), reads)]
     return "\n".join(lines) + "\n"
 
 

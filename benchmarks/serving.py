@@ -55,7 +55,6 @@ import redis  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from feast.infra.online_stores.redis import _versioned_fv_name  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     ONLINE_RETAIL_CSV,
@@ -64,6 +63,8 @@ from benchmarks.common import (  # noqa: E402
     ROOT,
     delete_redis_project,
     entity_key,
+    latency_markdown,
+    latency_table,
     summary,
 )
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
@@ -551,10 +552,7 @@ def markdown(results: dict, goal: dict, counts: dict, args, profiled: dict | Non
              f"{counts['all_users_with_history']['p50']:.0f} candidates (p90 "
              f"{counts['all_users_with_history']['p90']:.0f}, max "
              f"{counts['all_users_with_history']['max']:.0f}).", "",
-             "| path | store | p50 ms | p90 ms | p99 ms | req/s |", "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {path} | {store} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | "
-              f"{row['p99_ms']:.2f} | {row['per_second']:.0f} |"
-              for path, stores in results.items() for store, row in stores.items()]
+             *latency_markdown(("path", "store"), results)]
     lines += ["", *verdict_lines(goal), "", gc_line(results)]
     if profiled:
         stages = "; ".join(f"{label.strip()} {ms:.1f}" for label, ms
@@ -623,15 +621,9 @@ def main() -> None:
              FLOOR_FEAST, NAIVE, CANDIDATES]
     results = {path: results[path] for path in order if path in results}
     goal = verdicts(results)
-    table = Table(title=f"Recommendations path, k={K}, ~{counts['chosen']['p50']:.0f} "
-                        f"candidates per request ({len(users)} users)")
-    for column in ("path", "store", "p50 ms", "p90 ms", "p99 ms", "req/s"):
-        table.add_column(column, justify="left" if column in ("path", "store") else "right")
-    for path, stores in results.items():
-        for store, row in stores.items():
-            table.add_row(path, store, f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
-                          f"{row['p99_ms']:.2f}", f"{row['per_second']:.0f}")
-    console.print(table)
+    console.print(latency_table(f"Recommendations path, k={K}, ~{counts['chosen']['p50']:.0f} "
+                                f"candidates per request ({len(users)} users)",
+                                ("path", "store"), results))
     console.print(f"candidates per request (chosen users): {counts['chosen']}")
     console.print(f"candidates per user with history: {counts['all_users_with_history']}")
     for line in [*verdict_lines(goal), gc_line(results)]:
