@@ -181,6 +181,17 @@ def online_command(
 RECS_COLUMNS = ("ndcg@10", "recall@20", "hr@10", "coverage", "novel_ndcg@10", "novel_recall@20")
 
 
+def _metrics_table(title: str, rows: dict[str, dict], columns: tuple[str, ...]) -> Table:
+    """One row per method (name -> its metrics), four decimals."""
+    table = Table(title=title)
+    table.add_column("method")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, metrics in rows.items():
+        table.add_row(name, *(f"{metrics[c]:.4f}" for c in columns))
+    return table
+
+
 @evaluate_app.command("recs")
 def evaluate_recs_command(
     events_dir: EventsDir,
@@ -204,14 +215,9 @@ def evaluate_recs_command(
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"Recommendations, {result['split']} to {result['until']} "
-                        f"({result['rows'][0]['users']} users)")
-    table.add_column("method")
-    for column in RECS_COLUMNS:
-        table.add_column(column, justify="right")
-    for row in result["rows"]:
-        table.add_row(row["name"], *(f"{row[c]:.4f}" for c in RECS_COLUMNS))
-    out.print(table)
+    out.print(_metrics_table(f"Recommendations, {result['split']} to {result['until']} "
+                             f"({result['rows'][0]['users']} users)",
+                             {row["name"]: row for row in result["rows"]}, RECS_COLUMNS))
     out.print(f"candidate recall {result['candidate_recall']:.3f} with "
               f"{result['candidates_per_user']:.0f} candidates per user")
 
@@ -225,14 +231,8 @@ def train_recs_command(
     with stages(["training and validating"]) as done:
         report = train_recs(get_settings(), cutoffs=cutoffs)
         done()
-    table = Table(title=f"recs-ranker version {report.version} (run {report.run_id[:8]})")
-    table.add_column("method")
-    for column in ("ndcg@10", "recall@20", "hr@10", "coverage"):
-        table.add_column(column, justify="right")
-    for name, values in report.metrics.items():
-        table.add_row(name, *(f"{values[c]:.4f}" for c in ("ndcg@10", "recall@20", "hr@10",
-                                                             "coverage")))
-    out.print(table)
+    out.print(_metrics_table(f"recs-ranker version {report.version} (run {report.run_id[:8]})",
+                             report.metrics, RECS_COLUMNS[:4]))
     _print_promotion(report.promoted, report.reason)
 
 
