@@ -16,6 +16,7 @@ import pyarrow as pa
 from features.event_log import EventLog, write_parquet_atomic
 
 ITEM_WINDOWS_DAYS = (7, 30, 90)
+REBUY_WINDOW_DAYS = 30
 ONE_DAY = pd.Timedelta(days=1)
 FEATURE_TABLES = ("user_stats", "item_stats", "user_item_stats")
 """The tables behind the views of the `recs_ranker_v1` feature service."""
@@ -193,8 +194,27 @@ def _distinct_in_window(item_codes, buyer_codes, days, window, shape) -> np.ndar
     return np.cumsum(deltas[:, :-1], axis=1)
 
 
+def _rebuy_rate(item_codes, buyer_codes, days, window, shape) -> np.ndarray:
+    """Per item and day, the share of the item's earlier buyers (first purchase more than
+    `window` days before) who bought it again within the trailing window.
+
+    Shrunk toward 10% (+0.5 / +5) so an item with few earlier buyers says little. It moves
+    with the season: last winter's buyers of a Christmas item come back in the autumn.
+    """
+    in_window = _distinct_in_window(item_codes, buyer_codes, days, window, shape)
+    pairs = pd.DataFrame({"item": item_codes, "buyer": buyer_codes, "day": days})
+    first = pairs.groupby(["item", "buyer"])["day"].min()
+    first_buyers = np.zeros(shape)
+    np.add.at(first_buyers, (first.index.get_level_values("item"), first.to_numpy()), 1)
+    ever = np.cumsum(first_buyers, axis=1)  # first bought on or before each day
+    earlier = np.zeros(shape)
+    earlier[:, window:] = ever[:, :-window]  # first bought before the window
+    returning = in_window - (ever - earlier)
+    return (returning + 0.5) / (earlier + 5)
+
+
 def item_stats(events: pd.DataFrame) -> pd.DataFrame:
-    """Windowed demand, distinct buyers, trend and price statistics per item."""
+    """Windowed demand, distinct buyers, rebuy rate, trend and price statistics per item."""
     sales = _sales(events)
     if sales.empty:
         return pd.DataFrame(columns=["item_id", "event_timestamp"])
@@ -222,6 +242,9 @@ def item_stats(events: pd.DataFrame) -> pd.DataFrame:
         columns[f"item_buyers_{window}d"] = _distinct_in_window(
             item_codes[purchase], buyer_codes[purchase], day_index[purchase], window, shape
         )
+    known = purchase & sales["user_id"].notna().to_numpy()  # guests are never seen again
+    columns[f"item_rebuy_rate_{REBUY_WINDOW_DAYS}d"] = _rebuy_rate(
+        item_codes[known], buyer_codes[known], day_index[known], REBUY_WINDOW_DAYS, shape)
     rate_7d = columns["item_purchases_7d"] / 7
     rate_30d = columns["item_purchases_30d"] / 30
     columns["item_trend_7d_30d"] = np.divide(

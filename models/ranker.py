@@ -12,6 +12,7 @@ FEAST_FEATURES = (
     "user_frequency", "user_monetary", "user_distinct_items", "user_returns",
     "item_purchases_7d", "item_purchases_30d", "item_purchases_90d",
     "item_buyers_7d", "item_buyers_30d", "item_buyers_90d", "item_trend_7d_30d",
+    "item_rebuy_rate_30d",
     "item_price_last", "item_price_mean_30d", "item_price_min", "item_price_max",
     "user_item_times_bought", "user_item_units_bought", "user_item_units_returned",
     "user_recency_days", "user_tenure_days", "user_item_days_since_last_purchase",

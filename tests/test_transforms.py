@@ -3,7 +3,7 @@ import pytest
 
 from features.schemas import validate_events
 from features.transforms import item_stats, user_item_index, user_item_stats, user_stats
-from tests.conftest import SAMPLE_CATALOG, SAMPLE_EVENTS
+from tests.conftest import SAMPLE_CATALOG, SAMPLE_EVENTS, event
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,24 @@ def test_item_stats_price_statistics_and_trend(events):
     later = as_of(table, "2011-01-21", item_id="i1")
     assert (later["item_price_min"], later["item_price_max"]) == (2.0, 4.0)
     assert later["item_trend_7d_30d"] == pytest.approx((1 / 7 - 4 / 30) / (4 / 30))
+
+
+def test_item_rebuy_rate_is_the_share_of_earlier_buyers_who_came_back():
+    table = item_stats(validate_events(pd.DataFrame([
+        event("1", "2011-01-01", user_id="u1", item_id="x", session_id="o1"),
+        event("2", "2011-01-02", user_id="u2", item_id="x", session_id="o2"),
+        event("3", "2011-01-05", user_id="u3", item_id="x", session_id="o3"),
+        event("4", "2011-02-10", user_id="u1", item_id="x", session_id="o4"),  # comes back
+        event("5", "2011-02-11", user_id=None, item_id="x", session_id="o5"),  # a guest
+        event("6", "2011-02-12", user_id="u4", item_id="x", session_id="o6"),  # a new buyer
+        event("7", "2011-03-20", user_id="u5", item_id="y", session_id="o7"),  # the log goes on
+    ])))
+    # No buyer from before a 30-day window yet: the prior, 0.5 / 5.
+    assert as_of(table, "2011-01-20", item_id="x")["item_rebuy_rate_30d"] == 0.1
+    # Window Jan 16 - Feb 14: u1 of the three earlier buyers came back.
+    assert as_of(table, "2011-02-15", item_id="x")["item_rebuy_rate_30d"] == (1 + 0.5) / (3 + 5)
+    # Window Feb 11 - Mar 12: u1's return has left it; u4 is new, the guest never counts.
+    assert as_of(table, "2011-03-13", item_id="x")["item_rebuy_rate_30d"] == 0.5 / (3 + 5)
 
 
 def test_item_stats_keeps_only_rows_where_a_value_changes(events):

@@ -67,6 +67,9 @@ item_stats_fv = FeatureView(
         Field(name="item_buyers_7d", dtype=Int64),
         Field(name="item_buyers_30d", dtype=Int64),
         Field(name="item_buyers_90d", dtype=Int64),
+        Field(name="item_rebuy_rate_30d", dtype=Float64,
+              description="Share of the item's buyers from before the last 30 days who "
+                          "bought it again within them (shrunk toward 0.1)"),
         Field(name="item_trend_7d_30d", dtype=Float64,
               description="Relative change of the 7-day purchase rate over the 30-day rate"),
         Field(name="item_price_last", dtype=Float64),
