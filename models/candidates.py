@@ -4,6 +4,7 @@ Every source is fitted on purchases strictly before a cutoff and scores (user, i
 - `repurchase`: the user's own history, each purchase weighted by recency (half-life);
 - `covisit`: items bought in the same orders as the user's recent items (co-purchase);
 - `als`: implicit-feedback matrix factorisation (implicit's ALS);
+- `next_order`: what customers bought in the order after one holding the user's recent items;
 - `popular`: items bought by the most distinct users over the last weeks (same for everyone).
 `generate_candidates` unions the sources' top lists and keeps each source's score and rank as
 features (missing where the source did not propose the item).
@@ -20,7 +21,7 @@ from implicit.utils import ParameterWarning
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-SOURCES = ("repurchase", "covisit", "als", "popular")
+SOURCES = ("repurchase", "covisit", "als", "next_order", "popular")
 DAY = pd.Timedelta(days=1)
 
 
@@ -31,12 +32,14 @@ class CandidateConfig:
     repurchase_n: int = 150
     covisit_n: int = 100
     als_n: int = 100
+    next_order_n: int = 100
     popular_n: int = 60
     half_life_days: float = 240.0
     popular_window_days: int = 30
     als_factors: int = 64
     als_iterations: int = 15
     als_regularization: float = 0.05
+    next_order_history: int = 3
     seed: int = 42
 
 
@@ -201,6 +204,54 @@ class FactorizationSource:
                                    n or self.n)
 
 
+class NextOrderSource:
+    """Items customers bought in the order after one holding the user's recent items.
+
+    Fitted on each customer's consecutive orders: `transitions[i, j]` is the share of orders
+    holding item i whose next order held item j. A user's score for j sums it over the items
+    of their last `next_order_history` orders, each counting half as much as the one after.
+    """
+
+    name = "next_order"
+
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
+        self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
+        orders = (purchases.sort_values("ts").drop_duplicates("session_id")
+                  .sort_values(["user_id", "ts"], kind="stable", ignore_index=True))
+        order_index = pd.Index(orders["session_id"])
+        baskets = sparse.csr_matrix(
+            (np.ones(len(purchases), dtype=np.float32),
+             (order_index.get_indexer(purchases["session_id"]),
+              self.matrix.items.get_indexer(purchases["item_id"]))),
+            shape=(len(orders), len(self.matrix.items)),
+        )
+        baskets.sum_duplicates()
+        baskets.data[:] = 1.0  # an item counts once per order
+        customer = orders["user_id"].to_numpy()
+        followed = np.flatnonzero(customer[1:] == customer[:-1])  # orders with a next order
+        earlier = baskets[followed]
+        per_item = np.asarray(earlier.sum(axis=0)).ravel()
+        self.transitions = (sparse.diags(1 / np.maximum(per_item, 1))
+                            @ (earlier.T @ baskets[followed + 1])).tocsr()
+        orders_after = orders.groupby("user_id").cumcount(ascending=False).to_numpy()
+        recent = orders_after < config.next_order_history
+        self.profiles = sparse.csr_matrix(
+            (0.5 ** orders_after[recent],
+             (self.matrix.users.get_indexer(customer[recent]), np.flatnonzero(recent))),
+            shape=(len(self.matrix.users), len(orders)),
+        ) @ baskets
+        self.n = config.next_order_n
+        return self
+
+    def recommend(self, user_ids: list[str]) -> pd.DataFrame:
+        rows = self.matrix.users.get_indexer(user_ids)
+        rows = rows[rows >= 0]
+        if len(rows) == 0:
+            return pd.DataFrame(columns=["user_id", "item_id", "score", "rank"])
+        scores = (self.profiles[rows] @ self.transitions).toarray()
+        return top_n(_dense_top_n(self.matrix, rows, scores, self.n), self.n)
+
+
 class ItemKnnSource:
     """Item-to-item cosine neighbours (implicit's CosineRecommender): a baseline."""
 
@@ -239,6 +290,7 @@ def fit_sources(purchases: pd.DataFrame, cutoff: pd.Timestamp,
         "repurchase": RepurchaseSource().fit(purchases, cutoff, config),
         "covisit": CovisitSource().fit(purchases, cutoff, config),
         "als": FactorizationSource().fit(purchases, cutoff, config),
+        "next_order": NextOrderSource().fit(purchases, cutoff, config),
         "popular": PopularSource().fit(purchases, cutoff, config),
     }
 

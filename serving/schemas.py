@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import UUID4, BaseModel, ConfigDict, Field
 
-Source = Literal["repurchase", "covisit", "als", "popular"]
+Source = Literal["repurchase", "covisit", "als", "next_order", "popular"]
 FeatureStoreKind = Literal["sqlite", "redis"]
 SuggestionStatus = Literal["pending", "approved", "rejected", "edited"]
 """A suggestion's review state (`models.suggestions.STATUSES`)."""

@@ -5,6 +5,7 @@ from features.schemas import validate_events
 from models.candidates import (
     CandidateConfig,
     CovisitSource,
+    NextOrderSource,
     PopularSource,
     RepurchaseSource,
     fit_sources,
@@ -69,6 +70,33 @@ def test_covisit_source_proposes_items_bought_in_the_same_orders():
     assert proposed["item_id"].tolist() == ["needles"]
 
 
+def test_next_order_source_proposes_what_followed_the_users_last_orders():
+    history = purchases(
+        # Two customers whose pattern order is followed by a yarn order.
+        event("1", "2011-01-01", user_id="a", item_id="pattern", session_id="a1"),
+        event("2", "2011-01-20", user_id="a", item_id="yarn", session_id="a2"),
+        event("3", "2011-01-02", user_id="b", item_id="pattern", session_id="b1"),
+        event("4", "2011-01-25", user_id="b", item_id="yarn", session_id="b2"),
+        event("5", "2011-01-25", user_id="b", item_id="buttons", session_id="b2"),
+        # Bought in the same order as the pattern, never after it: not a next-order item.
+        event("6", "2011-01-03", user_id="c", item_id="pattern", session_id="c1"),
+        event("7", "2011-01-03", user_id="c", item_id="fabric", session_id="c1"),
+        # The user to recommend for: an old fabric order, then a pattern order.
+        event("8", "2010-12-01", user_id="d", item_id="fabric", session_id="d1"),
+        event("9", "2011-02-10", user_id="d", item_id="pattern", session_id="d2"),
+    )
+    source = NextOrderSource().fit(history, CUTOFF, CandidateConfig())
+    # Both pattern orders that have a next order (a1, b1) led to yarn; c1 and d2 have none.
+    assert source.transitions[source.matrix.items.get_loc("pattern"),
+                              source.matrix.items.get_loc("yarn")] == pytest.approx(1.0)
+    proposed = source.recommend(["d"]).set_index("item_id")
+    assert proposed.index.tolist() == ["yarn", "buttons", "pattern"]
+    assert proposed.loc["yarn", "score"] == pytest.approx(1.0)
+    assert proposed.loc["buttons", "score"] == pytest.approx(0.5)
+    # d's older fabric order (weight 0.5) was followed by a pattern order every time.
+    assert proposed.loc["pattern", "score"] == pytest.approx(0.5 * 1.0)
+
+
 def test_generate_candidates_unions_sources_and_never_looks_past_the_cutoff():
     history = validate_events(pd.DataFrame([
         event(str(n), f"2011-02-{n:02d}", user_id=f"u{n % 3}", item_id=f"i{n % 5}",
@@ -78,7 +106,7 @@ def test_generate_candidates_unions_sources_and_never_looks_past_the_cutoff():
     candidates = generate_candidates(sources, ["u0", "u1", "unknown"])
     assert "future-item" not in set(candidates["item_id"])
     assert not candidates.duplicated(["user_id", "item_id"]).any()
-    for name in ("repurchase", "covisit", "als", "popular"):
+    for name in ("repurchase", "covisit", "als", "next_order", "popular"):
         assert {f"{name}_score", f"{name}_rank"} <= set(candidates.columns)
     # An unknown user still gets the popular items, and nothing personal.
     unknown = candidates[candidates["user_id"] == "unknown"]

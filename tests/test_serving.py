@@ -31,7 +31,7 @@ END = datetime(2011, 4, 1, tzinfo=UTC)  # the day after the slice's last event
 QUICK = RankerParams(n_estimators=40)  # the full code path with fewer trees
 POPULAR_N = 60  # the popular source's list length (CandidateConfig.popular_n)
 UNKNOWN_USER = "never-bought-anything"
-PERSONAL_SOURCES = {"repurchase", "covisit", "als"}
+PERSONAL_SOURCES = {"repurchase", "covisit", "als", "next_order"}
 
 
 @dataclass(frozen=True)
