@@ -1,5 +1,8 @@
 
+import lightgbm as lgb
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 
 from features.settings import Settings
@@ -47,3 +50,21 @@ def test_configure_leaves_no_tracking_uri_behind_for_the_next_settings(tmp_path,
     assert first != second and second.endswith("b/mlflow/mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert registry.configure(Settings(data_dir=tmp_path / "c")) == "http://127.0.0.1:5000"
+
+
+def test_train_recs_replaces_a_champion_trained_on_other_features(feature_ready_settings):
+    registry.configure(feature_ready_settings)
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.random((200, 2)), columns=["old_a", "old_b"])
+    old = lgb.train({"objective": "regression", "verbose": -1},
+                    lgb.Dataset(features, rng.random(200)), num_boost_round=2)
+    registry.use_experiment(MODEL_NAME, feature_ready_settings)
+    with mlflow.start_run():
+        info = mlflow.lightgbm.log_model(old, name="model", registered_model_name=MODEL_NAME)
+    registry.promote(MODEL_NAME, str(info.registered_model_version))
+
+    report = train_recs(feature_ready_settings, cutoffs=2)
+
+    assert report.promoted and report.champion_score is None
+    assert "trained on other features" in report.reason
+    assert str(registry.champion(MODEL_NAME).version) == report.version

@@ -59,15 +59,17 @@ def _importance_plot(ranker: Ranker, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def _champion_score(frame: pd.DataFrame, lists_for, truth, catalog_size) -> float | None:
+def _champion_score(frame: pd.DataFrame, lists_for, truth, catalog_size):
+    """(the champion's NDCG@10 on the same validation frame, why it is not comparable)."""
     current = registry.champion(MODEL_NAME)
     if current is None:
-        return None
+        return None, None
     model = mlflow.lightgbm.load_model(registry.champion_uri(MODEL_NAME))
     if model.feature_name() != list(FEATURE_COLUMNS):
-        return None
+        return None, (f"champion v{current.version} was trained on other features: not "
+                      "comparable, the challenger replaces it")
     scored = frame.assign(score=model.predict(frame[list(FEATURE_COLUMNS)]))
-    return evaluate_lists(lists_for(scored), truth, catalog_size)[GATING_METRIC]
+    return evaluate_lists(lists_for(scored), truth, catalog_size)[GATING_METRIC], None
 
 
 def train_recs(settings: Settings, params: RankerParams | None = None,
@@ -96,9 +98,11 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
     for name, lists in baselines.items():
         metrics[name] = evaluate_lists(lists, truth, catalog_size)
     candidate_recall = valid.frame["label"].sum() / max(sum(map(len, truth.values())), 1)
-    champion_score = _champion_score(valid.frame, lists_for, truth, catalog_size)
+    champion_score, incomparable = _champion_score(valid.frame, lists_for, truth, catalog_size)
     decision = registry.decide_promotion(GATING_METRIC, metrics["ranker"][GATING_METRIC],
                                          champion_score)
+    if incomparable:
+        decision = registry.PromotionDecision(True, incomparable)
 
     registry.use_experiment(EXPERIMENT, settings)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as workdir:
