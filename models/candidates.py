@@ -92,6 +92,17 @@ def _dense_top_n(matrix: InteractionMatrix, rows: np.ndarray, scores: np.ndarray
     return matrix.frame(user_rows, best[keep], values[keep])
 
 
+def _profile_top_n(matrix: InteractionMatrix, user_ids: list[str], profiles: sparse.csr_matrix,
+                   item_to_item: sparse.csr_matrix, n: int) -> pd.DataFrame:
+    """Top `n` items of each known user by their profile row times an item-to-item matrix."""
+    rows = matrix.users.get_indexer(user_ids)
+    rows = rows[rows >= 0]
+    if len(rows) == 0:
+        return pd.DataFrame(columns=["user_id", "item_id", "score", "rank"])
+    scores = (profiles[rows] @ item_to_item).toarray()
+    return top_n(_dense_top_n(matrix, rows, scores, n), n)
+
+
 class RepurchaseSource:
     """The user's own purchases, scored by recency-weighted frequency.
 
@@ -170,12 +181,8 @@ class CovisitSource:
         return self
 
     def recommend(self, user_ids: list[str]) -> pd.DataFrame:
-        rows = self.matrix.users.get_indexer(user_ids)
-        rows = rows[rows >= 0]
-        if len(rows) == 0:
-            return pd.DataFrame(columns=["user_id", "item_id", "score", "rank"])
-        scores = (self.matrix.matrix[rows] @ self.cooccurrence).toarray()
-        return top_n(_dense_top_n(self.matrix, rows, scores, self.n), self.n)
+        return _profile_top_n(self.matrix, user_ids, self.matrix.matrix, self.cooccurrence,
+                              self.n)
 
 
 class FactorizationSource:
@@ -244,12 +251,7 @@ class NextOrderSource:
         return self
 
     def recommend(self, user_ids: list[str]) -> pd.DataFrame:
-        rows = self.matrix.users.get_indexer(user_ids)
-        rows = rows[rows >= 0]
-        if len(rows) == 0:
-            return pd.DataFrame(columns=["user_id", "item_id", "score", "rank"])
-        scores = (self.profiles[rows] @ self.transitions).toarray()
-        return top_n(_dense_top_n(self.matrix, rows, scores, self.n), self.n)
+        return _profile_top_n(self.matrix, user_ids, self.profiles, self.transitions, self.n)
 
 
 class ItemKnnSource:
