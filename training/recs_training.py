@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
+from mlflow import MlflowClient
 
 from features.event_log import EventLog
 from features.ingest import read_catalog
@@ -17,7 +18,7 @@ from features.store import feature_store
 from models import registry
 from models.candidates import CandidateConfig, fit_sources, purchases_before
 from models.ranker import FEATURE_COLUMNS, Ranker, RankerParams
-from models.recommender import CANDIDATE_STATE_ARTIFACT, MODEL_NAME
+from models.recommender import CANDIDATE_STATE_ARTIFACT, CUTOFF_PARAM, MODEL_NAME
 from training.metrics import evaluate_lists
 from training.recs import HORIZON, train_ranker
 from training.recs_evaluation import (
@@ -30,6 +31,8 @@ from training.recs_evaluation import (
 
 EXPERIMENT = MODEL_NAME
 GATING_METRIC = "ndcg@10"
+VALIDATION_MODEL_TAG = "validation_model_uri"
+"""Run tag: the model fitted before the validation month (never saw its labels)."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,25 @@ def _importance_plot(ranker: Ranker, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def _champion_score(frame: pd.DataFrame, lists_for, truth, catalog_size):
+def _champion_model_uri(current, validation_cutoff: pd.Timestamp) -> str:
+    """The champion's final model, unless its refit saw labels after `validation_cutoff`
+    (its data ran past it, e.g. retraining on the same log): then its pre-refit model,
+    which stopped where its own validation month began."""
+    run = MlflowClient().get_run(current.run_id)
+    until = run.data.params.get(CUTOFF_PARAM)
+    probe = run.data.tags.get(VALIDATION_MODEL_TAG)
+    if until and probe and pd.Timestamp(until) > validation_cutoff:
+        return probe
+    return registry.champion_uri(MODEL_NAME)
+
+
+def _champion_score(frame: pd.DataFrame, cutoff: pd.Timestamp, lists_for, truth,
+                    catalog_size):
     """(the champion's NDCG@10 on the same validation frame, why it is not comparable)."""
     current = registry.champion(MODEL_NAME)
     if current is None:
         return None, None
-    model = mlflow.lightgbm.load_model(registry.champion_uri(MODEL_NAME))
+    model = mlflow.lightgbm.load_model(_champion_model_uri(current, cutoff))
     if model.feature_name() != list(FEATURE_COLUMNS):
         return None, (f"champion v{current.version} was trained on other features: not "
                       "comparable, the challenger replaces it")
@@ -98,7 +114,8 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
     for name, lists in baselines.items():
         metrics[name] = evaluate_lists(lists, truth, catalog_size)
     candidate_recall = valid.frame["label"].sum() / max(sum(map(len, truth.values())), 1)
-    champion_score, incomparable = _champion_score(valid.frame, lists_for, truth, catalog_size)
+    champion_score, incomparable = _champion_score(valid.frame, valid.cutoff, lists_for, truth,
+                                                   catalog_size)
     decision = registry.decide_promotion(GATING_METRIC, metrics["ranker"][GATING_METRIC],
                                          champion_score)
     if incomparable:
@@ -107,7 +124,7 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
     registry.use_experiment(EXPERIMENT, settings)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as workdir:
         mlflow.log_params({**ranker.params.as_lightgbm(), "best_iteration": ranker.best_iteration,
-                           "cutoffs": cutoffs, "until": until.isoformat(),
+                           "cutoffs": cutoffs, CUTOFF_PARAM: until.isoformat(),
                            "validation_cutoff": valid.cutoff.isoformat(),
                            **{f"candidates_{k}": v for k, v in CandidateConfig().__dict__.items()}})
         for row, values in metrics.items():
@@ -127,8 +144,11 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
         info = mlflow.lightgbm.log_model(ranker.model.booster_, name="model",
                                          registered_model_name=MODEL_NAME)
         version = str(info.registered_model_version)
+        probe = mlflow.lightgbm.log_model(ranker.validation_model.booster_,
+                                          name="validation_model")
         mlflow.set_tags({"promoted": str(decision.promote).lower(),
-                         "promotion_reason": decision.reason})
+                         "promotion_reason": decision.reason,
+                         VALIDATION_MODEL_TAG: probe.model_uri})
     if decision.promote:
         registry.promote(MODEL_NAME, version)
     return TrainReport(run.info.run_id, version, metrics, champion_score, decision.promote,
