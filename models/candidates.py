@@ -77,6 +77,19 @@ class InteractionMatrix:
         )
         self.matrix.sum_duplicates()
 
+    def baskets(self, purchases: pd.DataFrame, orders: pd.Index) -> sparse.csr_matrix:
+        """Order x item matrix of `purchases` (rows in the order of `orders`, session ids):
+        1 where the order holds the item, however many lines it has for it."""
+        baskets = sparse.csr_matrix(
+            (np.ones(len(purchases), dtype=np.float32),
+             (orders.get_indexer(purchases["session_id"]),
+              self.items.get_indexer(purchases["item_id"]))),
+            shape=(len(orders), len(self.items)),
+        )
+        baskets.sum_duplicates()
+        baskets.data[:] = 1.0
+        return baskets
+
     def frame(self, user_rows: np.ndarray, item_cols: np.ndarray, scores: np.ndarray):
         return pd.DataFrame({"user_id": self.users[user_rows], "item_id": self.items[item_cols],
                              "score": scores.astype(float)})
@@ -163,14 +176,8 @@ class CovisitSource:
 
     def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
         self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
-        orders = pd.Index(sorted(purchases["session_id"].unique()))
-        baskets = sparse.csr_matrix(
-            (np.ones(len(purchases), dtype=np.float32),
-             (orders.get_indexer(purchases["session_id"]),
-              self.matrix.items.get_indexer(purchases["item_id"]))),
-            shape=(len(orders), len(self.matrix.items)),
-        )
-        baskets.data[:] = 1.0  # an item counts once per order
+        baskets = self.matrix.baskets(purchases,
+                                      pd.Index(sorted(purchases["session_id"].unique())))
         together = (baskets.T @ baskets).tocsr()
         together.setdiag(0)
         together.eliminate_zeros()
@@ -225,15 +232,7 @@ class NextOrderSource:
         self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
         orders = (purchases.sort_values("ts").drop_duplicates("session_id")
                   .sort_values(["user_id", "ts"], kind="stable", ignore_index=True))
-        order_index = pd.Index(orders["session_id"])
-        baskets = sparse.csr_matrix(
-            (np.ones(len(purchases), dtype=np.float32),
-             (order_index.get_indexer(purchases["session_id"]),
-              self.matrix.items.get_indexer(purchases["item_id"]))),
-            shape=(len(orders), len(self.matrix.items)),
-        )
-        baskets.sum_duplicates()
-        baskets.data[:] = 1.0  # an item counts once per order
+        baskets = self.matrix.baskets(purchases, pd.Index(orders["session_id"]))
         customer = orders["user_id"].to_numpy()
         followed = np.flatnonzero(customer[1:] == customer[:-1])  # orders with a next order
         earlier = baskets[followed]
