@@ -174,8 +174,9 @@ class CovisitSource:
 
     name = "covisit"
 
-    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
-        self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig,
+            matrix: InteractionMatrix | None = None):
+        self.matrix = matrix or InteractionMatrix(purchases, cutoff, config.half_life_days)
         baskets = self.matrix.baskets(purchases,
                                       pd.Index(sorted(purchases["session_id"].unique())))
         together = (baskets.T @ baskets).tocsr()
@@ -197,8 +198,9 @@ class FactorizationSource:
 
     name = "als"
 
-    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
-        self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig,
+            matrix: InteractionMatrix | None = None):
+        self.matrix = matrix or InteractionMatrix(purchases, cutoff, config.half_life_days)
         confidence = self.matrix.matrix.copy()
         confidence.data = 1 + 20 * np.log1p(confidence.data)
         with threadpool_limits(1, "blas"):  # implicit's own threads do the work
@@ -228,8 +230,9 @@ class NextOrderSource:
 
     name = "next_order"
 
-    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
-        self.matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
+    def fit(self, purchases: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig,
+            matrix: InteractionMatrix | None = None):
+        self.matrix = matrix or InteractionMatrix(purchases, cutoff, config.half_life_days)
         orders = (purchases.sort_values("ts").drop_duplicates("session_id")
                   .sort_values(["user_id", "ts"], kind="stable", ignore_index=True))
         baskets = self.matrix.baskets(purchases, pd.Index(orders["session_id"]))
@@ -286,12 +289,14 @@ def _implicit_recommend(model, matrix: InteractionMatrix, user_items, user_ids, 
 
 def fit_sources(purchases: pd.DataFrame, cutoff: pd.Timestamp,
                 config: CandidateConfig = CandidateConfig()) -> dict:
-    """Fit every candidate source on purchases before `cutoff`."""
+    """Fit every candidate source on purchases before `cutoff` (the sources that read the
+    user x item matrix share one)."""
+    matrix = InteractionMatrix(purchases, cutoff, config.half_life_days)
     return {
         "repurchase": RepurchaseSource().fit(purchases, cutoff, config),
-        "covisit": CovisitSource().fit(purchases, cutoff, config),
-        "als": FactorizationSource().fit(purchases, cutoff, config),
-        "next_order": NextOrderSource().fit(purchases, cutoff, config),
+        "covisit": CovisitSource().fit(purchases, cutoff, config, matrix),
+        "als": FactorizationSource().fit(purchases, cutoff, config, matrix),
+        "next_order": NextOrderSource().fit(purchases, cutoff, config, matrix),
         "popular": PopularSource().fit(purchases, cutoff, config),
     }
 

@@ -112,3 +112,5 @@ def test_generate_candidates_unions_sources_and_never_looks_past_the_cutoff():
     unknown = candidates[candidates["user_id"] == "unknown"]
     assert len(unknown) > 0 and unknown["repurchase_rank"].isna().all()
     assert (candidates["n_sources"] >= 1).all()
+    # The matrix sources share one user x item matrix: built once, pickled once.
+    assert sources["covisit"].matrix is sources["als"].matrix is sources["next_order"].matrix
