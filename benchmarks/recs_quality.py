@@ -3,7 +3,8 @@
 Imports the whole shared export into a temporary directory, then for each split runs the
 offline evaluation (`tailor evaluate recs`): everything fitted before the split, purchases
 of the following 30 days scored. Checks the issue's targets: the ranker's NDCG@10 at least
-1.15 x the best other row, its novel-item NDCG@10 at least the best other row's.
+1.15 x the best other row, its novel-item NDCG@10 at least the best other row's. The ranker
+is also refitted with other seeds on the same examples: their spread is the seed noise.
 
 Prints a table and writes `benchmarks/results/recs_quality.json` (and `.md`).
 Usage: python benchmarks/recs_quality.py [--splits 2011-09-01 2011-08-01]
@@ -11,6 +12,7 @@ Usage: python benchmarks/recs_quality.py [--splits 2011-09-01 2011-08-01]
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -49,10 +51,22 @@ def targets(rows: list[dict]) -> dict:
             "novel_target_met": ranker["novel_ndcg@10"] >= best_novel["novel_ndcg@10"]}
 
 
+def seed_summary(result: dict) -> dict:
+    """Mean and standard deviation of the ranker's NDCG@10 over its seed runs, and the mean's
+    ratio to the best other row: what to expect of a retrain, beside the one model shipped."""
+    scores = [run["ndcg@10"] for run in result["seed_runs"]]
+    best = max(row["ndcg@10"] for row in result["rows"][1:])
+    mean = statistics.fmean(scores)
+    return {"mean": mean, "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "mean_ratio": mean / best}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
     parser.add_argument("--splits", nargs="+", default=["2011-09-01", "2011-08-01"])
+    parser.add_argument("--extra-seeds", nargs="*", type=int, default=[7, 123],
+                        help="Ranker seeds refitted beside the default one, to show seed noise")
     args = parser.parse_args()
 
     results = []
@@ -62,8 +76,10 @@ def main() -> None:
         catalog = read_catalog(Path(workdir) / "catalog.parquet")
         for split in args.splits:
             start = pd.Timestamp(split, tz="UTC")
-            result = evaluate_recs(events, catalog, start, start + pd.Timedelta(days=30))
+            result = evaluate_recs(events, catalog, start, start + pd.Timedelta(days=30),
+                                   extra_seeds=tuple(args.extra_seeds))
             result["targets"] = targets(result["rows"])
+            result["seeds"] = seed_summary(result)
             results.append(result)
 
     lines = []
@@ -89,8 +105,14 @@ def main() -> None:
                    f"{goal['best_other_novel']}: "
                    f"{'met' if goal['novel_target_met'] else 'MISSED'}; candidate recall "
                    f"{result['candidate_recall']:.3f}")
+        runs = result["seed_runs"]
+        noise = (f"ranker NDCG@10 over seeds {', '.join(str(r['seed']) for r in runs)}: "
+                 + " / ".join(f"{r['ndcg@10']:.4f}" for r in runs)
+                 + f"; mean {result['seeds']['mean']:.4f} (sd {result['seeds']['sd']:.4f}), "
+                 f"mean / best other = {result['seeds']['mean_ratio']:.3f}")
         console.print(summary)
-        lines += ["", summary, ""]
+        console.print(noise)
+        lines += ["", summary, "", noise, ""]
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"benchmark": "recs_quality",

@@ -201,6 +201,9 @@ def evaluate_recs_command(
     catalog_path: Annotated[Path | None, typer.Option(
         "--catalog", help="Catalog file; default: catalog.parquet beside the event log")] = None,
     cutoffs: Annotated[int, typer.Option(min=2, help="Monthly training cutoffs")] = 3,
+    extra_seeds: Annotated[list[int] | None, typer.Option(
+        "--extra-seed", help="Also refit the ranker with this seed (repeatable): seed noise")]
+    = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit everything before the split; compare the ranker with baselines after it."""
@@ -211,7 +214,8 @@ def evaluate_recs_command(
                  "scoring candidates", "scoring baselines"]) as done:
         events = EventLog(events_dir).read(end=end)
         done()
-        result = evaluate_recs(events, catalog, split, end, cutoffs, step=done)
+        result = evaluate_recs(events, catalog, split, end, cutoffs,
+                               tuple(extra_seeds or ()), step=done)
     if as_json:
         print(json.dumps(result))
         return
@@ -220,6 +224,9 @@ def evaluate_recs_command(
                              {row["name"]: row for row in result["rows"]}, RECS_COLUMNS))
     out.print(f"candidate recall {result['candidate_recall']:.3f} with "
               f"{result['candidates_per_user']:.0f} candidates per user")
+    if extra_seeds:
+        out.print("ranker NDCG@10 by seed: " + ", ".join(
+            f"{run['seed']}: {run['ndcg@10']:.4f}" for run in result["seed_runs"]))
 
 
 @train_app.command("recs")

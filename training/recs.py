@@ -61,6 +61,13 @@ def build_examples(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureSt
                           sources)
 
 
+def fit_ranker(examples: list[CutoffExamples], params: RankerParams | None = None) -> Ranker:
+    """Fit the ranker on the cutoffs' examples, oldest first; the latest validates."""
+    # Queries without a positive teach a ranker nothing.
+    frames = [e.frame[e.frame.groupby("query")["label"].transform("max") > 0] for e in examples]
+    return Ranker(params).fit(pd.concat(frames[:-1], ignore_index=True), frames[-1])
+
+
 def train_ranker(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureStore,
                  until: pd.Timestamp, cutoffs: int = 3, params: RankerParams | None = None
                  ) -> tuple[Ranker, list[CutoffExamples]]:
@@ -68,9 +75,4 @@ def train_ranker(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureStor
     cutoff validates for early stopping."""
     stamps = [until - HORIZON * k for k in range(cutoffs, 0, -1)]
     examples = [build_examples(events, catalog, store, stamp) for stamp in stamps]
-    train = pd.concat([e.frame for e in examples[:-1]], ignore_index=True)
-    valid = examples[-1].frame
-    # Queries without a positive teach a ranker nothing.
-    train = train[train.groupby("query")["label"].transform("max") > 0]
-    valid = valid[valid.groupby("query")["label"].transform("max") > 0]
-    return Ranker(params).fit(train, valid), examples
+    return fit_ranker(examples, params), examples

@@ -26,8 +26,9 @@ from models.candidates import (
     RepurchaseSource,
     purchases_before,
 )
+from models.ranker import RankerParams
 from training.metrics import evaluate_lists
-from training.recs import HORIZON, build_examples, purchased_pairs, train_ranker
+from training.recs import HORIZON, build_examples, fit_ranker, purchased_pairs, train_ranker
 
 LIST_LENGTH = 200
 HALF_LIVES_DAYS = (30, 60, 120, 240)
@@ -112,11 +113,15 @@ def _row(name: str, lists, truth, novel_truth, bought_before, catalog_size) -> d
 
 
 def evaluate_recs(events: pd.DataFrame, catalog: pd.DataFrame, split: pd.Timestamp,
-                  until: pd.Timestamp, cutoffs: int = 3,
+                  until: pd.Timestamp, cutoffs: int = 3, extra_seeds: tuple[int, ...] = (),
                   step: Callable[[], None] = lambda: None) -> dict:
     """Fit on events before `split`, score purchases in [split, until): one row per method
     (the ranker first) plus the candidate recall. The ranker trains on `cutoffs` monthly
-    cutoffs before the split; `step` is called after each of the four stages."""
+    cutoffs before the split; `step` is called after each of the four stages.
+
+    `seed_runs` holds the ranker's NDCG@10 with its own seed and, refitted on the same
+    examples, with each of `extra_seeds`: how much of a difference is seed noise.
+    """
     before = events[events["ts"] < split]
     history = purchases_before(events, split)
     truth = truth_sets(events, split, until, history)
@@ -133,22 +138,33 @@ def evaluate_recs(events: pd.DataFrame, catalog: pd.DataFrame, split: pd.Timesta
         store = feature_store(settings)
         apply_definitions(store)
         step()
-        ranker, _ = train_ranker(before, catalog, store, split, cutoffs)
+        ranker, examples = train_ranker(before, catalog, store, split, cutoffs)
         step()
         test = build_examples(before, catalog, store, split, users=users)
         step()
-    test.frame["score"] = ranker.score(test.frame)
     popular = popular_items(history, split)
-    lists = {"ranker": fill_with(ranked_lists(test.frame, "score"), popular, users)}
-    lists |= baseline_lists(before, split, users, test.sources["als"], popular)
+
+    def ranker_row(model) -> dict:
+        scored = test.frame.assign(score=model.score(test.frame))
+        lists = fill_with(ranked_lists(scored, "score"), popular, users)
+        return _row("ranker", lists, truth, novel_truth, bought_before, catalog_size)
+
+    rows = [ranker_row(ranker)]
+    seed_runs = [{"seed": ranker.params.random_state, "ndcg@10": rows[0]["ndcg@10"],
+                  "novel_ndcg@10": rows[0]["novel_ndcg@10"]}]
+    for seed in extra_seeds:
+        row = ranker_row(fit_ranker(examples, RankerParams(random_state=seed)))
+        seed_runs.append({"seed": seed, "ndcg@10": row["ndcg@10"],
+                          "novel_ndcg@10": row["novel_ndcg@10"]})
+    baselines = baseline_lists(before, split, users, test.sources["als"], popular)
     step()
-    rows = [_row(name, ranked, truth, novel_truth, bought_before, catalog_size)
-            for name, ranked in lists.items()]
+    rows += [_row(name, ranked, truth, novel_truth, bought_before, catalog_size)
+             for name, ranked in baselines.items()]
     proposed = test.frame[["user_id", "item_id"]]
     wanted = pd.DataFrame([(u, i) for u, items in truth.items() for i in items],
                           columns=["user_id", "item_id"])
     recall = len(wanted.merge(proposed, on=["user_id", "item_id"])) / max(len(wanted), 1)
     return {"split": split.date().isoformat(), "until": until.date().isoformat(),
-            "rows": rows, "candidate_recall": recall,
+            "rows": rows, "seed_runs": seed_runs, "candidate_recall": recall,
             "candidates_per_user": len(test.frame) / max(len(users), 1),
             "best_iteration": ranker.best_iteration}
