@@ -9,6 +9,7 @@ user's already-bought items removed against the items they had never bought befo
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,6 @@ from models.candidates import (
     RepurchaseSource,
     purchases_before,
 )
-from models.ranker import RankerParams
 from training.metrics import evaluate_lists
 from training.recs import HORIZON, build_examples, fit_ranker, purchased_pairs, train_ranker
 
@@ -150,12 +150,10 @@ def evaluate_recs(events: pd.DataFrame, catalog: pd.DataFrame, split: pd.Timesta
         return _row("ranker", lists, truth, novel_truth, bought_before, catalog_size)
 
     rows = [ranker_row(ranker)]
-    seed_runs = [{"seed": ranker.params.random_state, "ndcg@10": rows[0]["ndcg@10"],
-                  "novel_ndcg@10": rows[0]["novel_ndcg@10"]}]
-    for seed in extra_seeds:
-        row = ranker_row(fit_ranker(examples, RankerParams(random_state=seed)))
-        seed_runs.append({"seed": seed, "ndcg@10": row["ndcg@10"],
-                          "novel_ndcg@10": row["novel_ndcg@10"]})
+    refits = [(seed, ranker_row(fit_ranker(examples, replace(ranker.params, random_state=seed))))
+              for seed in extra_seeds]
+    seed_runs = [{"seed": seed, "ndcg@10": row["ndcg@10"], "novel_ndcg@10": row["novel_ndcg@10"]}
+                 for seed, row in [(ranker.params.random_state, rows[0]), *refits]]
     baselines = baseline_lists(before, split, users, test.sources["als"], popular)
     step()
     rows += [_row(name, ranked, truth, novel_truth, bought_before, catalog_size)
