@@ -210,7 +210,7 @@ def catalog_candidates(model: RankerModel, catalog: Catalog, user: str) -> pd.Da
 def candidate_counts(model: RankerModel, catalog: Catalog) -> pd.Series:
     """Catalog candidates per user with history, as the service's table holds them."""
     table = CandidateTable(model.sources, catalog)
-    return pd.Series({user: len(table.of(user)) for user in table.users}).sort_index()
+    return pd.Series({user: len(table.of(user)["item_id"]) for user in table.users}).sort_index()
 
 
 def choose_users(counts: pd.Series, n: int, tolerance: int, seed: int) -> list[str]:
@@ -300,13 +300,12 @@ def in_process(settings: Settings, model: RankerModel, catalog: Catalog, sequenc
 PROFILE_STAGES = (
     ("the whole request", "recommender.py", "recommend"),
     ("candidate lookup (precomputed table)", "recommender.py", "of"),
-    ("user + user x item features (ServiceReader)", "online.py", "read"),
+    ("user + user x item features (ServiceReader)", "online.py", "read_columns"),
     ("  of which the stores' online_read", "passthrough_provider.py", "online_read"),
     ("  of which the on-demand recency transform", "<string>", "recency"),
     ("item features (in-process cache)", "recommender.py", "lookup"),
-    ("feature matrix (ranking_features)", "ranker.py", "ranking_features"),
+    ("feature matrix (feature_matrix)", "ranker.py", "feature_matrix"),
     ("LightGBM predict", "lightgbm/basic.py", "predict"),
-    ("source of each candidate", "recommender.py", "proposing_source"),
 )
 
 

@@ -130,16 +130,25 @@ class ServiceReader:
         """Features of the service for rows of `entities` (join key -> one value per row, or
         one value for every row), as of `request` data for the on-demand views; views in
         `skip` are not read. Columns by feature name, rows in the given order."""
+        return pd.DataFrame(self.read_columns(entities, request, skip))
+
+    def read_columns(self, entities: Mapping[str, Sequence[str] | str],
+                     request: Mapping[str, object] | None = None,
+                     skip: Collection[str] = ()) -> dict[str, np.ndarray]:
+        """`read` as columns (numpy arrays, or pandas' datetime arrays for timestamps; entity
+        columns as given): a request's path builds no frame."""
         length = max((len(v) for v in entities.values() if not isinstance(v, str)), default=1)
-        keys = {key: [value] * length if isinstance(value, str) else list(value)
+        keys = {key: value if isinstance(value, str) else list(value)
                 for key, value in entities.items()}
-        columns: dict[str, object] = dict(keys)
+        columns: dict[str, object] = {
+            key: [value] * length if isinstance(value, str) else value
+            for key, value in keys.items()}
         for name, view in self.views.items():
             if name in skip:
                 continue
             index = self.indexes.get(name)
-            columns.update(self._read_indexed(view, index, keys) if index
-                           else self._read_view(view, keys))
+            columns.update(self._read_indexed(view, index, keys, length) if index
+                           else self._read_view(view, keys, length))
         rows = pd.RangeIndex(length)
         for odfv in self.on_demand:
             sources = odfv.source_feature_view_projections.values()
@@ -152,46 +161,61 @@ class ServiceReader:
             }, index=rows)
             outputs = odfv.feature_transformation.udf(inputs)
             columns.update({f.name: outputs[f.name].to_numpy() for f in odfv.features})
-        return pd.DataFrame(columns, index=rows)
+        return columns
 
-    def _read_distinct(self, table: FeatureView, join_keys: list[str], keys: dict[str, list],
+    def _read_distinct(self, table: FeatureView, join_keys: list[str],
+                       keys: dict[str, list | str], length: int,
                        names: Sequence[str]) -> tuple[np.ndarray, list]:
         """One `online_read` of `table` for the distinct key tuples of the rows: the replies,
-        and for every row the position of its reply."""
-        rows = list(zip(*(keys[key] for key in join_keys), strict=True))
-        positions: dict[tuple, int] = {}
-        spread = np.fromiter((positions.setdefault(row, len(positions)) for row in rows),
-                             dtype=np.intp, count=len(rows))
-        protos = [entity_key(dict(zip(join_keys, row, strict=True))) for row in positions]
+        and for every row the position of its reply (a key given once is one value for every
+        row: a user's rows need no per-row work)."""
+        varying = [key for key in join_keys if not isinstance(keys[key], str)]
+        fixed = {key: keys[key] for key in join_keys if key not in varying}
+        if varying:
+            positions: dict[tuple, int] = {}
+            spread = np.fromiter(
+                (positions.setdefault(row, len(positions))
+                 for row in zip(*(keys[key] for key in varying), strict=True)),
+                dtype=np.intp, count=length)
+            distinct = list(positions)
+        else:
+            spread, distinct = np.zeros(length, dtype=np.intp), [()]
+        protos = [entity_key({**fixed, **dict(zip(varying, row, strict=True))})
+                  for row in distinct]
         # A copy: Feast's Redis store appends its timestamp field to the list it is given.
         found = self._provider.online_read(self.store.config, table, protos, list(names))
         return spread, found
 
-    def _read_view(self, view: ViewColumns, keys: dict[str, list]) -> dict[str, np.ndarray]:
+    def _read_view(self, view: ViewColumns, keys: dict[str, list | str],
+                   length: int) -> dict[str, np.ndarray]:
         """The view's columns for every row."""
-        spread, found = self._read_distinct(view.view, view.join_keys, keys, view.names)
+        spread, found = self._read_distinct(view.view, view.join_keys, keys, length,
+                                            view.names)
         return {name: column[spread] for name, column in view.columns(found).items()}
 
     def _read_indexed(self, view: ViewColumns, index: FeatureView,
-                      keys: dict[str, list]) -> dict[str, np.ndarray]:
+                      keys: dict[str, list | str], length: int) -> dict[str, np.ndarray]:
         """The view's columns from its index: one read of each distinct owner's row (a
         user's), then each row's item looked up in that owner's arrays."""
         owner_keys = sorted(index.join_keys)
         (item_key,) = [key for key in view.join_keys if key not in owner_keys]
         items_field = index.tags[INDEX_ITEMS_TAG]
-        spread, found = self._read_distinct(index, owner_keys, keys, [items_field, *view.names])
-        arrays = {}
+        spread, found = self._read_distinct(index, owner_keys, keys, length,
+                                            [items_field, *view.names])
+        row_items = keys[item_key]
+        if isinstance(row_items, str):
+            row_items = [row_items] * length
+        columns = np.full((len(view.names), length), np.nan)
         for owner, (_, values) in enumerate(found):
             items = decode(values.get(items_field)) if values else None
-            if items:
-                arrays[owner] = ({item: position for position, item in enumerate(items)},
-                                 [decode(values.get(name)) for name in view.names])
-        columns = np.full((len(view.names), len(spread)), np.nan)
-        for row, (owner, item) in enumerate(zip(spread, keys[item_key], strict=True)):
-            entry = arrays.get(owner)
-            position = entry[0].get(item) if entry else None
-            if position is not None:
-                for column, values in zip(columns, entry[1], strict=True):
-                    column[row] = values[position]
+            if not items:
+                continue
+            rows = np.flatnonzero(spread == owner)
+            where = {item: position for position, item in enumerate(items)}
+            positions = np.fromiter((where.get(row_items[row], -1) for row in rows),
+                                    dtype=np.intp, count=len(rows))
+            known = positions >= 0
+            arrays = np.array([decode(values.get(name)) for name in view.names], dtype=float)
+            columns[:, rows[known]] = arrays[:, positions[known]]
         return {name: _utc_seconds(column) if name in view.timestamps else column
                 for name, column in zip(view.names, columns, strict=True)}

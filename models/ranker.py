@@ -1,6 +1,8 @@
 """The LightGBM LambdaRank ranker over candidates and their `recs_ranker_v1` features."""
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -35,35 +37,53 @@ def _category_share(names, shares, category) -> float:
     return 0.0
 
 
-def ranking_features(examples: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
-    """The model's feature matrix from candidates joined with their Feast features.
+def feature_matrix(rows: Mapping[str, Any], item_categories: Sequence) -> np.ndarray:
+    """The model's features, one row per candidate, in `FEATURE_COLUMNS` order: a float64
+    C-ordered matrix, what the booster predicts on without a copy (this runs on every
+    request as well as in training).
 
-    `examples` holds the candidate columns and the `recs_ranker_v1` features (including
-    the user's category names and shares); `categories` maps item id to category. Computed
-    on one float matrix (this runs on every request as well as in training).
+    `rows` maps column names to one value per row (a DataFrame, or numpy columns): the
+    candidate columns and the `recs_ranker_v1` features, including the user's category
+    names and shares; a column it lacks is NaN. `item_categories` is each row's category.
     """
-    category = examples["item_id"].map(categories)
-    shares = [
-        _category_share(names, values, cat)
-        for names, values, cat in zip(examples["user_category_names"],
-                                      examples["user_category_shares"], category, strict=True)
-    ]
-    base = examples.reindex(columns=BASE_FEATURES).to_numpy(dtype=float, na_value=np.nan)
-    column = dict(zip(BASE_FEATURES, base.T, strict=True))
+    matrix = np.full((len(item_categories), len(FEATURE_COLUMNS)), np.nan)
+    for position, name in enumerate(BASE_FEATURES):
+        if name in rows:
+            matrix[:, position] = _floats(rows[name])
+    column = dict(zip(BASE_FEATURES, matrix.T, strict=False))
     orders = _positive(column["user_frequency"])
     times_bought = column["user_item_times_bought"]
     tenure = column["user_tenure_days"]
     with np.errstate(divide="ignore", invalid="ignore"):  # as pandas: inf and NaN, silently
         derived = {
-            "user_category_share": np.asarray(shares, dtype=float),
+            "user_category_share": [
+                _category_share(names, shares, category)
+                for names, shares, category in zip(rows["user_category_names"],
+                                                   rows["user_category_shares"],
+                                                   item_categories, strict=True)],
             "user_item_share_of_orders": np.nan_to_num(times_bought, nan=0.0) / orders,
             # How far into its usual repurchase cycle the pair is (1 = one average gap since).
             "user_item_due_ratio": column["user_item_days_since_last_purchase"] / (
                 tenure / _positive(times_bought)),
             "user_days_per_order": tenure / orders,
         }
-    matrix = np.column_stack([base, *(derived[name] for name in DERIVED_FEATURES)])
+    for position, name in enumerate(DERIVED_FEATURES, start=len(BASE_FEATURES)):
+        matrix[:, position] = derived[name]
+    return matrix
+
+
+def ranking_features(examples: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
+    """`feature_matrix` of candidates joined with their Feast features, as a frame on their
+    index; `categories` maps item id to category."""
+    matrix = feature_matrix(examples, examples["item_id"].map(categories))
     return pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS), index=examples.index)
+
+
+def _floats(values) -> np.ndarray:
+    """A column as float64, NaN where missing."""
+    if isinstance(values, pd.Series):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(values, dtype=float)
 
 
 def _positive(values: np.ndarray) -> np.ndarray:

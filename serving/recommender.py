@@ -12,7 +12,7 @@ excluded or of another category are dropped (and popular items passing the same 
 up to `k`); user and user x item features come from the online store in one read per view
 (`features.online.ServiceReader`: the `recs_ranker_v1` views minus the item ones, with the
 recency view computed for `as_of`), item features from the in-process cache, re-read when the
-registry records a new materialization; `ranking_features` and the booster order them.
+registry records a new materialization; `feature_matrix` and the booster order them.
 Anything missing on the way answers with the popularity fallback.
 """
 
@@ -21,6 +21,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from models.candidates import (
     generate_candidates,
     purchases_before,
 )
-from models.ranker import FEATURE_COLUMNS, ranking_features
+from models.ranker import CANDIDATE_FEATURES, FEATURE_COLUMNS, feature_matrix
 from models.recommender import (
     CANDIDATE_STATE_ARTIFACT,
     CUTOFF_PARAM,
@@ -201,7 +202,8 @@ class Popularity:
 
 class CandidateTable:
     """The candidates of every user a candidate state knows, generated once, kept to the
-    catalog's items and grouped by user, with each item's category beside."""
+    catalog's items and grouped by user, as aligned columns: `item_id`, its `category`, the
+    `source` that proposed it and the candidate features (floats)."""
 
     def __init__(self, sources: dict, catalog: Catalog):
         users = sorted(users_with_history(sources))
@@ -210,13 +212,19 @@ class CandidateTable:
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
             columns=["user_id", "item_id"])
         frame = frame[frame["item_id"].isin(catalog.ids)].reset_index(drop=True)
-        frame["category"] = frame["item_id"].map(catalog.categories)
-        owners = frame.pop("user_id").to_numpy()
+        owners = frame["user_id"].to_numpy()
         starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else []
         stops = [*starts[1:], len(owners)]
         self._rows = {owners[start]: (start, stop)
                       for start, stop in zip(starts, stops, strict=True)}
-        self._frame = frame
+        features = frame.reindex(columns=CANDIDATE_FEATURES).to_numpy(dtype=float,
+                                                                      na_value=np.nan)
+        self._columns = {
+            "item_id": frame["item_id"].to_numpy(dtype=object),
+            "category": frame["item_id"].map(catalog.categories).to_numpy(dtype=object),
+            "source": proposing_source(frame).to_numpy(dtype=object),
+            **dict(zip(CANDIDATE_FEATURES, features.T.copy(), strict=True)),
+        }
 
     def __contains__(self, user_id: str) -> bool:
         return user_id in self._rows
@@ -225,10 +233,23 @@ class CandidateTable:
     def users(self) -> list[str]:
         return list(self._rows)
 
-    def of(self, user_id: str) -> pd.DataFrame:
+    def of(self, user_id: str) -> dict[str, np.ndarray]:
         """The user's candidate rows (none for a user the state does not know)."""
         start, stop = self._rows.get(user_id, (0, 0))
-        return self._frame.iloc[start:stop]
+        return {name: column[start:stop] for name, column in self._columns.items()}
+
+
+def with_popular(candidates: dict[str, np.ndarray], items: list[str], repeat_rate: pd.Series,
+                 categories: pd.Series) -> dict[str, np.ndarray]:
+    """Candidate columns with popular `items` appended: proposed by no source (`source`
+    popular), with their category and repeat rate."""
+    added = {"item_id": np.asarray(items, dtype=object),
+             "category": categories.reindex(items).to_numpy(dtype=object),
+             "source": np.full(len(items), POPULAR, dtype=object),
+             "n_sources": np.zeros(len(items)),
+             "item_repeat_rate": repeat_rate.reindex(items).fillna(0.0).to_numpy(dtype=float)}
+    return {name: np.concatenate([column, added.get(name, np.full(len(items), np.nan))])
+            for name, column in candidates.items()}
 
 
 class ItemFeatureCache:
@@ -443,39 +464,31 @@ class Recommender:
     def _personalised(self, snapshot: Snapshot, model: RankerModel, user_id: str, k: int,
                       category: str | None, exclude: frozenset[str]) -> list[ScoredItem] | None:
         candidates = snapshot.candidates.of(user_id)
-        keep = ~candidates["item_id"].isin(exclude)
+        keep = np.ones(len(candidates["item_id"]), dtype=bool)
+        if exclude:
+            keep &= [item not in exclude for item in candidates["item_id"]]
         if category is not None:
             keep &= candidates["category"] == category
-        candidates = candidates[keep].reset_index(drop=True)
-        if len(candidates) < k:  # the filters left too few: popular items that pass them
+        if not keep.all():
+            candidates = {name: column[keep] for name, column in candidates.items()}
+        if len(candidates["item_id"]) < k:  # the filters left too few: popular items that pass
             taken = exclude | set(candidates["item_id"])
-            extra = [item for item, _ in snapshot.popularity.top(k - len(candidates), category,
-                                                                 taken)]
-            repeat_rate = model.sources["repurchase"].item_repeat_rate
-            candidates = pd.concat([candidates, pd.DataFrame({
-                "item_id": extra, "n_sources": 0,
-                "item_repeat_rate": pd.Series(extra, dtype=object).map(repeat_rate).fillna(0.0),
-            })], ignore_index=True)
-        if candidates.empty:
+            extra = snapshot.popularity.top(k - len(candidates["item_id"]), category, taken)
+            candidates = with_popular(candidates, [item for item, _ in extra],
+                                      model.sources["repurchase"].item_repeat_rate,
+                                      snapshot.catalog.categories)
+        if not len(candidates["item_id"]):
             return None
         item_ids = candidates["item_id"].tolist()
         with self._store_lock:
-            online = self._reader.read({"user_id": user_id, "item_id": item_ids},
-                                       {"as_of": self.as_of(model)}, skip=(ITEM_VIEW,))
-        if online[USER_PRESENCE].isna().all():
+            online = self._reader.read_columns({"user_id": user_id, "item_id": item_ids},
+                                               {"as_of": self.as_of(model)}, skip=(ITEM_VIEW,))
+        if np.isnan(online[USER_PRESENCE]).all():
             logger.info("no online features for user %s; answering with popularity", user_id)
             return None
-        examples = pd.concat([
-            candidates,
-            online.drop(columns=["user_id", "item_id"]),
-            snapshot.item_features.lookup(item_ids).reset_index(drop=True),
-        ], axis=1)
-        features = ranking_features(examples, snapshot.catalog.categories)
-        # A plain C-ordered matrix in the booster's feature order: no per-request column
-        # checks, no copy inside LightGBM.
-        scores = model.booster.predict(np.ascontiguousarray(features.to_numpy()),
-                                       num_threads=1)
-        top = np.lexsort((np.asarray(item_ids, dtype=object), -scores))[:k]  # ties: by id
-        sources = proposing_source(candidates.iloc[top]).fillna(POPULAR)
-        return [ScoredItem(item_ids[row], float(scores[row]), source)
-                for row, source in zip(top, sources, strict=True)]
+        rows = ChainMap(online, snapshot.item_features.lookup(item_ids), candidates)
+        features = feature_matrix(rows, candidates["category"])
+        scores = model.booster.predict(features, num_threads=1)
+        top = np.lexsort((candidates["item_id"], -scores))[:k]  # ties: by id
+        return [ScoredItem(item_ids[row], float(scores[row]), candidates["source"][row])
+                for row in top]
