@@ -264,17 +264,30 @@ class ItemFeatureCache:
         self._version = version
         self._poll = poll
         self.loaded_version = version()
-        self.frame = read(item_ids)
-        """The cached features, one row per item id."""
+        self._keep(read(item_ids))
         self._checked_at = time.monotonic()
         self._refreshing = threading.Lock()
 
-    def lookup(self, item_ids: list[str]) -> pd.DataFrame:
-        """One row per id, in order (NaN where the store has no features for the item)."""
+    def _keep(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        """The cached features, one row per item id."""
+        # Columns with a NaN row after the items' (where unknown ids point), in one
+        # reference that a refresh swaps whole.
+        self._columns = ({item: row for row, item in enumerate(frame.index)},
+                         {name: np.append(frame[name].to_numpy(dtype=float, na_value=np.nan),
+                                          np.nan) for name in frame.columns})
+
+    def lookup(self, item_ids: list[str]) -> dict[str, np.ndarray]:
+        """Each feature's values for the ids, in order (NaN where the store has no features
+        for the item)."""
         due = time.monotonic() - self._checked_at > self._poll
         if due and self._refreshing.acquire(blocking=False):
             threading.Thread(target=self._refresh, name="item-features", daemon=True).start()
-        return self.frame.reindex(item_ids)
+        positions, columns = self._columns
+        unknown = len(positions)
+        rows = np.fromiter((positions.get(item, unknown) for item in item_ids), dtype=np.intp,
+                           count=len(item_ids))
+        return {name: column[rows] for name, column in columns.items()}
 
     def _refresh(self) -> None:
         """Re-read the items if a materialization happened since they were read (runs in
@@ -282,7 +295,7 @@ class ItemFeatureCache:
         try:
             version = self._version()
             if version != self.loaded_version:
-                self.frame = self._read(self._item_ids)
+                self._keep(self._read(self._item_ids))
                 self.loaded_version = version
                 logger.info("item features re-read after a materialization")
         except Exception:
