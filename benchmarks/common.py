@@ -1,5 +1,9 @@
 """What every benchmark script shares: paths, the Redis URL, latency summaries, Feast keys."""
 
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,20 @@ ONLINE_RETAIL_CSV = (
     ROOT.parent / "shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz"
 )
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def provenance() -> dict:
+    """When, at which commit (with or without uncommitted changes) and on what a benchmark
+    ran: the head of every results file."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+
+    return {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": git("rev-parse", "--short", "HEAD"),
+            "worktree_dirty": bool(git("status", "--porcelain")),
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                        "load_average": os.getloadavg()}}
 
 
 def summary(seconds: list[float], wall: float | None = None) -> dict[str, float]:

@@ -14,11 +14,8 @@ Usage: python benchmarks/features.py [--repeats 3] [--requests 200] [--csv PATH]
 import argparse
 import gc
 import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     entity_key,
     latency_markdown,
     latency_table,
+    provenance,
     summary,
 )
 from features.event_log import EventLog  # noqa: E402
@@ -181,13 +179,9 @@ def main() -> None:
         f"Online reads ({args.requests} requests each, as of {AS_OF:%Y-%m-%d})",
         ("store", "read"), reads))
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "benchmark": "features", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit, "machine": {"python": platform.python_version(),
-                                      "cpus": os.cpu_count()},
+        "benchmark": "features", **provenance(),
         "batch": batch, "online_reads": reads,
     }, indent=2))
     MARKDOWN.write_text(markdown(batch, reads))

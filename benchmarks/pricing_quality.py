@@ -22,7 +22,6 @@ import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 # Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
@@ -33,7 +32,7 @@ sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolv
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT  # noqa: E402
+from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance  # noqa: E402
 from features.event_log import EventLog  # noqa: E402
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
 from features.simulator import simulate_market, write_simulation  # noqa: E402
@@ -144,8 +143,7 @@ def main() -> None:
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "benchmark": "pricing_quality",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "benchmark": "pricing_quality", **provenance(),
         "simulation": {"days": DAYS, "users": USERS, "items": ITEMS},
         "targets": {"oracle_fraction": ORACLE_FRACTION_TARGET,
                     "oracle_fraction_at_least_keep_current": True, "violations": 0},

@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 # Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
@@ -27,7 +26,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT  # noqa: E402
+from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance  # noqa: E402
 from features.event_log import EventLog  # noqa: E402
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
 from training.recs_evaluation import evaluate_recs  # noqa: E402
@@ -115,8 +114,7 @@ def main() -> None:
         lines += ["", summary, "", noise, ""]
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": "recs_quality",
-                                   "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    RESULTS.write_text(json.dumps({"benchmark": "recs_quality", **provenance(),
                                    "results": results}, indent=2))
     RESULTS.with_suffix(".md").write_text("\n".join(lines))
     console.print(f"wrote {RESULTS.relative_to(ROOT)}")

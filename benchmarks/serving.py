@@ -31,7 +31,6 @@ import cProfile
 import gc
 import json
 import os
-import platform
 import pstats
 import random
 import signal
@@ -65,6 +64,7 @@ from benchmarks.common import (  # noqa: E402
     entity_key,
     latency_markdown,
     latency_table,
+    provenance,
     summary,
 )
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
@@ -634,16 +634,11 @@ def main() -> None:
              for backend, found in checks.items()}
     console.print(f"checks: {brief}")
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
+    run = provenance()
+    run["machine"]["load_average_before"] = load_before
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "benchmark": "serving", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit, "worktree_dirty": dirty,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "benchmark": "serving", **run,
         "parameters": {"k": K, "requests": args.requests, "http_requests": args.http_requests,
                        "warm_up_requests": WARM_UP_REQUESTS, "users": len(users),
                        "http_workers": HTTP_WORKERS, "concurrencies": CONCURRENCIES,
