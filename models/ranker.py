@@ -50,7 +50,7 @@ def feature_matrix(rows: Mapping[str, Any], item_categories: Sequence) -> np.nda
     for position, name in enumerate(BASE_FEATURES):
         if name in rows:
             matrix[:, position] = _floats(rows[name])
-    column = dict(zip(BASE_FEATURES, matrix.T, strict=False))
+    column = dict(zip(BASE_FEATURES, matrix.T[:len(BASE_FEATURES)], strict=True))
     orders = _positive(column["user_frequency"])
     times_bought = column["user_item_times_bought"]
     tenure = column["user_tenure_days"]

@@ -222,7 +222,7 @@ class CandidateTable:
         self._columns = {
             "item_id": frame["item_id"].to_numpy(dtype=object),
             "category": frame["item_id"].map(catalog.categories).to_numpy(dtype=object),
-            "source": proposing_source(frame).to_numpy(dtype=object),
+            "source": proposing_source(frame).fillna(POPULAR).to_numpy(dtype=object),
             **dict(zip(CANDIDATE_FEATURES, features.T.copy(), strict=True)),
         }
 
