@@ -139,7 +139,6 @@ class Ranker:
         )
         self.validation_model = probe  # never saw `valid`'s labels: for honest validation
         self.best_iteration = max(int(probe.best_iteration_ or self.params.n_estimators), 1)
-        self.validation_ndcg = float(probe.best_score_["valid_0"]["ndcg@10"])
         both = pd.concat([train, valid], ignore_index=True)
         final = {**self.params.as_lightgbm(), "n_estimators": self.best_iteration}
         self.model = lgb.LGBMRanker(**final)
