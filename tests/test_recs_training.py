@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from features.settings import Settings
 from models import registry
-from models.ranker import RankerParams
+from models.ranker import RankerParams, blend_boosters
 from training.recs_training import MODEL_NAME, train_recs
 
 
@@ -41,6 +41,8 @@ def test_train_recs_promotes_the_first_model_and_keeps_it_over_a_worse_one(featu
     assert run.data.tags["promotion_reason"] == second.reason
     assert {"ranker_ndcg_at_10", "repurchase_ndcg_at_10", "als_recall_at_20",
             "candidate_recall"} <= set(run.data.metrics)
+    assert float(run.data.params["blend_weight"]) >= 0
+    assert int(run.data.params["classifier_best_iteration"]) >= 1
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id)}
     assert {"feature_importance.png", "candidate_state.pkl"} <= artifacts
     store = feature_ready_settings.mlflow_dir / "mlflow.db"
@@ -72,3 +74,24 @@ def test_train_recs_replaces_a_champion_trained_on_other_features(feature_ready_
     assert report.promoted and report.champion_score is None
     assert "trained on other features" in report.reason
     assert str(registry.champion(MODEL_NAME).version) == report.version
+
+
+def test_blended_booster_scores_the_ranker_plus_the_weighted_classifier_log_odds():
+    rng = np.random.default_rng(3)
+    features = pd.DataFrame(rng.normal(size=(1200, 4)), columns=["a", "b", "c", "d"])
+    labels = (features["a"] + features["b"] * rng.normal(size=1200) > 0.5).astype(int)
+    ranker = lgb.LGBMRanker(n_estimators=12, verbose=-1).fit(
+        features, labels, group=np.full(60, 20)).booster_
+    classifier = lgb.LGBMClassifier(n_estimators=9, verbose=-1).fit(features, labels).booster_
+
+    blended = blend_boosters(ranker, classifier, 0.37)
+
+    expected = ranker.predict(features) + 0.37 * classifier.predict(features, raw_score=True)
+    np.testing.assert_allclose(blended.predict(features), expected, rtol=0, atol=1e-12)
+    assert blended.num_trees() == ranker.num_trees() + classifier.num_trees()
+    reloaded = lgb.Booster(model_str=blended.model_to_string())
+    np.testing.assert_array_equal(reloaded.predict(features), blended.predict(features))
+    other = lgb.LGBMClassifier(n_estimators=2, verbose=-1).fit(
+        features.rename(columns={"d": "e"}), labels).booster_
+    with pytest.raises(ValueError, match="different features"):
+        blend_boosters(ranker, other, 1.0)

@@ -165,4 +165,6 @@ def evaluate_recs(events: pd.DataFrame, catalog: pd.DataFrame, split: pd.Timesta
     return {"split": split.date().isoformat(), "until": until.date().isoformat(),
             "rows": rows, "seed_runs": seed_runs, "candidate_recall": recall,
             "candidates_per_user": len(test.frame) / max(len(users), 1),
-            "best_iteration": ranker.best_iteration}
+            "best_iteration": ranker.best_iteration,
+            "classifier_best_iteration": ranker.classifier_best_iteration,
+            "blend_weight": ranker.blend_weight}

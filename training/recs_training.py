@@ -57,7 +57,7 @@ def _importance_plot(ranker: Ranker, path: Path) -> None:
     figure = Figure(figsize=(7, 6), layout="tight")
     axis = figure.subplots()
     axis.barh(top.index, top.to_numpy())
-    axis.set_xlabel("total gain")
+    axis.set_xlabel("share of gain (mean of ranker and classifier)")
     axis.set_title("recs-ranker: feature importance")
     figure.savefig(path, dpi=100)
 
@@ -124,6 +124,8 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
     registry.use_experiment(EXPERIMENT, settings)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as workdir:
         mlflow.log_params({**ranker.params.as_lightgbm(), "best_iteration": ranker.best_iteration,
+                           "classifier_best_iteration": ranker.classifier_best_iteration,
+                           "blend_weight": ranker.blend_weight,
                            "cutoffs": cutoffs, CUTOFF_PARAM: until.isoformat(),
                            "validation_cutoff": valid.cutoff.isoformat(),
                            **{f"candidates_{k}": v for k, v in CandidateConfig().__dict__.items()}})
@@ -141,11 +143,10 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
             pickle.dump(fit_sources(purchases_before(events, until), until), handle)
         mlflow.log_artifact(str(state))
         # The native booster: LightGBM's own format, no pickled sklearn wrapper to trust.
-        info = mlflow.lightgbm.log_model(ranker.model.booster_, name="model",
+        info = mlflow.lightgbm.log_model(ranker.model, name="model",
                                          registered_model_name=MODEL_NAME)
         version = str(info.registered_model_version)
-        probe = mlflow.lightgbm.log_model(ranker.validation_model.booster_,
-                                          name="validation_model")
+        probe = mlflow.lightgbm.log_model(ranker.validation_model, name="validation_model")
         mlflow.set_tags({"promoted": str(decision.promote).lower(),
                          "promotion_reason": decision.reason,
                          VALIDATION_MODEL_TAG: probe.model_uri})
