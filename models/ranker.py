@@ -156,9 +156,9 @@ class Ranker:
     The LambdaRank model orders each user's candidates (trees picked by early stopping on
     validation NDCG@10); the classifier estimates each candidate's purchase odds (early
     stopping on validation log-loss). Their blend, the classifier's log-odds scaled to the
-    ranker's spread on the validation month, ranks better than either alone on both time
-    splits of the benchmark. Both are refitted on train and validation together and merged
-    into one booster (`blend_boosters`).
+    ranker's spread on the validation month, ranks better than LambdaRank alone on both time
+    splits of the benchmark (the classifier alone was not measured). Both are refitted on
+    train and validation together and merged into one booster (`blend_boosters`).
     """
 
     def __init__(self, params: RankerParams | None = None):
