@@ -36,7 +36,7 @@ $(DATA)/.features: $(DATA)/.imported $(wildcard features/*.py features/feature_r
 	$(BIN)/tailor features materialize
 	touch $@
 
-$(DATA)/.trained-recs: $(DATA)/.features $(wildcard models/*.py training/*.py)
+$(DATA)/.trained-recs: $(DATA)/.features $(shell find models training/recs -name "*.py")
 	$(BIN)/tailor train recs
 	touch $@
 
@@ -52,6 +52,7 @@ serve: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev
 	scripts/ensure-services.sh redis postgresql
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python scripts/export_openapi.py --check
 	$(BIN)/pytest
 

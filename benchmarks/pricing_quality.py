@@ -36,8 +36,8 @@ from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance  
 from features.event_log import EventLog  # noqa: E402
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
 from features.simulator import simulate_market, write_simulation  # noqa: E402
-from training.demand_evaluation import evaluate_demand  # noqa: E402
-from training.pricing import evaluate_pricing  # noqa: E402
+from training.pricing.evaluate import evaluate_pricing  # noqa: E402
+from training.pricing.evaluate_demand import evaluate_demand  # noqa: E402
 
 RESULTS = RESULTS_DIR / "pricing_quality.json"
 MARKDOWN = RESULTS.with_suffix(".md")

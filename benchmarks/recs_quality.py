@@ -29,7 +29,7 @@ from rich.table import Table  # noqa: E402
 from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance  # noqa: E402
 from features.event_log import EventLog  # noqa: E402
 from features.ingest import import_online_retail, read_catalog  # noqa: E402
-from training.recs_evaluation import evaluate_recs  # noqa: E402
+from training.recs.evaluate import evaluate_recs  # noqa: E402
 
 RESULTS = RESULTS_DIR / "recs_quality.json"
 NDCG_FACTOR_TARGET = 1.15

@@ -72,18 +72,16 @@ from features.settings import Settings  # noqa: E402
 from features.store import apply_definitions, feature_store, materialize, online_features  # noqa: E402
 from features.transforms import build_feature_tables  # noqa: E402
 from models import registry  # noqa: E402
-from models.candidates import generate_candidates  # noqa: E402
-from models.ranker import ranking_features  # noqa: E402
-from models.recommender import MODEL_NAME  # noqa: E402
+from models.recs.artifacts import MODEL_NAME, RegisteredRanker, load_ranker  # noqa: E402
+from models.recs.candidates import generate_candidates  # noqa: E402
+from models.recs.ranker import ranking_features  # noqa: E402
 from serving.app import create_app  # noqa: E402
 from serving.config import ServingSettings  # noqa: E402
 from serving.recommender import (  # noqa: E402
     CandidateTable,
     Catalog,
-    RankerModel,
-    load_model_version,
 )
-from training.recs_training import train_recs  # noqa: E402
+from training.recs.train import train_recs  # noqa: E402
 
 RESULTS = RESULTS_DIR / "serving.json"
 MARKDOWN = RESULTS.with_suffix(".md")
@@ -193,21 +191,21 @@ def prepare(csv: Path, data_dir: Path) -> tuple[dict[str, Settings], dict[str, f
     return settings, timings, report.version
 
 
-def champion(settings: Settings) -> RankerModel:
+def champion(settings: Settings) -> RegisteredRanker:
     registry.configure(settings)
     version = registry.champion(MODEL_NAME)
     if version is None:
         raise RuntimeError("no champion registered")
-    return load_model_version(version)
+    return load_ranker(version)
 
 
-def catalog_candidates(model: RankerModel, catalog: Catalog, user: str) -> pd.DataFrame:
+def catalog_candidates(model: RegisteredRanker, catalog: Catalog, user: str) -> pd.DataFrame:
     """The user's candidates as the service keeps them (catalog items; no filter given)."""
     candidates = generate_candidates(model.sources, [user])
     return candidates[candidates["item_id"].isin(catalog.ids)].reset_index(drop=True)
 
 
-def candidate_counts(model: RankerModel, catalog: Catalog) -> pd.Series:
+def candidate_counts(model: RegisteredRanker, catalog: Catalog) -> pd.Series:
     """Catalog candidates per user with history, as the service's table holds them."""
     table = CandidateTable(model.sources, catalog)
     return pd.Series({user: len(table.of(user)["item_id"]) for user in table.users}).sort_index()
@@ -235,7 +233,7 @@ def distribution(values: pd.Series) -> dict[str, float]:
 
 # In-process ----------------------------------------------------------------------------
 
-def naive_recommend(store, model: RankerModel, catalog: Catalog, user: str, as_of: datetime,
+def naive_recommend(store, model: RegisteredRanker, catalog: Catalog, user: str, as_of: datetime,
                     k: int = K) -> tuple[list[str], pd.DataFrame]:
     """The personalised path with Feast reading everything (the item view included) for the
     user against every candidate on every request; returns the top `k` and the matrix."""
@@ -250,7 +248,7 @@ def naive_recommend(store, model: RankerModel, catalog: Catalog, user: str, as_o
     return ranked["item_id"].tolist(), features
 
 
-def in_process(settings: Settings, model: RankerModel, catalog: Catalog, sequence: list[str],
+def in_process(settings: Settings, model: RegisteredRanker, catalog: Catalog, sequence: list[str],
                profile_requests: int) -> tuple[dict, dict]:
     """The route and `Recommender.recommend` of one loaded app, the naive path and
     candidate generation alone; returns the summaries and checks (and a profile)."""
@@ -336,7 +334,7 @@ def profile(recommender, sequence: list[str], requests: int) -> dict:
 
 # Floor (Redis) -------------------------------------------------------------------------
 
-def floor(settings: Settings, model: RankerModel, catalog: Catalog,
+def floor(settings: Settings, model: RegisteredRanker, catalog: Catalog,
           sequence: list[str]) -> dict:
     """One pipelined read of the user's row, the candidates' item rows and the user's pair
     index row plus one predict on a numpy matrix of the service's shape; the keys and

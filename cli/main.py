@@ -25,10 +25,13 @@ from features.settings import get_settings
 from features.simulator import simulate_to_dir
 from features.store import apply_definitions, feature_store, materialize, online_features
 from features.transforms import build_feature_tables
-from training.demand_evaluation import evaluate_demand
-from training.pricing import evaluate_pricing, load_market_files, run_suggest, train_pricing
-from training.recs_evaluation import evaluate_recs
-from training.recs_training import train_recs
+from training.pricing.evaluate import evaluate_pricing
+from training.pricing.evaluate_demand import evaluate_demand
+from training.pricing.market import load_market_files
+from training.pricing.suggest import run_suggest
+from training.pricing.train import train_pricing
+from training.recs.evaluate import evaluate_recs
+from training.recs.train import train_recs
 
 app = typer.Typer(help="tailor: recommendations and price suggestions for pattern shops.",
                   no_args_is_help=True)

@@ -100,5 +100,5 @@ def online_features(
 ) -> dict[str, list]:
     """The `recs_ranker_v1` features of one user against each of `item_ids`, as of a time."""
     rows = [{"user_id": user_id, "item_id": item, "as_of": as_of} for item in item_ids]
-    service = store.get_feature_service("recs_ranker_v1")
+    service = store.get_feature_service(definitions.RECS_RANKER_SERVICE)
     return store.get_online_features(features=service, entity_rows=rows).to_dict()

@@ -1,14 +1,21 @@
-"""The one place that talks to MLflow: tracking, the model registry and the `champion` alias.
+"""The one place that talks to the MLflow tracking server and model registry.
 
 Embedded default: a SQLite tracking store and local artifacts under `<data dir>/mlflow`;
-`MLFLOW_TRACKING_URI` (or `TAILOR_MLFLOW_TRACKING_URI`) points at a server instead.
+`MLFLOW_TRACKING_URI` (or `TAILOR_MLFLOW_TRACKING_URI`) points at a server instead. Training
+jobs log params, metrics and artifacts with MLflow's fluent API inside the run this module
+starts (`start_run`); registered models, aliases, runs and artifacts are read only here.
+Promotion is one gate (`decide_promotion`) and one reversible move of the `champion` alias.
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import lightgbm as lgb
 import mlflow
-from mlflow import MlflowClient
+from mlflow import ActiveRun, MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -51,6 +58,15 @@ def use_experiment(name: str, settings: Settings) -> str:
     return experiment_id
 
 
+@contextmanager
+def start_run(experiment: str, settings: Settings) -> Iterator[ActiveRun]:
+    """A new run of `experiment` in the settings' tracking store."""
+    configure(settings)
+    use_experiment(experiment, settings)
+    with mlflow.start_run() as run:
+        yield run
+
+
 def champion(model_name: str) -> ModelVersion | None:
     """The registered version the `champion` alias points at, if any."""
     try:
@@ -59,8 +75,64 @@ def champion(model_name: str) -> ModelVersion | None:
         return None
 
 
+def model_version(model_name: str, version: str) -> ModelVersion:
+    """A registered version; LookupError when there is no such version."""
+    try:
+        return MlflowClient().get_model_version(model_name, str(version))
+    except MlflowException:
+        raise LookupError(f"{model_name} has no version {version}") from None
+
+
 def champion_uri(model_name: str) -> str:
     return f"models:/{model_name}@{CHAMPION}"
+
+
+def version_uri(model_name: str, version: str) -> str:
+    """Pinned to the version number: the alias moving meanwhile cannot mix two runs."""
+    return f"models:/{model_name}/{version}"
+
+
+def load_booster(uri: str) -> lgb.Booster:
+    """A native LightGBM booster logged by `log_booster` (no pickled wrapper to trust)."""
+    return mlflow.lightgbm.load_model(uri)
+
+
+def log_booster(booster: lgb.Booster, name: str) -> str:
+    """Log a booster in LightGBM's own format to the active run; returns its model URI."""
+    return mlflow.lightgbm.log_model(booster, name=name).model_uri
+
+
+def register_booster(booster: lgb.Booster, name: str, model_name: str) -> str:
+    """`log_booster`, registered as a new version of `model_name`; returns the version."""
+    info = mlflow.lightgbm.log_model(booster, name=name, registered_model_name=model_name)
+    return str(info.registered_model_version)
+
+
+def run_data(run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A run's (params, tags)."""
+    data = MlflowClient().get_run(run_id).data
+    return dict(data.params), dict(data.tags)
+
+
+def download_artifact(run_id: str, artifact_path: str, destination: Path) -> Path:
+    """Copy a run's artifact into `destination`; returns the local path."""
+    return Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=str(destination)))
+
+
+def load_dict(run_id: str, artifact_path: str) -> dict:
+    """A JSON or YAML artifact of a run (logged with `mlflow.log_dict`)."""
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_path}")
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion scored on the challenger's validation data; `score` is None (with the
+    reason in `incomparable`) when the two cannot be compared."""
+
+    version: str
+    score: float | None
+    incomparable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,16 +143,20 @@ class PromotionDecision:
     reason: str
 
 
-def decide_promotion(metric: str, challenger: float, champion_score: float | None,
+def decide_promotion(metric: str, challenger: float, champion_score: ChampionScore | None,
                      higher_is_better: bool = True) -> PromotionDecision:
-    """Promote when there is no champion or the challenger is strictly better on the same
-    validation data."""
+    """Promote when there is no champion, when it cannot be compared, or when the challenger
+    is strictly better on the same validation data."""
     if champion_score is None:
         return PromotionDecision(True, "no champion yet")
-    better = challenger > champion_score if higher_is_better else challenger < champion_score
+    if champion_score.score is None:
+        return PromotionDecision(True, champion_score.incomparable or
+                                 f"champion v{champion_score.version} is not comparable")
+    score = champion_score.score
+    better = challenger > score if higher_is_better else challenger < score
     verdict = "better" if better else "not better"
     reason = (f"challenger {metric} {challenger:.4f} is {verdict} than the champion's "
-              f"{champion_score:.4f} on the same validation data")
+              f"{score:.4f} on the same validation data")
     return PromotionDecision(better, reason)
 
 

@@ -28,14 +28,14 @@ from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from features.settings import Settings, get_settings
-from models.suggestions import (
+from db.suggestions import (
     count_suggestions,
     create_schema,
     engine_for,
     get_batch,
     list_suggestions,
 )
+from features.settings import Settings, get_settings
 from serving.config import ServingSettings
 from serving.recommender import Recommender, ReloadError
 from serving.schemas import (

@@ -18,7 +18,6 @@ Anything missing on the way answers with the popularity fallback.
 
 import gc
 import logging
-import tempfile
 import threading
 import time
 from collections import ChainMap
@@ -28,12 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import lightgbm as lgb
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
 
 from features.event_log import EventLog
 from features.feature_repo import definitions
@@ -42,24 +37,22 @@ from features.online import ServiceReader
 from features.settings import Settings
 from features.store import feature_store, materializations
 from models import registry
-from models.candidates import (
+from models.recs.artifacts import (
+    MODEL_NAME,
+    RegisteredRanker,
+    load_ranker,
+    proposing_source,
+    users_with_history,
+)
+from models.recs.candidates import (
     CandidateConfig,
     PopularSource,
     generate_candidates,
     purchases_before,
 )
-from models.ranker import CANDIDATE_FEATURES, FEATURE_COLUMNS, feature_matrix
-from models.recommender import (
-    CANDIDATE_STATE_ARTIFACT,
-    CUTOFF_PARAM,
-    MODEL_NAME,
-    load_candidate_state,
-    proposing_source,
-    users_with_history,
-)
+from models.recs.ranker import CANDIDATE_FEATURES, feature_matrix
 from serving.config import ServingSettings
 
-FEATURE_SERVICE = "recs_ranker_v1"
 ITEM_VIEW = definitions.item_stats_fv.name
 USER_VIEWS = frozenset({definitions.user_stats_fv.name, definitions.user_item_stats_fv.name})
 USER_PRESENCE = "user_frequency"
@@ -100,37 +93,6 @@ class Status:
     feature_store: str
     items: int
     item_features_until: datetime | None
-
-
-@dataclass(frozen=True)
-class RankerModel:
-    """A registered `recs-ranker` version with its run's candidate sources."""
-
-    version: str
-    run_id: str
-    booster: lgb.Booster
-    sources: dict
-    cutoff: datetime | None
-
-
-def load_model_version(version: ModelVersion) -> RankerModel:
-    """Load a registered version: booster, candidate state and candidate cutoff. Pinned to
-    the version number, so the alias moving meanwhile cannot mix two runs."""
-    booster = mlflow.lightgbm.load_model(f"models:/{MODEL_NAME}/{version.version}")
-    if booster.feature_name() != list(FEATURE_COLUMNS):
-        raise ReloadError(f"{MODEL_NAME} version {version.version} was trained on other "
-                          "features than this service computes")
-    with tempfile.TemporaryDirectory() as workdir:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path=CANDIDATE_STATE_ARTIFACT, dst_path=workdir)
-        sources = load_candidate_state(Path(path))
-    until = MlflowClient().get_run(version.run_id).data.params.get(CUTOFF_PARAM)
-    cutoff = None
-    if until:
-        stamp = pd.Timestamp(until)
-        cutoff = (stamp.tz_localize(UTC) if stamp.tz is None else stamp.tz_convert(UTC))
-        cutoff = cutoff.to_pydatetime()
-    return RankerModel(str(version.version), version.run_id, booster, sources, cutoff)
 
 
 @dataclass(frozen=True)
@@ -309,7 +271,7 @@ class ItemFeatureCache:
 class Snapshot:
     """Everything one request reads, swapped as a whole."""
 
-    model: RankerModel | None
+    model: RegisteredRanker | None
     model_problem: str | None
     catalog: Catalog
     candidates: CandidateTable | None
@@ -380,16 +342,16 @@ class Recommender:
             logger.info("reloaded %s: version %s -> %s", MODEL_NAME, old, model.version)
             return old, model.version
 
-    def _champion(self, current: RankerModel | None) -> RankerModel | None:
+    def _champion(self, current: RegisteredRanker | None) -> RegisteredRanker | None:
         registry.configure(self.settings)
         version = registry.champion(MODEL_NAME)
         if version is None:
             return None
         if current and current.version == str(version.version):
             return current
-        return load_model_version(version)
+        return load_ranker(version)
 
-    def _assemble(self, model: RankerModel | None, model_problem: str | None) -> Snapshot:
+    def _assemble(self, model: RegisteredRanker | None, model_problem: str | None) -> Snapshot:
         catalog = Catalog.read(self.settings.catalog_path)
         candidates = None
         if model is not None:
@@ -413,7 +375,8 @@ class Recommender:
 
     def _connect_store(self) -> ServiceReader:
         if self._reader is None:
-            self._reader = ServiceReader(feature_store(self.settings), FEATURE_SERVICE)
+            self._reader = ServiceReader(feature_store(self.settings),
+                                         definitions.RECS_RANKER_SERVICE)
         return self._reader
 
     def _read_item_features(self, item_ids: list[str]) -> pd.DataFrame:
@@ -444,7 +407,7 @@ class Recommender:
         return Status(reason is None, reason, version, self.feature_store_kind,
                       len(snapshot.catalog.ids), until)
 
-    def as_of(self, model: RankerModel) -> datetime:
+    def as_of(self, model: RegisteredRanker) -> datetime:
         """The instant recency features are computed for (see `ServingSettings.clock`)."""
         clock = self.options.clock
         if isinstance(clock, datetime):
@@ -474,7 +437,7 @@ class Recommender:
         return Recommendation([ScoredItem(item, score, POPULAR) for item, score in popular],
                               model.version if model else None, fallback=True)
 
-    def _personalised(self, snapshot: Snapshot, model: RankerModel, user_id: str, k: int,
+    def _personalised(self, snapshot: Snapshot, model: RegisteredRanker, user_id: str, k: int,
                       category: str | None, exclude: frozenset[str]) -> list[ScoredItem] | None:
         candidates = snapshot.candidates.of(user_id)
         keep = np.ones(len(candidates["item_id"]), dtype=bool)

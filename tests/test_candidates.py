@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from features.schemas import validate_events
-from models.candidates import (
+from models.recs.candidates import (
     CandidateConfig,
     CovisitSource,
     NextOrderSource,

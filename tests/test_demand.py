@@ -6,9 +6,10 @@ import pytest
 
 from features.event_log import EventLog
 from features.simulator import simulate_market
-from models.demand import FEATURES, DemandModel, build_panel, naive_forecasts
+from models.pricing.demand import FEATURES, DemandModel, build_panel, naive_forecasts
 from tests.conftest import event
-from training.demand_evaluation import evaluate_demand, mae, wape
+from training.pricing.evaluate_demand import evaluate_demand
+from training.pricing.metrics import mae, wape
 
 SMALL_MARKET_SPLIT = pd.Timestamp("2025-05-26", tz="UTC")  # a Monday, day 145 of 200
 WEEK = pd.Timedelta(days=7)

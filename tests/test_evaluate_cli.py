@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from db import suggestions
 from features.settings import get_settings
-from models import suggestions
 
 runner = CliRunner()
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from training.metrics import evaluate_lists, hit_at_k, ndcg_at_k, recall_at_k
+from training.recs.metrics import evaluate_lists, hit_at_k, ndcg_at_k, recall_at_k
 
 
 def test_ndcg_at_k_is_one_for_a_perfect_list_and_discounts_lower_hits():

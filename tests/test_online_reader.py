@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.feature_repo.definitions import RECS_RANKER_SERVICE
 from features.online import ServiceReader
 from features.store import feature_store, materializations, materialize
 from tests.test_feature_store import prepare
 
-SERVICE = "recs_ranker_v1"
+SERVICE = RECS_RANKER_SERVICE
 AS_OF = datetime(2011, 1, 10, tzinfo=UTC)
 # Known pairs, a pair never bought, an unknown item, an unknown user; u1 twice on purpose.
 USERS = ["u1", "u1", "u1", "u2", "nobody", "u1"]

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.guardrails import Guardrails, GuardrailsError, load_guardrails
-from models.optimizer import (
+from models.pricing.guardrails import Guardrails, GuardrailsError, load_guardrails
+from models.pricing.optimizer import (
     OFFER_COLUMNS,
     RULES,
     SKIPPED_COLUMNS,

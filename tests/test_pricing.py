@@ -10,12 +10,7 @@ from mlflow import MlflowClient
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from features.settings import Settings
-from features.simulator import simulate_market, write_simulation
-from models import registry
-from models.guardrails import Guardrails
-from models.optimizer import optimize_prices
-from models.suggestions import (
+from db.suggestions import (
     PriceSuggestion,
     SkippedOffer,
     SuggestionBatch,
@@ -26,19 +21,18 @@ from models.suggestions import (
     list_suggestions,
     save_batch,
 )
+from features.settings import Settings
+from features.simulator import simulate_market, write_simulation
+from models import registry
+from models.pricing.artifacts import MODEL_NAME, load_demand_model
+from models.pricing.guardrails import Guardrails
+from models.pricing.offers import build_offers, decision_period
+from models.pricing.optimizer import optimize_prices
 from tests.conftest import event, postgres_schema
-from training.pricing import (
-    MODEL_NAME,
-    build_offers,
-    decision_period,
-    evaluate_pricing,
-    guardrail_violations,
-    load_demand_model,
-    load_market_files,
-    read_simulation,
-    run_suggest,
-    train_pricing,
-)
+from training.pricing.evaluate import evaluate_pricing, guardrail_violations
+from training.pricing.market import load_market_files, read_simulation
+from training.pricing.suggest import run_suggest
+from training.pricing.train import train_pricing
 
 FEES = {"web": (2.9, 0.30), "etsy": (6.5, 0.20), "amazon": (15.0, 0.0)}
 EVALUATION_KEYS = {"oracle_fraction", "keep_current_fraction", "naive_argmax_fraction",

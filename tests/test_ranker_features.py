@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from models.ranker import FEATURE_COLUMNS, feature_matrix, ranking_features
+from models.recs.ranker import FEATURE_COLUMNS, feature_matrix, ranking_features
 
 CATEGORIES = pd.Series({"i1": "toys", "i2": "kitchen", "i3": "garden"})
 

@@ -8,16 +8,28 @@ from mlflow import MlflowClient
 
 from features.settings import Settings
 from models import registry
-from models.ranker import RankerParams, blend_boosters
-from training.recs_training import MODEL_NAME, train_recs
+from models.recs.artifacts import MODEL_NAME
+from models.recs.ranker import RankerParams, blend_boosters
+from training.recs.train import train_recs
 
 
 def test_decide_promotion_needs_a_strictly_better_challenger():
+    def champion(score):
+        return registry.ChampionScore("1", score)
+
     assert registry.decide_promotion("ndcg@10", 0.3, None).promote
-    assert registry.decide_promotion("ndcg@10", 0.31, 0.30).promote
-    tie = registry.decide_promotion("ndcg@10", 0.30, 0.30)
+    assert registry.decide_promotion("ndcg@10", 0.31, champion(0.30)).promote
+    tie = registry.decide_promotion("ndcg@10", 0.30, champion(0.30))
     assert not tie.promote and "not better" in tie.reason
-    assert registry.decide_promotion("wape", 0.2, 0.3, higher_is_better=False).promote
+    assert registry.decide_promotion("wape", 0.2, champion(0.3), higher_is_better=False).promote
+    assert not registry.decide_promotion("wape", 0.3, champion(0.2),
+                                         higher_is_better=False).promote
+
+
+def test_decide_promotion_replaces_an_incomparable_champion_and_says_why():
+    incomparable = registry.ChampionScore("3", None, "champion v3 predicts 'D' periods")
+    decision = registry.decide_promotion("wape", 0.9, incomparable, higher_is_better=False)
+    assert decision.promote and decision.reason == "champion v3 predicts 'D' periods"
 
 
 def test_train_recs_promotes_the_first_model_and_keeps_it_over_a_worse_one(feature_ready_settings):

@@ -20,11 +20,12 @@ from features.settings import Settings
 from features.store import apply_definitions, feature_store, materialize
 from features.transforms import build_feature_tables
 from models import registry
-from models.ranker import RankerParams
+from models.recs.artifacts import MODEL_NAME
+from models.recs.ranker import RankerParams
 from serving.app import create_app
 from serving.config import ServingSettings
 from serving.recommender import Recommender
-from training.recs_training import MODEL_NAME, train_recs
+from training.recs.train import train_recs
 
 CONTRACT = Path(__file__).resolve().parents[1] / "serving" / "openapi.json"
 END = datetime(2011, 4, 1, tzinfo=UTC)  # the day after the slice's last event

@@ -14,16 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from features.settings import Settings
-from models.guardrails import Guardrails
-from models.optimizer import RULES, optimize_prices
-from models.suggestions import (
+from db.suggestions import (
     STATUSES,
     PriceSuggestion,
     create_schema,
     engine_for,
     save_batch,
 )
+from features.settings import Settings
+from models.pricing.guardrails import Guardrails
+from models.pricing.optimizer import RULES, optimize_prices
 from serving import schemas
 from serving.app import create_app
 from serving.config import ServingSettings

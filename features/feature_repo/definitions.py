@@ -169,8 +169,11 @@ def recency(inputs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+RECS_RANKER_SERVICE = "recs_ranker_v1"
+"""The versioned feature service the recommender trains and serves on: its one name."""
+
 recs_ranker_v1 = FeatureService(
-    name="recs_ranker_v1",
+    name=RECS_RANKER_SERVICE,
     features=[user_stats_fv, item_stats_fv, user_item_stats_fv, recency],
     description="Features of the LightGBM LambdaRank recommender, version 1",
 )

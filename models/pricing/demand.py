@@ -38,12 +38,18 @@ left out of training: it has a sale by construction.
 """
 
 from collections.abc import Sequence
+from typing import Literal
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-PERIOD_LENGTHS = {"D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}
+from features.timestamps import to_utc
+from models.pricing.optimizer import ExpectedUnits
+
+Period = Literal["W", "D"]
+"""A demand period: `W`, weeks starting on Monday (UTC), or `D`, days."""
+PERIOD_LENGTHS: dict[str, pd.Timedelta] = {"D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}
 SERIES_KEYS = ["item_id", "channel"]
 PRICE_FEATURES = ("log_price_ratio", "price_ratio")
 CATEGORICAL_FEATURES = ("item_id", "channel", "category")
@@ -86,24 +92,19 @@ DEFAULT_PARAMS = {
 EARLY_STOPPING_ROUNDS = 50
 
 
-def _check_period(period: str) -> pd.Timedelta:
+def _check_period(period: Period) -> pd.Timedelta:
     if period not in PERIOD_LENGTHS:
         raise ValueError(f"period must be one of {sorted(PERIOD_LENGTHS)}, got {period!r}")
     return PERIOD_LENGTHS[period]
 
 
-def period_start(ts: pd.Series, period: str) -> pd.Series:
+def period_start(ts: pd.Series, period: Period) -> pd.Series:
     """The UTC start of the period holding each timestamp (weeks start on Monday)."""
     _check_period(period)
     day = pd.to_datetime(ts, utc=True).dt.floor("D")
     if period == "W":
         day = day - pd.to_timedelta(day.dt.dayofweek, unit="D")
     return day
-
-
-def _utc(value) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _series_grid(first: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta) -> pd.DataFrame:
@@ -121,7 +122,7 @@ def _series_grid(first: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta) ->
 
 
 def build_panel(
-    events: pd.DataFrame, period: str = "W", end=None, catalog: pd.DataFrame | None = None
+    events: pd.DataFrame, period: Period = "W", end=None, catalog: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """The item x channel x period panel of `events` (canonical) with its feature columns.
 
@@ -133,7 +134,7 @@ def build_panel(
     ts = pd.to_datetime(events["ts"], utc=True)
     if end is None:
         end = ts.max().floor("D") + pd.Timedelta(days=1) if len(ts) else pd.Timestamp(0, tz="UTC")
-    end = _utc(end)
+    end = to_utc(end)
     frame = pd.DataFrame({
         "event_type": events["event_type"].to_numpy(),
         "item_id": events["item_id"].to_numpy(),
@@ -203,7 +204,7 @@ def _channel_trend(panel: pd.DataFrame) -> np.ndarray:
 
 
 def _add_features(
-    panel: pd.DataFrame, observed: pd.Series, series: np.ndarray, period: str
+    panel: pd.DataFrame, observed: pd.Series, series: np.ndarray, period: Period
 ) -> pd.DataFrame:
     step = PERIOD_LENGTHS[period]
     position = panel.groupby(series).cumcount().to_numpy()
@@ -347,3 +348,33 @@ class DemandModel:
             "gain": booster.feature_importance("gain", iteration=self.best_iteration),
             "splits": booster.feature_importance("split", iteration=self.best_iteration),
         }).sort_values("gain", ascending=False, ignore_index=True)
+
+
+PRICE_SMOOTHING = 0.05  # demand_function averages the model over prices within +-5%
+SMOOTHING_POINTS = 11
+
+
+def pricing_params(features=FEATURES) -> dict:
+    """LightGBM parameters of the pricing demand model: the price features may interact with
+    the channel only (the other features with each other), so the log price response is shared
+    by the items of a channel (see the module docstring)."""
+    features = list(features)
+    price_group = [features.index(name) for name in (*PRICE_FEATURES, "channel")
+                   if name in features]
+    other_group = [i for i, name in enumerate(features) if name not in PRICE_FEATURES]
+    return {"interaction_constraints": [price_group, other_group]}
+
+
+def demand_function(model: DemandModel, smoothing: float = PRICE_SMOOTHING) -> ExpectedUnits:
+    """The optimizer's `expected_units(rows, prices)` (units per period) from a demand model:
+    its prediction averaged over prices within +-`smoothing` (relative) of each price, which
+    turns the trees' steps into ramps (still non-increasing in price); 0: the model as is."""
+    offsets = np.linspace(-smoothing, smoothing, SMOOTHING_POINTS) if smoothing > 0 else [0.0]
+
+    def expected_units(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
+        prices = np.asarray(prices, dtype=float)
+        units = np.mean([model.predict_at_prices(rows, prices * (1 + offset))
+                         for offset in offsets], axis=0)
+        return np.maximum(units, 0.0)
+
+    return expected_units

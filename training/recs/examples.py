@@ -6,10 +6,15 @@ from dataclasses import dataclass
 import pandas as pd
 from feast import FeatureStore
 
-from models.candidates import CandidateConfig, fit_sources, generate_candidates, purchases_before
-from models.ranker import Ranker, RankerParams, ranking_features
+from features.feature_repo.definitions import RECS_RANKER_SERVICE
+from models.recs.candidates import (
+    CandidateConfig,
+    fit_sources,
+    generate_candidates,
+    purchases_before,
+)
+from models.recs.ranker import Ranker, RankerParams, ranking_features
 
-FEATURE_SERVICE = "recs_ranker_v1"
 HORIZON = pd.Timedelta(days=30)
 
 
@@ -24,7 +29,7 @@ def with_features(store: FeatureStore, candidates: pd.DataFrame, cutoff: pd.Time
     """Candidates joined point-in-time with their `recs_ranker_v1` features at `cutoff`."""
     entities = candidates[["user_id", "item_id"]].assign(event_timestamp=cutoff, as_of=cutoff)
     features = store.get_historical_features(
-        entity_df=entities, features=store.get_feature_service(FEATURE_SERVICE)
+        entity_df=entities, features=store.get_feature_service(RECS_RANKER_SERVICE)
     ).to_df()
     features = features.drop(columns=["event_timestamp", "as_of"])
     return candidates.merge(features, on=["user_id", "item_id"], how="left")

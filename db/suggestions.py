@@ -44,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from models.optimizer import RULES, SKIPPED_COLUMNS, SUGGESTION_COLUMNS
+from models.pricing.optimizer import RULES, SKIPPED_COLUMNS, SUGGESTION_COLUMNS
 
 STATUSES = ("pending", "approved", "rejected", "edited")
 PRICE_FIELDS = ("current_price", "suggested_price")

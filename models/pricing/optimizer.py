@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.guardrails import Guardrails
+from models.pricing.guardrails import Guardrails
 
 ExpectedUnits = Callable[[pd.DataFrame, np.ndarray], np.ndarray]
 

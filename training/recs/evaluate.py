@@ -19,7 +19,7 @@ from features.ingest import upsert_catalog
 from features.settings import Settings
 from features.store import apply_definitions, feature_store
 from features.transforms import build_feature_tables
-from models.candidates import (
+from models.recs.candidates import (
     CandidateConfig,
     FactorizationSource,
     ItemKnnSource,
@@ -27,8 +27,14 @@ from models.candidates import (
     RepurchaseSource,
     purchases_before,
 )
-from training.metrics import evaluate_lists
-from training.recs import HORIZON, build_examples, fit_ranker, purchased_pairs, train_ranker
+from training.recs.examples import (
+    HORIZON,
+    build_examples,
+    fit_ranker,
+    purchased_pairs,
+    train_ranker,
+)
+from training.recs.metrics import evaluate_lists
 
 LIST_LENGTH = 200
 HALF_LIVES_DAYS = (30, 60, 120, 240)

@@ -10,7 +10,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.candidates import SOURCES
+from models.recs.candidates import SOURCES
 
 FEAST_FEATURES = (
     "user_frequency", "user_monetary", "user_distinct_items", "user_returns",

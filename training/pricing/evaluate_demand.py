@@ -12,29 +12,23 @@ straddles the split is neither trained on nor scored.
 import numpy as np
 import pandas as pd
 
-from models.demand import PERIOD_LENGTHS, DemandModel, build_panel, naive_forecasts, with_price
-
-DEFAULT_VALID_PERIODS = 8
-MAX_ROUNDS = 1000  # boosting rounds allowed before early stopping
-
-
-def wape(actual, predicted) -> float:
-    """Weighted absolute percentage error: sum |actual - predicted| / sum actual."""
-    actual, predicted = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
-    total = actual.sum()
-    return float(np.abs(actual - predicted).sum() / total) if total > 0 else float("nan")
-
-
-def mae(actual, predicted) -> float:
-    """Mean absolute error."""
-    actual, predicted = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
-    return float(np.abs(actual - predicted).mean()) if len(actual) else float("nan")
+from features.timestamps import to_utc
+from models.pricing.demand import (
+    PERIOD_LENGTHS,
+    DemandModel,
+    Period,
+    build_panel,
+    naive_forecasts,
+    with_price,
+)
+from training.pricing.fit import DEFAULT_VALID_PERIODS, MAX_ROUNDS
+from training.pricing.metrics import mae, wape
 
 
 def evaluate_demand(
     events: pd.DataFrame,
     split,
-    period: str = "W",
+    period: Period = "W",
     until=None,
     catalog: pd.DataFrame | None = None,
     valid_periods: int = DEFAULT_VALID_PERIODS,
@@ -56,8 +50,7 @@ def evaluate_demand(
         raise ValueError(f"test_price must be 'observed' or 'reference', got {test_price!r}")
     panel = build_panel(events, period, end=until, catalog=catalog)
     step = PERIOD_LENGTHS[period]
-    split = pd.Timestamp(split)
-    split = split.tz_localize("UTC") if split.tzinfo is None else split.tz_convert("UTC")
+    split = to_utc(split)
     purchases = events[events["event_type"] == "purchase"]
     first_ts = (
         pd.to_datetime(purchases["ts"], utc=True)

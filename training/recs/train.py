@@ -1,33 +1,39 @@
 """`tailor train recs`: train the ranker, compare it with baselines and the champion on the
 same validation month, log everything to MLflow and promote it only when it is better."""
 
-import pickle
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 
 from features.event_log import EventLog
 from features.ingest import read_catalog
 from features.settings import Settings
 from features.store import feature_store
+from features.timestamps import to_utc
 from models import registry
-from models.candidates import CandidateConfig, fit_sources, purchases_before
-from models.ranker import FEATURE_COLUMNS, Ranker, RankerParams
-from models.recommender import CANDIDATE_STATE_ARTIFACT, CUTOFF_PARAM, MODEL_NAME
-from training.metrics import evaluate_lists
-from training.recs import HORIZON, train_ranker
-from training.recs_evaluation import (
+from models.recs.artifacts import (
+    CANDIDATE_STATE_ARTIFACT,
+    CUTOFF_PARAM,
+    MODEL_NAME,
+    save_candidate_state,
+)
+from models.recs.candidates import CandidateConfig, fit_sources, purchases_before
+from models.recs.ranker import FEATURE_COLUMNS, Ranker, RankerParams
+from training.recs.evaluate import (
     baseline_lists,
     fill_with,
     popular_items,
     ranked_lists,
     truth_sets,
 )
+from training.recs.examples import HORIZON, train_ranker
+from training.recs.metrics import evaluate_lists
 
 EXPERIMENT = MODEL_NAME
 GATING_METRIC = "ndcg@10"
@@ -62,30 +68,33 @@ def _importance_plot(ranker: Ranker, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def _champion_model_uri(current, validation_cutoff: pd.Timestamp) -> str:
+def _champion_model_uri(current: ModelVersion, validation_cutoff: pd.Timestamp) -> str:
     """The champion's final model, unless its refit saw labels after `validation_cutoff`
     (its data ran past it, e.g. retraining on the same log): then its pre-refit model,
     which stopped where its own validation month began."""
-    run = MlflowClient().get_run(current.run_id)
-    until = run.data.params.get(CUTOFF_PARAM)
-    probe = run.data.tags.get(VALIDATION_MODEL_TAG)
-    if until and probe and pd.Timestamp(until) > validation_cutoff:
+    params, tags = registry.run_data(current.run_id)
+    until, probe = params.get(CUTOFF_PARAM), tags.get(VALIDATION_MODEL_TAG)
+    if until and probe and to_utc(until) > validation_cutoff:
         return probe
-    return registry.champion_uri(MODEL_NAME)
+    return registry.version_uri(MODEL_NAME, current.version)
 
 
-def _champion_score(frame: pd.DataFrame, cutoff: pd.Timestamp, lists_for, truth,
-                    catalog_size):
-    """(the champion's NDCG@10 on the same validation frame, why it is not comparable)."""
+def _champion_score(frame: pd.DataFrame, cutoff: pd.Timestamp,
+                    lists_for: Callable[[pd.DataFrame], dict[str, list[str]]],
+                    truth: dict[str, set[str]],
+                    catalog_size: int) -> registry.ChampionScore | None:
+    """The champion's NDCG@10 on the challenger's validation frame."""
     current = registry.champion(MODEL_NAME)
     if current is None:
-        return None, None
-    model = mlflow.lightgbm.load_model(_champion_model_uri(current, cutoff))
+        return None
+    model = registry.load_booster(_champion_model_uri(current, cutoff))
     if model.feature_name() != list(FEATURE_COLUMNS):
-        return None, (f"champion v{current.version} was trained on other features: not "
-                      "comparable, the challenger replaces it")
+        return registry.ChampionScore(current.version, None, (
+            f"champion v{current.version} was trained on other features: not comparable, "
+            "the challenger replaces it"))
     scored = frame.assign(score=model.predict(frame[list(FEATURE_COLUMNS)]))
-    return evaluate_lists(lists_for(scored), truth, catalog_size)[GATING_METRIC], None
+    score = evaluate_lists(lists_for(scored), truth, catalog_size)[GATING_METRIC]
+    return registry.ChampionScore(current.version, score)
 
 
 def train_recs(settings: Settings, params: RankerParams | None = None,
@@ -114,15 +123,13 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
     for name, lists in baselines.items():
         metrics[name] = evaluate_lists(lists, truth, catalog_size)
     candidate_recall = valid.frame["label"].sum() / max(sum(map(len, truth.values())), 1)
-    champion_score, incomparable = _champion_score(valid.frame, valid.cutoff, lists_for, truth,
-                                                   catalog_size)
+    champion = _champion_score(valid.frame, valid.cutoff, lists_for, truth, catalog_size)
+    champion_score = champion.score if champion else None
     decision = registry.decide_promotion(GATING_METRIC, metrics["ranker"][GATING_METRIC],
-                                         champion_score)
-    if incomparable:
-        decision = registry.PromotionDecision(True, incomparable)
+                                         champion)
 
-    registry.use_experiment(EXPERIMENT, settings)
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as workdir:
+    with (registry.start_run(EXPERIMENT, settings) as run,
+          tempfile.TemporaryDirectory() as workdir):
         mlflow.log_params({**ranker.params.as_lightgbm(), "best_iteration": ranker.best_iteration,
                            "classifier_best_iteration": ranker.classifier_best_iteration,
                            "blend_weight": ranker.blend_weight,
@@ -139,17 +146,13 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
         _importance_plot(ranker, plot)
         mlflow.log_artifact(str(plot))
         state = Path(workdir) / CANDIDATE_STATE_ARTIFACT
-        with open(state, "wb") as handle:
-            pickle.dump(fit_sources(purchases_before(events, until), until), handle)
+        save_candidate_state(fit_sources(purchases_before(events, until), until), state)
         mlflow.log_artifact(str(state))
-        # The native booster: LightGBM's own format, no pickled sklearn wrapper to trust.
-        info = mlflow.lightgbm.log_model(ranker.model, name="model",
-                                         registered_model_name=MODEL_NAME)
-        version = str(info.registered_model_version)
-        probe = mlflow.lightgbm.log_model(ranker.validation_model, name="validation_model")
+        version = registry.register_booster(ranker.model, "model", MODEL_NAME)
+        probe = registry.log_booster(ranker.validation_model, "validation_model")
         mlflow.set_tags({"promoted": str(decision.promote).lower(),
                          "promotion_reason": decision.reason,
-                         VALIDATION_MODEL_TAG: probe.model_uri})
+                         VALIDATION_MODEL_TAG: probe})
     if decision.promote:
         registry.promote(MODEL_NAME, version)
     return TrainReport(run.info.run_id, version, metrics, champion_score, decision.promote,

@@ -11,14 +11,7 @@ from typing import Annotated
 
 import numpy as np
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 def _whole_cents(value: float) -> float:

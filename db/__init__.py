@@ -1,0 +1,2 @@
+"""The service database: tables, entities, queries and migrations. Below `training` and
+`serving`, above `models`."""

@@ -1,0 +1,84 @@
+"""The registered demand model: its name, the metadata logged beside the booster, loading a
+version back as a `DemandModel`."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.settings import Settings
+from models import registry
+from models.pricing.demand import PRICE_SMOOTHING, DemandModel, Period
+
+MODEL_NAME = "demand-model"
+METADATA_ARTIFACT = "demand_model.json"
+
+
+class BoosterDemandModel(DemandModel):
+    """A `DemandModel` around a registered native LightGBM booster and its metadata."""
+
+    def __init__(self, booster: lgb.Booster, metadata: Mapping):
+        super().__init__(metadata["features"], **metadata["params"])
+        self.booster = booster
+        self.codes = {name: dict(codes) for name, codes in metadata["codes"].items()}
+        self.best_iteration = int(metadata["best_iteration"])
+
+    def _raw(self, matrix: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(matrix, num_iteration=self.best_iteration)
+
+    def feature_importance(self) -> pd.DataFrame:
+        return pd.DataFrame({
+            "feature": self.features,
+            "gain": self.booster.feature_importance("gain", iteration=self.best_iteration),
+            "splits": self.booster.feature_importance("split", iteration=self.best_iteration),
+        }).sort_values("gain", ascending=False, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class RegisteredDemand:
+    """A registered demand model version, ready to predict."""
+
+    model: DemandModel
+    version: str
+    model_version: str  # "demand-model:<version>", stored with every suggestion
+    period: Period
+    metadata: dict
+
+
+def model_version_label(version: str) -> str:
+    return f"{MODEL_NAME}:{version}"
+
+
+def demand_metadata(model: DemandModel, period: Period, as_of: pd.Timestamp,
+                    valid_start: pd.Timestamp) -> dict:
+    """What predicting needs beside the booster, logged as `METADATA_ARTIFACT`."""
+    return {
+        "format": 1,
+        "period": period,
+        "features": model.features,
+        "params": model.params,
+        "codes": model.codes,
+        "best_iteration": int(model.best_iteration),
+        "as_of": as_of.isoformat(),
+        "valid_start": valid_start.isoformat(),
+        "smoothing": PRICE_SMOOTHING,
+    }
+
+
+def load_demand_model(settings: Settings, version: str | None = None) -> RegisteredDemand:
+    """A registered `demand-model` version (default: the champion) with its metadata;
+    LookupError when there is none."""
+    registry.configure(settings)
+    if version is None:
+        found = registry.champion(MODEL_NAME)
+        if found is None:
+            raise LookupError(f"no '{registry.CHAMPION}' version of {MODEL_NAME} is registered")
+    else:
+        found = registry.model_version(MODEL_NAME, version)
+    booster = registry.load_booster(registry.version_uri(MODEL_NAME, found.version))
+    metadata = registry.load_dict(found.run_id, METADATA_ARTIFACT)
+    return RegisteredDemand(BoosterDemandModel(booster, metadata), str(found.version),
+                            model_version_label(str(found.version)), metadata["period"],
+                            metadata)

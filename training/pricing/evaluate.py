@@ -1,0 +1,160 @@
+"""`tailor evaluate pricing`: suggestions on a simulated market scored with its hidden truth.
+
+The demand model trains on the events; the ground truth is read only after the suggestions are
+made. Strategies compared on the expected profit of the first day after the history: the
+suggestions, keeping current prices, the model's unconstrained argmax, and the oracle (the
+optimizer on the true demand under the same guardrails).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.simulator import expected_daily_units
+from features.timestamps import to_utc
+from models.pricing.demand import Period, demand_function
+from models.pricing.guardrails import Guardrails
+from models.pricing.offers import SERIES_KEYS, build_offers, default_as_of
+from models.pricing.optimizer import OFFER_COLUMNS, naive_argmax, optimize_prices
+from training.pricing.fit import fit_demand
+from training.pricing.market import read_simulation
+
+CHECK_SLACK = 1e-6  # absolute slack of the independent guardrail checks (float rounding)
+
+
+def guardrail_violations(
+    offers: pd.DataFrame, prices: pd.DataFrame, guardrails: Guardrails
+) -> dict[str, int]:
+    """Per rule, the rows of `prices` (item_id, channel, suggested_price) that break it, each
+    rule re-checked on its own from the offers; "channel_spread" counts items whose suggested
+    channel prices spread too far."""
+    rows = prices[[*SERIES_KEYS, "suggested_price"]].merge(
+        offers, on=SERIES_KEYS, how="left", validate="one_to_one")
+    price = rows["suggested_price"].to_numpy(dtype=float)
+    current = rows["current_price"].to_numpy(dtype=float)
+    floor = guardrails.margin_floor(rows["unit_cost"], rows["fee_percent"], rows["fee_fixed"])
+    change = guardrails.max_change_percent / 100
+    trust = guardrails.trust_band_percent / 100
+    cents = np.round(price * 100)
+    on_cents = np.abs(price * 100 - cents) < 1e-6
+    if guardrails.price_endings:
+        endings = [round(ending * 100) for ending in guardrails.price_endings]
+        ending_ok = on_cents & np.isin(cents % 100, endings)
+    else:
+        step = round(guardrails.price_step * 100)
+        ending_ok = (on_cents & (cents % step == 0)) | (np.abs(price - current) < CHECK_SLACK)
+    max_price = rows["max_price"].to_numpy(dtype=float)
+    checks = {
+        "min_margin": price < floor - CHECK_SLACK,
+        "min_price": price < rows["min_price"].to_numpy(dtype=float) - CHECK_SLACK,
+        "max_price": ~np.isnan(max_price) & (price > max_price + CHECK_SLACK),
+        "max_change": np.abs(price - current) > change * current + CHECK_SLACK,
+        "trust_band":
+            (price < rows["observed_min_price"].to_numpy(dtype=float) * (1 - trust) - CHECK_SLACK)
+            | (price > rows["observed_max_price"].to_numpy(dtype=float) * (1 + trust)
+               + CHECK_SLACK),
+        "price_endings": ~ending_ok,
+    }
+    counts = {rule: int(np.sum(broken)) for rule, broken in checks.items()}
+    by_item = rows.groupby("item_id")["suggested_price"].agg(["min", "max"])
+    spread = guardrails.max_channel_spread_percent / 100
+    counts["channel_spread"] = int(
+        (by_item["max"] > by_item["min"] * (1 + spread) + CHECK_SLACK).sum())
+    return counts
+
+
+def _true_profit(truth_rows: pd.DataFrame, price: np.ndarray, day: int) -> float:
+    units = expected_daily_units(truth_rows, price, day)
+    margin = (price * (1 - truth_rows["fee_percent"].to_numpy() / 100)
+              - truth_rows["fee_fixed"].to_numpy() - truth_rows["unit_cost"].to_numpy())
+    return float(np.sum(units * margin))
+
+
+def _priced(offers: pd.DataFrame, chosen: pd.DataFrame, column: str) -> np.ndarray:
+    """Each offer's price in `chosen` (item_id, channel, `column`), else its current price."""
+    key = pd.MultiIndex.from_frame(offers[SERIES_KEYS])
+    prices = chosen.set_index(SERIES_KEYS)[column].reindex(key).to_numpy(dtype=float)
+    return np.where(np.isnan(prices), offers["current_price"].to_numpy(dtype=float), prices)
+
+
+def _read_truth(sim_dir: Path, offers: pd.DataFrame, as_of: pd.Timestamp):
+    """The truth rows of the offers (same order) and the day index of `as_of`."""
+    path = Path(sim_dir) / "ground_truth.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"ground truth file not found: {path}")
+    truth = pd.read_parquet(path)
+    start = to_utc(pd.Timestamp(truth["start"].iloc[0]))
+    day = int((as_of - start) / pd.Timedelta(days=1))
+    truth = truth.drop(columns=["start"]).set_index(SERIES_KEYS)
+    rows = truth.reindex(pd.MultiIndex.from_frame(offers[SERIES_KEYS])).reset_index()
+    if rows["elasticity"].isna().any():
+        raise ValueError(f"{path}: no truth for some offers")
+    return rows, day
+
+
+def evaluate_pricing(
+    sim_dir: Path, guardrails: Guardrails | None = None, period: Period = "W", **params
+) -> dict:
+    """Score a simulated market's suggestions with its ground truth.
+
+    The demand model trains on the events (`fit_demand`; the ground truth is read only after
+    the suggestions are made) and prices every offer as of the end of the history. Each
+    strategy's expected profit on the first day after the history, by the true demand, sums
+    over all offers: the suggestions, keeping the current prices, the model's unconstrained
+    `naive_argmax`, and the oracle (the optimizer on the true demand, same guardrails).
+    Skipped offers keep their current price in every strategy. Fractions divide by the
+    oracle's profit; `violations` counts suggestions breaking a rule, re-checked one by one.
+    Also returned: each strategy's `<name>_profit`, `violations_by_rule`, the model's
+    `validation` scores and `prices` (a DataFrame: every offer's price in each strategy).
+    """
+    guardrails = guardrails or Guardrails()
+    events, catalog, channels = read_simulation(sim_dir)
+    as_of = default_as_of(events)
+    fitted = fit_demand(events, catalog, period, end=as_of, **params)
+    offers = build_offers(events, catalog, channels, as_of, period)
+    demand = demand_function(fitted.model)
+    result = optimize_prices(offers, demand, guardrails, "evaluation")
+    naive = naive_argmax(offers, demand)
+
+    # The ground truth, from here on only.
+    truth_rows, day = _read_truth(sim_dir, offers, as_of)
+    parameters = ["base_daily_units", "elasticity", "reference_price", "seasonal_amplitude",
+                  "seasonal_peak_day"]
+    truth_offers = offers[list(OFFER_COLUMNS)].assign(**{
+        column: truth_rows[column].to_numpy() for column in parameters})
+
+    def true_units(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
+        return expected_daily_units(rows, prices, day)
+
+    oracle = optimize_prices(truth_offers, true_units, guardrails, "oracle")
+    strategies = {
+        "suggestions": _priced(offers, result.suggestions, "suggested_price"),
+        "keep_current": offers["current_price"].to_numpy(dtype=float),
+        "naive_argmax": _priced(offers, naive, "price"),
+        "oracle": _priced(offers, oracle.suggestions, "suggested_price"),
+    }
+    profits = {name: _true_profit(truth_rows, prices, day) for name, prices in strategies.items()}
+    violations = guardrail_violations(offers, result.suggestions, guardrails)
+    return {
+        "oracle_fraction": profits["suggestions"] / profits["oracle"],
+        "keep_current_fraction": profits["keep_current"] / profits["oracle"],
+        "naive_argmax_fraction": profits["naive_argmax"] / profits["oracle"],
+        "violations": sum(violations.values()),
+        "suggestions": len(result.suggestions),
+        "skipped": len(result.skipped),
+        **{f"{name}_profit": value for name, value in profits.items()},
+        "violations_by_rule": violations,
+        "offers": len(offers),
+        "oracle_skipped": len(oracle.skipped),
+        "day": day,
+        "period": period,
+        "validation": fitted.metrics,
+        "best_iteration": fitted.model.best_iteration,
+        "prices": offers[SERIES_KEYS].assign(
+            current_price=strategies["keep_current"],
+            suggested_price=strategies["suggestions"],
+            naive_argmax_price=strategies["naive_argmax"],
+            oracle_price=strategies["oracle"],
+        ),
+    }

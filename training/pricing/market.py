@@ -1,0 +1,74 @@
+"""Market files: the event log, the catalog and the channel fees, read and checked; errors
+name the file."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.event_log import EventLog
+from features.ingest import read_table_file
+from features.schemas import InvalidRecordsError, validate_catalog
+from models.pricing.offers import CHANNEL_COLUMNS
+
+
+def _read(path: Path, what: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    return read_table_file(path)
+
+
+def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    values = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
+    bad = frame.index[values.isna() | ~np.isfinite(values)].tolist()
+    if bad:
+        raise ValueError(f"{path}: column '{column}' needs a finite number on every row "
+                         f"(row(s) {', '.join(map(str, bad[:5]))})")
+    return values.astype(float)
+
+
+def read_channels(path: Path) -> pd.DataFrame:
+    """The channels file (`channel`, `fee_percent`, `fee_fixed`), checked."""
+    path = Path(path)
+    raw = _read(path, "channels")
+    missing = [column for column in CHANNEL_COLUMNS if column not in raw.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    channels = pd.DataFrame({"channel": raw["channel"].astype(str).str.strip()})
+    if (channels["channel"] == "").any():
+        raise ValueError(f"{path}: column 'channel' is empty on some row")
+    if channels["channel"].duplicated().any():
+        raise ValueError(f"{path}: column 'channel' repeats "
+                         f"{sorted(set(channels['channel'][channels['channel'].duplicated()]))}")
+    channels["fee_percent"] = _numbers(raw, "fee_percent", path)
+    channels["fee_fixed"] = _numbers(raw, "fee_fixed", path)
+    if ((channels["fee_percent"] < 0) | (channels["fee_percent"] >= 100)).any():
+        raise ValueError(f"{path}: column 'fee_percent' must be in [0, 100)")
+    if (channels["fee_fixed"] < 0).any():
+        raise ValueError(f"{path}: column 'fee_fixed' must be >= 0")
+    return channels
+
+
+def load_market_files(
+    events_dir: Path, catalog_file: Path, channels_file: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The event log, the catalog (validated) and the channel fees; errors name the file."""
+    events_dir = Path(events_dir)
+    if not events_dir.is_dir():
+        raise FileNotFoundError(f"events directory not found: {events_dir}")
+    events = EventLog(events_dir).read()
+    if not (events["event_type"] == "purchase").any():
+        raise ValueError(f"{events_dir}: the event log holds no purchase events")
+    try:
+        catalog = validate_catalog(_read(Path(catalog_file), "catalog"))
+    except InvalidRecordsError as error:
+        raise ValueError(f"{catalog_file}: {error}") from None
+    return events, catalog, read_channels(Path(channels_file))
+
+
+def read_simulation(sim_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Events, catalog and channels of a simulated market directory (`write_simulation`)."""
+    sim_dir = Path(sim_dir)
+    return load_market_files(sim_dir / "events", sim_dir / "catalog.csv",
+                             sim_dir / "channels.csv")
