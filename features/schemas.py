@@ -7,7 +7,7 @@ dtypes, or raise `InvalidRecordsError` naming the row and field of each problem.
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import pandas as pd
 import pyarrow as pa
@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase", "return"]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 PRICED_EVENT_TYPES = frozenset({"purchase", "return"})
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -158,7 +158,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def _validate(frame: pd.DataFrame, model: type[BaseModel], kind: str, schema: pa.Schema):
     _check_columns(frame, tuple(model.model_fields), kind)
-    adapter = TypeAdapter(list[model])
+    adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[model])  # type: ignore[valid-type]
     try:
         rows = adapter.validate_python(_records(frame[list(model.model_fields)]))
     except ValidationError as error:

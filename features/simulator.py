@@ -180,8 +180,9 @@ def expected_daily_units(
     shape = (len(truth),) + (1,) * (max(price.ndim, day.ndim, 1) - 1)
     columns = ("base_daily_units", "elasticity", "reference_price", "seasonal_amplitude",
                "seasonal_peak_day")
-    params = [truth[c].to_numpy(dtype=float).reshape(shape) for c in columns]
-    return _demand(*params, price=price, day=day)
+    base, elasticity, reference, amplitude, peak = (
+        truth[c].to_numpy(dtype=float).reshape(shape) for c in columns)
+    return _demand(base, elasticity, reference, amplitude, peak, price=price, day=day)
 
 
 def _charm_price(price: np.ndarray) -> np.ndarray:

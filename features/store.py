@@ -76,6 +76,8 @@ def anchored_objects(data_dir: Path) -> list:
 
 def apply_definitions(store: FeatureStore) -> list[str]:
     """Register every object of the feature repository; returns their names."""
+    if store.config.repo_path is None:
+        raise ValueError("the feature store has no repository path")
     objects = anchored_objects(Path(store.config.repo_path))
     store.apply(objects)
     return [obj.name for obj in objects]

@@ -67,20 +67,37 @@ def start_run(experiment: str, settings: Settings) -> Iterator[ActiveRun]:
         yield run
 
 
-def champion(model_name: str) -> ModelVersion | None:
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version and the run that logged it."""
+
+    model_name: str
+    version: str
+    run_id: str
+
+
+def _registered(found: ModelVersion) -> RegisteredVersion:
+    if found.run_id is None:
+        raise LookupError(f"{found.name} version {found.version} was not logged by a run")
+    return RegisteredVersion(found.name, str(found.version), found.run_id)
+
+
+def champion(model_name: str) -> RegisteredVersion | None:
     """The registered version the `champion` alias points at, if any."""
     try:
-        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+        found = MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
+    return _registered(found)
 
 
-def model_version(model_name: str, version: str) -> ModelVersion:
+def model_version(model_name: str, version: str) -> RegisteredVersion:
     """A registered version; LookupError when there is no such version."""
     try:
-        return MlflowClient().get_model_version(model_name, str(version))
+        found = MlflowClient().get_model_version(model_name, str(version))
     except MlflowException:
         raise LookupError(f"{model_name} has no version {version}") from None
+    return _registered(found)
 
 
 def champion_uri(model_name: str) -> str:

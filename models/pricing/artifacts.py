@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lightgbm as lgb
-import numpy as np
 import pandas as pd
 
 from features.settings import Settings
@@ -21,19 +20,13 @@ class BoosterDemandModel(DemandModel):
 
     def __init__(self, booster: lgb.Booster, metadata: Mapping):
         super().__init__(metadata["features"], **metadata["params"])
-        self.booster = booster
+        self._booster = booster
         self.codes = {name: dict(codes) for name, codes in metadata["codes"].items()}
         self.best_iteration = int(metadata["best_iteration"])
 
-    def _raw(self, matrix: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(matrix, num_iteration=self.best_iteration)
-
-    def feature_importance(self) -> pd.DataFrame:
-        return pd.DataFrame({
-            "feature": self.features,
-            "gain": self.booster.feature_importance("gain", iteration=self.best_iteration),
-            "splits": self.booster.feature_importance("split", iteration=self.best_iteration),
-        }).sort_values("gain", ascending=False, ignore_index=True)
+    @property
+    def booster(self) -> lgb.Booster:
+        return self._booster
 
 
 @dataclass(frozen=True)
@@ -60,7 +53,7 @@ def demand_metadata(model: DemandModel, period: Period, as_of: pd.Timestamp,
         "features": model.features,
         "params": model.params,
         "codes": model.codes,
-        "best_iteration": int(model.best_iteration),
+        "best_iteration": model.fitted_rounds,
         "as_of": as_of.isoformat(),
         "valid_start": valid_start.isoformat(),
         "smoothing": PRICE_SMOOTHING,

@@ -28,8 +28,7 @@ features, which describe the price set for the period itself (the decision being
   ISO week of the period's middle; `day_of_week`: of the period start (always 0 for weeks).
 - `item_id`, `channel` and `category` (from a catalog, when given): categorical codes fitted by
   the model (values unseen in training are missing). The item code lets the trees learn
-  item-specific levels and price responses (on the Online Retail split of 2011-08-01 it took
-  the weekly WAPE from 0.675 to 0.634).
+  item-specific levels.
 
 Model (`DemandModel`). `lightgbm.LGBMRegressor`, Poisson objective (predictions are expected
 units), monotone constraint -1 on the two price-ratio features and 0 elsewhere: for a fixed row,
@@ -38,7 +37,7 @@ left out of training: it has a sale by construction.
 """
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -296,7 +295,7 @@ class DemandModel:
         constraints = [-1 if name in PRICE_FEATURES else 0 for name in self.features]
         categorical = [i for i, name in enumerate(self.features) if name in CATEGORICAL_FEATURES]
         self.model = lgb.LGBMRegressor(monotone_constraints=constraints, **self.params)
-        fit_args = {"categorical_feature": categorical}
+        fit_args: dict[str, Any] = {"categorical_feature": categorical}
         if panel_valid is not None:
             valid = panel_valid[panel_valid["age_periods"] > 0]
             fit_args["eval_X"] = (self._matrix(valid),)
@@ -306,10 +305,22 @@ class DemandModel:
         self.best_iteration = self.model.best_iteration_ or self.model.n_estimators_
         return self
 
-    def _raw(self, matrix: pd.DataFrame) -> np.ndarray:
+    @property
+    def fitted_rounds(self) -> int:
+        """The boosting rounds predictions use (the early-stopping round when validated)."""
+        if self.best_iteration is None:
+            raise RuntimeError("the demand model is not fitted")
+        return self.best_iteration
+
+    @property
+    def booster(self) -> lgb.Booster:
+        """The fitted native booster."""
         if self.model is None:
             raise RuntimeError("the demand model is not fitted")
-        return self.model.predict(matrix, num_iteration=self.best_iteration)
+        return self.model.booster_
+
+    def _raw(self, matrix: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.booster.predict(matrix, num_iteration=self.best_iteration))
 
     def predict(self, panel: pd.DataFrame) -> np.ndarray:
         """Expected units of each panel row at its own price."""
@@ -340,9 +351,7 @@ class DemandModel:
 
     def feature_importance(self) -> pd.DataFrame:
         """Gain and split count of each feature, by gain descending."""
-        if self.model is None:
-            raise RuntimeError("the demand model is not fitted")
-        booster = self.model.booster_
+        booster = self.booster
         return pd.DataFrame({
             "feature": self.features,
             "gain": booster.feature_importance("gain", iteration=self.best_iteration),
@@ -357,7 +366,8 @@ SMOOTHING_POINTS = 11
 def pricing_params(features=FEATURES) -> dict:
     """LightGBM parameters of the pricing demand model: the price features may interact with
     the channel only (the other features with each other), so the log price response is shared
-    by the items of a channel (see the module docstring)."""
+    by the items of a channel; item-level responses learnt from a year of sparse sales were
+    mostly noise (docs/experiments.md)."""
     features = list(features)
     price_group = [features.index(name) for name in (*PRICE_FEATURES, "channel")
                    if name in features]

@@ -485,8 +485,9 @@ def optimize_prices(
     bounds = _rule_bounds(offers, guardrails)
     observed = offers["observed_min_price"].notna().to_numpy()
     crossed = bounds["lower"].to_numpy() > bounds["upper"].to_numpy() + TOLERANCE
-    reasons = dict.fromkeys(np.flatnonzero(~observed), NO_OBSERVATIONS_REASON)
-    reasons |= {row: _conflict_reason(bounds.loc[row])
+    reasons: dict[int, str] = dict.fromkeys(
+        (int(row) for row in np.flatnonzero(~observed)), NO_OBSERVATIONS_REASON)
+    reasons |= {int(row): _conflict_reason(bounds.loc[row])
                 for row in np.flatnonzero(observed & crossed)}
 
     open_rows = np.flatnonzero(observed & ~crossed)
@@ -500,7 +501,7 @@ def optimize_prices(
     )
     points = _evaluated(offers, *grid, expected_units)
     broken = _broken_rules(points, bounds)
-    candidate = ~broken.any(axis=1)
+    candidate = np.asarray(~broken.any(axis=1))
     best = _best_per_row(points, candidate)
     reasons |= {row: _no_grid_price_reason(bounds.loc[row], guardrails)
                 for row in np.setdiff1d(open_rows, best.index)}

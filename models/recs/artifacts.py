@@ -17,7 +17,6 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from mlflow.entities.model_registry import ModelVersion
 
 from features.timestamps import to_utc
 from models import registry
@@ -81,7 +80,7 @@ class RegisteredRanker:
     cutoff: datetime | None
 
 
-def load_ranker(version: ModelVersion) -> RegisteredRanker:
+def load_ranker(version: registry.RegisteredVersion) -> RegisteredRanker:
     """Load a registered version: booster, candidate state and candidate cutoff, pinned to
     the version number; `IncompatibleModelError` when this code cannot serve it."""
     booster = registry.load_booster(registry.version_uri(MODEL_NAME, version.version))

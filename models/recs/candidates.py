@@ -12,6 +12,7 @@ features (missing where the source did not propose the item).
 
 import warnings
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 import pandas as pd
@@ -305,13 +306,13 @@ def generate_candidates(sources: dict, user_ids: list[str]) -> pd.DataFrame:
     """Union of the sources' lists: one row per (user, item) with `<source>_score/_rank`
     (and a source's extra columns), how many sources proposed it, and the item's repeat
     rate among its buyers."""
-    merged = None
+    proposals = []
     for name, source in sources.items():
         columns = ["score", "rank", *getattr(source, "extra_columns", ())]
         proposed = source.recommend(user_ids)[["user_id", "item_id", *columns]]
-        proposed = proposed.rename(columns={c: f"{name}_{c}" for c in columns})
-        merged = proposed if merged is None else merged.merge(
-            proposed, on=["user_id", "item_id"], how="outer")
+        proposals.append(proposed.rename(columns={c: f"{name}_{c}" for c in columns}))
+    merged = reduce(lambda left, right: left.merge(right, on=["user_id", "item_id"],
+                                                   how="outer"), proposals)
     merged["n_sources"] = merged[[f"{name}_rank" for name in sources]].notna().sum(axis=1)
     repeat_rate = sources["repurchase"].item_repeat_rate
     merged["item_repeat_rate"] = merged["item_id"].map(repeat_rate).fillna(0.0)

@@ -150,6 +150,12 @@ def blend_boosters(ranker: lgb.Booster, classifier: lgb.Booster, weight: float) 
     return lgb.Booster(model_str=f"{header}\n\n{''.join(trees)}end of trees{tail}")
 
 
+def _fitted(booster: lgb.Booster | None) -> lgb.Booster:
+    if booster is None:
+        raise RuntimeError("the ranker is not fitted yet: call fit() first")
+    return booster
+
+
 class Ranker:
     """LambdaRank blended with a binary classifier on the same candidates and features.
 
@@ -163,8 +169,8 @@ class Ranker:
 
     def __init__(self, params: RankerParams | None = None):
         self.params = params or RankerParams()
-        self.model: lgb.Booster | None = None
-        self.validation_model: lgb.Booster | None = None
+        self._model: lgb.Booster | None = None
+        self._validation_model: lgb.Booster | None = None
         self.best_iteration: int | None = None
         self.classifier_best_iteration: int | None = None
         self.blend_weight: float | None = None
@@ -190,7 +196,7 @@ class Ranker:
         ranker_spread = np.std(ranker.predict(valid[columns]))
         self.blend_weight = float(ranker_spread / spread) if spread > 0 else 0.0
         # Never saw `valid`'s labels (beyond early stopping): for honest validation.
-        self.validation_model = blend_boosters(ranker.booster_, classifier.booster_,
+        self._validation_model = blend_boosters(ranker.booster_, classifier.booster_,
                                                self.blend_weight)
 
         both = pd.concat([train, valid], ignore_index=True)
@@ -201,16 +207,26 @@ class Ranker:
                                            "n_estimators": self.classifier_best_iteration})
         classifier.fit(both[columns], both[label])
         self.components = {"ranker": ranker.booster_, "classifier": classifier.booster_}
-        self.model = blend_boosters(ranker.booster_, classifier.booster_, self.blend_weight)
+        self._model = blend_boosters(ranker.booster_, classifier.booster_, self.blend_weight)
         return self
+
+    @property
+    def model(self) -> lgb.Booster:
+        """The blend refitted on all examples: the booster registered and served."""
+        return _fitted(self._model)
+
+    @property
+    def validation_model(self) -> lgb.Booster:
+        """The blend fitted before the validation cutoff (never saw its labels)."""
+        return _fitted(self._validation_model)
 
     def score(self, features: pd.DataFrame) -> np.ndarray:
         """Ranking scores (higher first) of feature rows."""
-        return self.model.predict(features[list(FEATURE_COLUMNS)])
+        return np.asarray(self.model.predict(features[list(FEATURE_COLUMNS)]))
 
     def validation_score(self, features: pd.DataFrame) -> np.ndarray:
         """Scores of the models fitted before the validation cutoff (out of sample there)."""
-        return self.validation_model.predict(features[list(FEATURE_COLUMNS)])
+        return np.asarray(self.validation_model.predict(features[list(FEATURE_COLUMNS)]))
 
     def feature_importance(self) -> pd.Series:
         """Each feature's share of the total gain, averaged over the refitted ranker and

@@ -133,7 +133,7 @@ def train_pricing(
         mlflow.log_dict(demand_metadata(model, period, as_of, fitted.valid_start),
                         METADATA_ARTIFACT)
         # The native booster: LightGBM's own format, no pickled sklearn wrapper to trust.
-        version = registry.register_booster(model.model.booster_, "model", MODEL_NAME)
+        version = registry.register_booster(model.booster, "model", MODEL_NAME)
         mlflow.set_tags({"promoted": str(decision.promote).lower(),
                          "promotion_reason": decision.reason,
                          "champion_version": champion_version or ""})

@@ -76,7 +76,7 @@ def tune_half_life(events: pd.DataFrame, split: pd.Timestamp) -> float:
             history["item_id"].nunique())["ndcg@10"]
         for half_life in HALF_LIVES_DAYS
     }
-    return max(scores, key=scores.get)
+    return max(scores, key=lambda half_life: scores[half_life])
 
 
 def truth_sets(events, start, end, history) -> dict[str, set[str]]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities.model_registry import ModelVersion
 
 from features.event_log import EventLog
 from features.ingest import read_catalog
@@ -68,7 +67,8 @@ def _importance_plot(ranker: Ranker, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def _champion_model_uri(current: ModelVersion, validation_cutoff: pd.Timestamp) -> str:
+def _champion_model_uri(current: registry.RegisteredVersion,
+                        validation_cutoff: pd.Timestamp) -> str:
     """The champion's final model, unless its refit saw labels after `validation_cutoff`
     (its data ran past it, e.g. retraining on the same log): then its pre-refit model,
     which stopped where its own validation month began."""
