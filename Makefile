@@ -58,10 +58,10 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	scripts/ensure-services.sh redis postgresql
-	$(BIN)/python benchmarks/features.py
-	$(BIN)/python benchmarks/recs_quality.py
-	$(BIN)/python benchmarks/pricing_quality.py
-	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python -m benchmarks.feature_store
+	$(BIN)/python -m benchmarks.recs_quality
+	$(BIN)/python -m benchmarks.pricing_quality
+	$(BIN)/python -m benchmarks.serving
 
 clean:
 	rm -rf $(DATA) $(VENV)

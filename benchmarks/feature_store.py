@@ -1,14 +1,14 @@
-"""Benchmark of the feature pipeline on the whole shared Online Retail export.
+"""Feature pipeline: batch jobs and online reads on the whole shared Online Retail export.
 
-Measures, each repeated in fresh data directories: the import, the feature-table build, and
-materialization into SQLite and into the real Redis; then online-read latency through Feast
+Measures, each repeated in fresh data directories, the import, the feature-table build and
+materialization into SQLite and Redis; then online-read latency through Feast
 (`get_online_features`) for one user, and for one user with 300 items (the recommender's
-shape, on-demand recency included), beside the floor measured in the same run: the online
-store's raw read of the same entity keys (`OnlineStore.online_read`), without Feast's
-response assembly and on-demand transforms.
+shape, on-demand recency included). Baseline, in the same run: the online store's raw read
+of the same entity keys (`OnlineStore.online_read`). Target: import + build under 60 s.
 
-Prints a table and writes `benchmarks/results/features.json`.
-Usage: python benchmarks/features.py [--repeats 3] [--requests 200] [--csv PATH]
+Writes `benchmarks/results/features.json` and `features.md` (the name predates the module's).
+Run from the repository root: python -m benchmarks.feature_store [--repeats 3]
+[--requests 200] [--csv PATH]
 """
 
 import argparse
@@ -16,21 +16,15 @@ import gc
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
-# the repository root takes its place.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     ONLINE_RETAIL_CSV,
     REDIS_URL,
     RESULTS_DIR,
@@ -42,11 +36,11 @@ from benchmarks.common import (  # noqa: E402
     provenance,
     summary,
 )
-from features.event_log import EventLog  # noqa: E402
-from features.ingest import import_online_retail, read_catalog  # noqa: E402
-from features.settings import Settings  # noqa: E402
-from features.store import apply_definitions, feature_store, materialize, online_features  # noqa: E402
-from features.transforms import FEATURE_TABLES, build_feature_tables  # noqa: E402
+from features.event_log import EventLog
+from features.ingest import import_online_retail, read_catalog
+from features.settings import Settings
+from features.store import apply_definitions, feature_store, materialize, online_features
+from features.transforms import FEATURE_TABLES, build_feature_tables
 
 RESULTS = RESULTS_DIR / "features.json"
 BENCH_PROJECT = "tailor_bench"

@@ -1,20 +1,18 @@
-"""Quality of the price suggestions on simulated markets, and of the demand model on real data.
+"""Pricing quality on simulated markets, and demand-model quality on real data.
 
-Pricing: for each seed, simulates a default market (365 days, 2000 users, 200 items, three
-channels), writes it to a temporary directory and runs `evaluate_pricing` with the default
-guardrails: the expected true profit of the suggestions, of keeping the current prices and of
-the model's unconstrained argmax, as fractions of the oracle's (the optimizer on the true
-demand under the same guardrails). Targets: oracle fraction >= 0.95 and >= the keep-current
-fraction, no guardrail violation.
+Pricing, per seed and period: `evaluate_pricing` on a simulated market with the default
+guardrails; the expected true profit of the suggestions as a fraction of the oracle's (the
+optimizer on the true demand under the same guardrails). Baselines, in the same run: keeping
+the current prices and the model's unconstrained argmax. Target: oracle fraction >= 0.95 and
+>= keeping current prices, no guardrail violation. Weekly ("W") is the pipeline's period;
+daily ("D") rows are for comparison.
 
-Demand: imports the whole shared Online Retail export and runs `evaluate_demand` (weekly) at
-each split: WAPE and MAE of the model and the `last_week` and `mean_4w` baselines.
+Demand: `evaluate_demand` (weekly) on the whole shared export at each split; WAPE and MAE of
+the model beside the `last_week` and `mean_4w` baselines.
 
-Prints tables and writes `benchmarks/results/pricing_quality.json` (and `.md`).
-The pipeline's default period is weekly ("W"); daily ("D") rows are there for comparison.
-
-Usage: python benchmarks/pricing_quality.py [--seeds 1 2 3] [--periods W D]
-                                            [--splits 2011-08-01 2011-07-01] [--csv PATH]
+Writes `benchmarks/results/pricing_quality.json` and `.md`.
+Run from the repository root: python -m benchmarks.pricing_quality [--seeds 1 2 3]
+[--periods W D] [--splits 2011-08-01 2011-07-01] [--csv PATH]
 """
 
 import argparse
@@ -23,21 +21,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
-# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
-# the repository root takes its place.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance  # noqa: E402
-from features.event_log import EventLog  # noqa: E402
-from features.ingest import import_online_retail, read_catalog  # noqa: E402
-from features.simulator import simulate_market, write_simulation  # noqa: E402
-from training.pricing.evaluate import evaluate_pricing  # noqa: E402
-from training.pricing.evaluate_demand import evaluate_demand  # noqa: E402
+from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance
+from features.event_log import EventLog
+from features.ingest import import_online_retail, read_catalog
+from features.simulator import simulate_market, write_simulation
+from models.pricing.demand import Period
+from training.pricing.evaluate import evaluate_pricing
+from training.pricing.evaluate_demand import evaluate_demand
 
 RESULTS = RESULTS_DIR / "pricing_quality.json"
 MARKDOWN = RESULTS.with_suffix(".md")
@@ -48,7 +43,7 @@ PRICING_COLUMNS = ("oracle_fraction", "keep_current_fraction", "naive_argmax_fra
 console = Console(width=None if sys.stdout.isatty() else 130)
 
 
-def pricing_row(seed: int, period: str, workdir: Path) -> dict:
+def pricing_row(seed: int, period: Period, workdir: Path) -> dict:
     folder = workdir / f"seed-{seed}"
     if not folder.exists():
         write_simulation(simulate_market(DAYS, USERS, ITEMS, seed), folder)
@@ -125,7 +120,8 @@ def demand_tables(results: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--periods", nargs="+", choices=["W", "D"], default=["W", "D"])
+    parser.add_argument("--periods", nargs="+", choices=get_args(Period),
+                        default=list(get_args(Period)))
     parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
     parser.add_argument("--splits", nargs="+", default=["2011-08-01", "2011-07-01"])
     args = parser.parse_args()

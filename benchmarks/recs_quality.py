@@ -1,35 +1,30 @@
-"""Quality of the recommender against its baselines on the shared data, two time splits.
+"""Recommendation quality: the ranker against its baselines on two time splits.
 
-Imports the whole shared export into a temporary directory, then for each split runs the
-offline evaluation (`tailor evaluate recs`): everything fitted before the split, purchases
-of the following 30 days scored. Checks the issue's targets: the ranker's NDCG@10 at least
-1.15 x the best other row, its novel-item NDCG@10 at least the best other row's. The ranker
-is also refitted with other seeds on the same examples: their spread is the seed noise.
+For each split, the offline evaluation (`tailor evaluate recs`) on the whole shared export:
+everything fitted before the split, purchases of the following 30 days scored. Baselines, in
+the same run: every other row of the evaluation (popularity, repurchase heuristic, ALS,
+item-kNN), and the ranker refitted with other seeds (the seed noise). Targets: the ranker's
+NDCG@10 at least 1.15 x the best other row's, its novel-item NDCG@10 at least theirs.
 
-Prints a table and writes `benchmarks/results/recs_quality.json` (and `.md`).
-Usage: python benchmarks/recs_quality.py [--splits 2011-09-01 2011-08-01]
+Writes `benchmarks/results/recs_quality.json` and `.md`.
+Run from the repository root: python -m benchmarks.recs_quality
+[--splits 2011-09-01 2011-08-01] [--extra-seeds 7 123] [--csv PATH]
 """
 
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
-# the repository root takes its place.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
-import pandas as pd  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance  # noqa: E402
-from features.event_log import EventLog  # noqa: E402
-from features.ingest import import_online_retail, read_catalog  # noqa: E402
-from training.recs.evaluate import evaluate_recs  # noqa: E402
+from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance
+from features.event_log import EventLog
+from features.ingest import import_online_retail, read_catalog
+from training.recs.evaluate import evaluate_recs
 
 RESULTS = RESULTS_DIR / "recs_quality.json"
 NDCG_FACTOR_TARGET = 1.15

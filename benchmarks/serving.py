@@ -1,28 +1,18 @@
-"""Latency of the recommendations path (~300 candidates per request) on SQLite and Redis.
+"""Latency of the recommendations path (about 300 candidates per request), SQLite and Redis.
 
-Prepares a trained environment in a temporary directory (the whole shared Online Retail
-export imported, feature tables built, applied and materialized into SQLite and the real
-Redis, one `recs-ranker` trained and made champion), picks a seeded sample of users with
-history whose candidate lists are close to 300 items, then measures, per online store:
+Sets up a trained environment in a temporary directory (the whole shared export imported,
+built, materialized into both stores, one `recs-ranker` champion), samples users whose
+candidate lists are close to 300 items, and measures per store: `Recommender.recommend`,
+the app route in process (TestClient), and uvicorn (2 workers) over HTTP at concurrency 1
+and 32. Baselines, in the same run: the floor (Redis only: one pipelined HMGET of the same
+rows on Feast's keys plus one predict; and the same through Feast's `online_read`), the
+naive path (Feast `get_online_features` against every candidate on every request) and
+per-request candidate generation. Targets: in-process p99 on Redis <= 10 ms and >= 3x below
+the naive path's.
 
-- in-process: `Recommender.recommend` (the object behind the route) and the route itself
-  through the app (Starlette's TestClient, lifespan running);
-- over HTTP: `uvicorn` with the app factory and 2 workers on 127.0.0.1, loaded by an async
-  httpx client at concurrency 1 and 32 (the client shares the machine's CPUs);
-
-beside, in the same run: the floor (Redis only: one pipelined HMGET read of the rows holding
-the same features, on Feast's own keys, precomputed: the user's, the candidates' item rows
-and the user's pair index (`user_item_index`, one key), plus one `Booster.predict` on a
-numpy matrix of the same shape; and the same through Feast's `OnlineStore.online_read`,
-protos decoded), the naive path (candidates generated, then Feast `get_online_features` of
-the `recs_ranker_v1` service for the user against every candidate on every request, the
-feature matrix and the predict) and per-request candidate generation alone (what the
-service's precomputed candidate table saves). Checks the issue's targets: the
-in-process p99 on Redis at most 10 ms and at least 3x lower than the naive path's.
-
-Prints a table and writes `benchmarks/results/serving.json` (and `.md`).
-Usage: python benchmarks/serving.py [--requests 1000] [--http-requests 400] [--users 100]
-       [--tolerance 30] [--profile 50] [--seed 7] [--csv PATH]
+Writes `benchmarks/results/serving.json` and `.md`.
+Run from the repository root: python -m benchmarks.serving [--requests 1000]
+[--http-requests 400] [--users 100] [--tolerance 30] [--profile 50] [--seed 7] [--csv PATH]
 """
 
 import argparse
@@ -31,7 +21,6 @@ import cProfile
 import gc
 import json
 import os
-import pstats
 import random
 import signal
 import socket
@@ -41,21 +30,17 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-# Run as a script, this folder would shadow the `features` package (benchmarks/features.py):
-# the repository root takes its place.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import httpx
+import numpy as np
+import pandas as pd
+import redis
+from fastapi.testclient import TestClient
+from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
+from rich.console import Console
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import redis  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from feast.infra.online_stores.redis import _versioned_fv_name  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     ONLINE_RETAIL_CSV,
     REDIS_URL,
     RESULTS_DIR,
@@ -67,21 +52,21 @@ from benchmarks.common import (  # noqa: E402
     provenance,
     summary,
 )
-from features.ingest import import_online_retail, read_catalog  # noqa: E402
-from features.settings import Settings  # noqa: E402
-from features.store import apply_definitions, feature_store, materialize, online_features  # noqa: E402
-from features.transforms import build_feature_tables  # noqa: E402
-from models import registry  # noqa: E402
-from models.recs.artifacts import MODEL_NAME, RegisteredRanker, load_ranker  # noqa: E402
-from models.recs.candidates import generate_candidates  # noqa: E402
-from models.recs.ranker import ranking_features  # noqa: E402
-from serving.app import create_app  # noqa: E402
-from serving.config import ServingSettings  # noqa: E402
-from serving.recommender import (  # noqa: E402
+from features.ingest import import_online_retail, read_catalog
+from features.settings import Settings
+from features.store import apply_definitions, feature_store, materialize, online_features
+from features.transforms import build_feature_tables
+from models import registry
+from models.recs.artifacts import MODEL_NAME, RegisteredRanker, load_ranker
+from models.recs.candidates import generate_candidates
+from models.recs.ranker import ranking_features
+from serving.app import create_app
+from serving.config import ServingSettings
+from serving.recommender import (
     CandidateTable,
     Catalog,
 )
-from training.recs.train import train_recs  # noqa: E402
+from training.recs.train import train_recs
 
 RESULTS = RESULTS_DIR / "serving.json"
 MARKDOWN = RESULTS.with_suffix(".md")
@@ -105,6 +90,8 @@ FLOOR_FEAST = "floor: Feast online_read (3 views) + predict"
 FLOOR_VIEWS = ("user_stats", "item_stats", "user_item_index")
 """Where the features live: the pair features in the user's index row (one key)."""
 CANDIDATES = "candidate generation per request (the table saves it)"
+HmgetCommand = tuple[bytes, list[str | bytes]]
+"""A Redis hash key and the fields to read from it, as Feast encodes them."""
 console = Console()
 
 
@@ -199,6 +186,14 @@ def champion(settings: Settings) -> RegisteredRanker:
     return load_ranker(version)
 
 
+def cutoff(model: RegisteredRanker) -> datetime:
+    """When the model's candidate sources were fitted: the service's clock ("model") and
+    the as-of of every feature read here."""
+    if model.cutoff is None:
+        raise RuntimeError(f"recs-ranker version {model.version} records no cutoff")
+    return model.cutoff
+
+
 def catalog_candidates(model: RegisteredRanker, catalog: Catalog, user: str) -> pd.DataFrame:
     """The user's candidates as the service keeps them (catalog items; no filter given)."""
     candidates = generate_candidates(model.sources, [user])
@@ -249,10 +244,11 @@ def naive_recommend(store, model: RegisteredRanker, catalog: Catalog, user: str,
 
 
 def in_process(settings: Settings, model: RegisteredRanker, catalog: Catalog, sequence: list[str],
-               profile_requests: int) -> tuple[dict, dict]:
+               profile_requests: int) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """The route and `Recommender.recommend` of one loaded app, the naive path and
     candidate generation alone; returns the summaries and checks (and a profile)."""
-    results, checks = {}, {}
+    results: dict[str, dict[str, float]] = {}
+    checks: dict[str, Any] = {}
     users = list(dict.fromkeys(sequence))
     app = create_app(settings, ServingSettings(clock="model"))
     with TestClient(app) as client:
@@ -280,7 +276,7 @@ def in_process(settings: Settings, model: RegisteredRanker, catalog: Catalog, se
             checks["profile"] = profile(recommender, sequence, profile_requests)
 
         store = feature_store(settings)
-        as_of = model.cutoff
+        as_of = cutoff(model)
         step(f"  {NAIVE}")
         results[NAIVE] = measure(
             lambda user: naive_recommend(store, model, catalog, user, as_of), sequence)
@@ -316,7 +312,8 @@ def profile(recommender, sequence: list[str], requests: int) -> dict:
     for user in sequence[WARM_UP_REQUESTS:WARM_UP_REQUESTS + requests]:
         recommender.recommend(user, K)
     profiler.disable()
-    stats = pstats.Stats(profiler).stats
+    profiler.create_stats()  # what `pstats.Stats` reads: {function: (cc, nc, tt, ct, callers)}
+    stats = profiler.stats
     per_request = 1000 / requests
     stages = {}
     for label, file, function in PROFILE_STAGES:
@@ -335,23 +332,26 @@ def profile(recommender, sequence: list[str], requests: int) -> dict:
 # Floor (Redis) -------------------------------------------------------------------------
 
 def floor(settings: Settings, model: RegisteredRanker, catalog: Catalog,
-          sequence: list[str]) -> dict:
+          sequence: list[str], as_of: datetime) -> dict[str, dict[str, float]]:
     """One pipelined read of the user's row, the candidates' item rows and the user's pair
     index row plus one predict on a numpy matrix of the service's shape; the keys and
     matrices are built beforehand."""
     store = feature_store(settings)
     provider = store._get_provider()
     online_store, config = provider.online_store, store.config
+    if not isinstance(online_store, RedisOnlineStore):
+        raise RuntimeError(f"the floor reads Feast's Redis keys; the online store is "
+                           f"{type(online_store).__name__}")
     views = {name: store.get_feature_view(name) for name in FLOOR_VIEWS}
     client = redis.Redis.from_url(REDIS_URL)
-    prepared = {}
+    prepared: dict[str, tuple[list[HmgetCommand], dict, np.ndarray]] = {}
     for user in dict.fromkeys(sequence):
-        _, features = naive_recommend(store, model, catalog, user, model.cutoff)
+        _, features = naive_recommend(store, model, catalog, user, as_of)
         item_ids = catalog_candidates(model, catalog, user)["item_id"].tolist()
         protos = {"user_stats": [entity_key(user_id=user)],
                   "item_stats": [entity_key(item_id=item) for item in item_ids],
                   "user_item_index": [entity_key(user_id=user)]}
-        commands = []
+        commands: list[HmgetCommand] = []
         for name, view in views.items():
             # Feast's own key and field encoding, so the read is the one Feast would make.
             _, fields = online_store._generate_hset_keys_for_features(
@@ -384,10 +384,12 @@ def floor(settings: Settings, model: RegisteredRanker, catalog: Catalog,
     return results
 
 
-def pipelined_read(client: redis.Redis, commands: list[tuple[bytes, list]]) -> list:
+def pipelined_read(client: redis.Redis, commands: list[HmgetCommand]) -> list:
+    """One round trip of HMGETs. Feast's keys are bytes (a serialized entity key), which
+    `hmget`'s annotation (`str`) does not admit: the command is sent as such."""
     with client.pipeline(transaction=False) as pipe:
         for key, fields in commands:
-            pipe.hmget(key, fields)
+            pipe.execute_command("HMGET", key, *fields)
         return pipe.execute()
 
 
@@ -603,7 +605,7 @@ def main() -> None:
                     settings[backend], model, catalog, sequence,
                     args.profile if backend == "redis" else 0)
                 if backend == "redis":
-                    measured |= floor(settings[backend], model, catalog, sequence)
+                    measured |= floor(settings[backend], model, catalog, sequence, cutoff(model))
                 for path, row in measured.items():
                     results.setdefault(path, {})[backend] = row
             for backend in BACKENDS:
@@ -641,7 +643,7 @@ def main() -> None:
                        "warm_up_requests": WARM_UP_REQUESTS, "users": len(users),
                        "http_workers": HTTP_WORKERS, "concurrencies": CONCURRENCIES,
                        "clock": "model", "materialized_until": END.isoformat(),
-                       "model_version": version, "as_of": model.cutoff.isoformat()},
+                       "model_version": version, "as_of": cutoff(model).isoformat()},
         "setup": setup, "runtime_s": time.perf_counter() - started, "candidates": counts,
         "results": results, "targets": goal, "checks": checks,
     }, indent=2))
