@@ -28,13 +28,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.suggestions import (
-    count_suggestions,
-    create_schema,
-    engine_for,
-    get_batch,
-    list_suggestions,
-)
+from db import engine_for, migrate
+from db.suggestions import count_suggestions, get_batch, list_suggestions
 from features.settings import Settings, get_settings
 from serving.config import ServingSettings
 from serving.recommender import Recommender, ReloadError
@@ -106,7 +101,7 @@ class ServiceDatabase:
             return
         with self._lock:
             if not self._ready:
-                create_schema(self.engine)
+                migrate(self.engine)
                 self._ready = True
 
     def dispose(self) -> None:

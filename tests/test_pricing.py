@@ -10,17 +10,9 @@ from mlflow import MlflowClient
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from db.suggestions import (
-    PriceSuggestion,
-    SkippedOffer,
-    SuggestionBatch,
-    count_suggestions,
-    create_schema,
-    engine_for,
-    get_batch,
-    list_suggestions,
-    save_batch,
-)
+from db import engine_for, migrate
+from db.suggestions import count_suggestions, get_batch, list_suggestions, save_batch
+from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow
 from features.settings import Settings
 from features.simulator import simulate_market, write_simulation
 from models import registry
@@ -64,14 +56,14 @@ def store(request, tmp_path):
     PostgreSQL, dropped afterwards."""
     if request.param == "sqlite":
         engine = engine_for(f"sqlite:///{tmp_path / 'tailor.db'}")
-        create_schema(engine)
+        migrate(engine)
         yield engine
         engine.dispose()
         return
     with postgres_schema("test_pricing") as url:
         engine = engine_for(url)
         try:
-            create_schema(engine)
+            migrate(engine)
             yield engine
         finally:
             engine.dispose()
@@ -98,7 +90,7 @@ def optimized(offers: list[dict]):
 def table_counts(engine) -> dict[str, int]:
     with engine.connect() as connection:
         return {table.__tablename__: connection.scalar(select(func.count()).select_from(table))
-                for table in (SuggestionBatch, PriceSuggestion, SkippedOffer)}
+                for table in (SuggestionBatchRow, PriceSuggestionRow, SkippedOfferRow)}
 
 
 # ---------------------------------------------------------------------- suggestion store
@@ -138,8 +130,8 @@ def test_save_batch_lists_back_rows_with_filters(store):
     assert [r["channel"] for r in list_suggestions(store, channel="etsy")] == ["etsy"]
     assert len(list_suggestions(store, batch_id=older_id)) == 1
     with store.begin() as connection:
-        connection.execute(update(PriceSuggestion)
-                           .where(PriceSuggestion.id == rows[2]["id"])
+        connection.execute(update(PriceSuggestionRow)
+                           .where(PriceSuggestionRow.id == rows[2]["id"])
                            .values(status="approved", reviewed_at=datetime.now(UTC)))
     approved = list_suggestions(store, status="approved")
     assert [(r["item_id"], r["channel"]) for r in approved] == [("p2", "web")]

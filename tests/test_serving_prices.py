@@ -14,13 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from db.suggestions import (
-    STATUSES,
-    PriceSuggestion,
-    create_schema,
-    engine_for,
-    save_batch,
-)
+from db import engine_for, migrate
+from db.schemas import STATUSES
+from db.suggestions import save_batch
+from db.tables import PriceSuggestionRow
 from features.settings import Settings
 from models.pricing.guardrails import Guardrails
 from models.pricing.optimizer import RULES, optimize_prices
@@ -88,7 +85,7 @@ def _stored_app(data_dir, database_url):
                         feast_project=f"t{uuid.uuid4().hex[:8]}")
     engine = engine_for(settings.database)
     try:
-        create_schema(engine)
+        migrate(engine)
         guardrails = Guardrails().model_dump(mode="json")
         older = optimized([offer("p1", "web", 5.99)], "demand-model:6")
         older_id = save_batch(engine, older.suggestions, older.skipped, "demand-model:6",
@@ -102,10 +99,10 @@ def _stored_app(data_dir, database_url):
         newer_id = save_batch(engine, newer.suggestions, newer.skipped, "demand-model:7",
                               guardrails, CATEGORIES)
         with engine.begin() as connection:
-            connection.execute(update(PriceSuggestion)
-                               .where(PriceSuggestion.batch_id == newer_id,
-                                      PriceSuggestion.item_id == "p2",
-                                      PriceSuggestion.channel == "web")
+            connection.execute(update(PriceSuggestionRow)
+                               .where(PriceSuggestionRow.batch_id == newer_id,
+                                      PriceSuggestionRow.item_id == "p2",
+                                      PriceSuggestionRow.channel == "web")
                                .values(status="approved", reviewed_at=datetime.now(UTC)))
         with TestClient(create_app(settings, ServingSettings())) as client:
             yield Stored(client, older_id, newer_id, newer.suggestions, ("p2", "web"))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import db
 from db import suggestions
 from features.settings import Settings
 from models.pricing.artifacts import load_demand_model
@@ -48,9 +49,9 @@ def run_suggest(
     categories = dict(zip(catalog["item_id"], catalog["category"], strict=True))
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = suggestions.engine_for(settings.database)
+    engine = db.engine_for(settings.database)
     try:
-        suggestions.create_schema(engine)
+        db.migrate(engine)
         batch_id = suggestions.save_batch(engine, result.suggestions, result.skipped,
                                           model_version, guardrails.model_dump(mode="json"),
                                           categories)

@@ -1,0 +1,133 @@
+"""The service database's tables (SQLAlchemy 2, portable across SQLite and PostgreSQL) and
+the engine that opens it.
+
+- `suggestion_batches`: one row per optimizer run (uuid `id`, `created_at`, the demand
+  model's `model_version`, the `guardrails` used as JSON text, the numbers of suggestions
+  and skipped offers).
+- `price_suggestions`: one row per item x channel of a batch (unique per batch); `status`
+  is one of `db.schemas.STATUSES`, new rows `pending`.
+- `skipped_offers`: the offers of a batch no price could satisfy, with the reason.
+
+Invariants: timestamps are stored in UTC and read back timezone-aware on every database; a
+table changes only together with a migration in `db/migrations/versions/`
+(`tests/test_db_migrations.py` fails otherwise). Rows are validated by `db.schemas` before
+they are written here.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from db.schemas import STATUSES
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back as an aware UTC datetime on every database
+    (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SuggestionBatchRow(Base):
+    __tablename__ = "suggestion_batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    model_version: Mapped[str] = mapped_column(String(200))
+    guardrails: Mapped[str] = mapped_column(Text)  # JSON of the Guardrails used
+    suggestion_count: Mapped[int] = mapped_column(Integer)
+    skipped_count: Mapped[int] = mapped_column(Integer)
+
+
+class PriceSuggestionRow(Base):
+    __tablename__ = "price_suggestions"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "item_id", "channel", name="uq_price_suggestions_offer"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{status}'" for status in STATUSES) + ")",
+            name="ck_price_suggestions_status",
+        ),
+        Index("ix_price_suggestions_status_channel", "status", "channel"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("suggestion_batches.id", ondelete="CASCADE"), index=True)
+    item_id: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(200))
+    current_price: Mapped[float] = mapped_column(Double)
+    suggested_price: Mapped[float] = mapped_column(Double)
+    expected_units_current: Mapped[float] = mapped_column(Double)
+    expected_units_suggested: Mapped[float] = mapped_column(Double)
+    expected_revenue_current: Mapped[float] = mapped_column(Double)
+    expected_revenue_suggested: Mapped[float] = mapped_column(Double)
+    expected_profit_current: Mapped[float] = mapped_column(Double)
+    expected_profit_suggested: Mapped[float] = mapped_column(Double)
+    bound_by: Mapped[list[str]] = mapped_column(JSON)
+    explanation: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SkippedOfferRow(Base):
+    __tablename__ = "skipped_offers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("suggestion_batches.id", ondelete="CASCADE"), index=True)
+    item_id: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for a SQLAlchemy URL; SQLite connections enforce foreign keys."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _enable_sqlite_foreign_keys)
+    return engine
