@@ -1,0 +1,126 @@
+"""`tailor evaluate`: score a model against baselines offline on a time split (nothing is
+registered or stored)."""
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from cli import inputs
+from cli.inputs import CatalogOption, EventsOption, JsonFlag, PeriodOption, SplitOption
+from cli.output import demand_table, fail, metrics_table, out, table
+from features.event_log import EventLog
+from features.progress import stages
+from training.pricing.evaluate import evaluate_pricing
+from training.pricing.evaluate_demand import evaluate_demand
+from training.recs.evaluate import evaluate_recs
+
+RECS_COLUMNS = ("ndcg@10", "recall@20", "hr@10", "coverage", "novel_ndcg@10", "novel_recall@20")
+RECS_WINDOW = pd.Timedelta(days=30)
+
+app = typer.Typer(help="Score a model against baselines offline on a time split (nothing is "
+                       "registered or stored).", no_args_is_help=True)
+
+
+@app.command("recs")
+def evaluate_recs_command(
+    split_date: SplitOption,
+    until: Annotated[datetime | None, typer.Option(
+        help="End of scoring (UTC, exclusive); default: the split + 30 days")] = None,
+    events: EventsOption = None,
+    catalog: CatalogOption = None,
+    cutoffs: Annotated[int, typer.Option(min=2, help="Monthly training cutoffs")] = 3,
+    extra_seeds: Annotated[list[int] | None, typer.Option(
+        "--extra-seed", help="Also refit the ranker with this seed (repeatable): seed noise")]
+    = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score the recommendations ranker against baselines after a split.
+
+    The ranker and the baselines are fitted on events before the split and scored on the
+    purchases after it.
+    """
+    log, catalog_file = inputs.events_and_catalog(events, catalog)
+    split, end = inputs.time_split(log, split_date, until)
+    end = end if end is not None else split + RECS_WINDOW
+    items = inputs.read_catalog_file(catalog_file)
+    with stages(["reading events", "building features", "training the ranker",
+                 "scoring candidates", "scoring baselines"]) as done:
+        history = EventLog(log.path).read(end=end)
+        done()
+        result = evaluate_recs(history, items, split, end, cutoffs, tuple(extra_seeds or ()),
+                               step=done)
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(metrics_table(f"Recommendations, {result['split']} to {result['until']} "
+                            f"({result['rows'][0]['users']} users)",
+                            {row["name"]: row for row in result["rows"]}, RECS_COLUMNS))
+    out.print(f"candidate recall {result['candidate_recall']:.3f} with "
+              f"{result['candidates_per_user']:.0f} candidates per user")
+    if extra_seeds:
+        out.print("ranker NDCG@10 by seed: " + ", ".join(
+            f"{run['seed']}: {run['ndcg@10']:.4f}" for run in result["seed_runs"]))
+
+
+@app.command("demand")
+def evaluate_demand_command(
+    split_date: SplitOption,
+    until: Annotated[datetime | None, typer.Option(
+        help="End of scoring (UTC, exclusive); default: the end of the log")] = None,
+    events: EventsOption = None,
+    period: PeriodOption = "W",
+    as_json: JsonFlag = False,
+) -> None:
+    """Score the demand model against naive forecasts after a split.
+
+    Units per item x channel x period: the model against last-period and 4-period-mean
+    forecasts (WAPE, MAE).
+    """
+    log = inputs.event_log(events)
+    split, end = inputs.time_split(log, split_date, until)
+    with stages(["reading events", "training and scoring"]) as done:
+        history = EventLog(log.path).read()
+        done()
+        try:
+            result = evaluate_demand(history, split, period=period, until=end)
+        except ValueError as error:
+            fail(f"--split-date {split:%Y-%m-%d} with --period {period}: {error} "
+                 f"({log.span})")
+        done()
+    rows = [{"name": r["name"], "wape": r["wape"], "mae": r["mae"]} for r in result["rows"]]
+    if as_json:
+        print(json.dumps({"rows": rows, "counts": result["counts"]}))
+        return
+    out.print(demand_table(f"Demand per item x channel x {'week' if period == 'W' else 'day'} "
+                           f"from {split:%Y-%m-%d}", {row["name"]: row for row in rows}))
+
+
+@app.command("pricing")
+def evaluate_pricing_command(
+    sim: Annotated[Path, typer.Option("--sim", exists=True, file_okay=False,
+                                      help="A market written by `tailor data simulate`")],
+    period: PeriodOption = "W",
+    as_json: JsonFlag = False,
+) -> None:
+    """Score price suggestions on a simulated market against its hidden truth.
+
+    Trains on the market's events, suggests, and reports profit as a fraction of the
+    oracle's (the true optimum under the same guardrails).
+    """
+    inputs.simulated_market(sim)
+    with stages(["training, suggesting and scoring"]) as done:
+        result = evaluate_pricing(sim, period=period)
+        done()
+    keys = ("oracle_fraction", "keep_current_fraction", "naive_argmax_fraction", "violations",
+            "suggestions", "skipped")
+    summary = {key: result[key] for key in keys}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    out.print(table(f"Pricing against the simulator's truth ({sim})", {
+        key: f"{value:.4f}" if isinstance(value, float) else value
+        for key, value in summary.items()}))

@@ -1,0 +1,58 @@
+"""`tailor pricing`: suggest prices for merchandisers and store them for review."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import inputs
+from cli.inputs import CatalogOption, ChannelsOption, EventsOption, JsonFlag, PeriodOption
+from cli.output import fail, out, table
+from features.progress import stages
+from features.settings import get_settings
+from training.pricing.suggest import run_suggest
+
+SUGGESTION_FIELDS = ("item_id", "channel", "current_price", "suggested_price",
+                     "expected_profit_current", "expected_profit_suggested", "bound_by",
+                     "explanation")
+
+app = typer.Typer(help="Suggest prices for merchandisers and store them for review.",
+                  no_args_is_help=True)
+
+
+@app.command("suggest")
+def suggest_command(
+    events: EventsOption = None, catalog: CatalogOption = None, channels: ChannelsOption = None,
+    guardrails: Annotated[Path | None, typer.Option(
+        rich_help_panel=inputs.INPUTS,
+        help="Guardrails YAML; default: the defaults of guardrails.example.yaml")] = None,
+    period: PeriodOption = "W",
+    as_json: JsonFlag = False,
+) -> None:
+    """Suggest a price per item x channel and store the batch as pending for review.
+
+    Trains the demand model first (as `tailor train pricing`); prices stay within the
+    guardrails.
+    """
+    market = inputs.market(events, catalog, channels, guardrails)
+    try:
+        with stages(["training, suggesting and storing"]) as done:
+            batch_id, result = run_suggest(
+                get_settings(), events_dir=market.events.path, catalog_file=market.catalog,
+                channels_file=market.channels, guardrails_file=guardrails, period=period)
+            done()
+    except (OSError, ValueError) as error:
+        fail(str(error))
+    suggested = result.suggestions[list(SUGGESTION_FIELDS)]
+    if as_json:
+        print(json.dumps({"batch_id": batch_id,
+                          "suggestions": json.loads(suggested.to_json(orient="records")),
+                          "skipped": json.loads(result.skipped.to_json(orient="records"))}))
+        return
+    moved = suggested[suggested["suggested_price"] != suggested["current_price"]]
+    gain = (suggested["expected_profit_suggested"] - suggested["expected_profit_current"]).sum()
+    out.print(table(f"Price suggestions, batch {batch_id}", {
+        "suggestions": len(suggested), "price changes": len(moved),
+        "skipped": len(result.skipped),
+        "expected profit change per period": f"{gain:+,.2f}"}))
