@@ -1,10 +1,12 @@
 """Settings of the recommendations service only, from `TAILOR_SERVING_*` variables."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.timestamps import to_utc
 
 
 class ServingSettings(BaseSettings):
@@ -16,7 +18,7 @@ class ServingSettings(BaseSettings):
     clock: Literal["now", "model"] | datetime = "now"
     """The `as_of` instant of the recency features: `now` (UTC, production), `model` (the
     champion's candidate cutoff, for replayed data such as the 2010-2011 demo export) or a
-    fixed ISO timestamp."""
+    fixed ISO timestamp (a naive one is taken as UTC)."""
 
     materialization_poll_seconds: float = Field(default=30.0, gt=0)
     """How often (at most) a request lets the service check the feature registry for a new
@@ -26,6 +28,4 @@ class ServingSettings(BaseSettings):
     @field_validator("clock")
     @classmethod
     def _utc(cls, value: str | datetime) -> str | datetime:
-        if isinstance(value, datetime):
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value
+        return to_utc(value).to_pydatetime() if isinstance(value, datetime) else value

@@ -24,7 +24,7 @@ from models.recs.artifacts import MODEL_NAME
 from models.recs.ranker import RankerParams
 from serving.app import create_app
 from serving.config import ServingSettings
-from serving.recommender import Recommender
+from serving.recs import Recommender
 from training.recs.train import train_recs
 
 CONTRACT = Path(__file__).resolve().parents[1] / "serving" / "openapi.json"

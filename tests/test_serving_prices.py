@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from db import engine_for, migrate
+from db.migrations import current_revision, head
 from db.schemas import STATUSES
 from db.suggestions import save_batch
-from db.tables import PriceSuggestionRow
+from db.tables import Base, PriceSuggestionRow
 from features.settings import Settings
 from models.pricing.guardrails import Guardrails
 from models.pricing.optimizer import RULES, optimize_prices
@@ -264,3 +265,22 @@ def test_create_tables_once_the_database_is_reachable(tmp_path):
 def test_contract_literals_match_the_store():
     assert typing.get_args(schemas.SuggestionStatus) == STATUSES
     assert set(typing.get_args(schemas.GuardrailRule)) == set(RULES)
+
+
+def test_service_upgrades_a_database_made_before_migrations_at_start(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", feast_project=f"t{uuid.uuid4().hex[:8]}")
+    settings.data_dir.mkdir(parents=True)
+    engine = engine_for(settings.database)
+    Base.metadata.create_all(engine)  # how the service made its tables before migrations
+    older = optimized([offer("p1", "web", 5.99)], "demand-model:6")
+    batch_id = save_batch(engine, older.suggestions, older.skipped, "demand-model:6",
+                          Guardrails().model_dump(mode="json"), CATEGORIES)
+
+    with TestClient(create_app(settings)) as client:
+        listed = client.get(URL)
+
+    with engine.connect() as connection:
+        assert current_revision(connection) == head()
+    engine.dispose()
+    assert listed.status_code == 200
+    assert [item["batch_id"] for item in listed.json()["items"]] == [batch_id]

@@ -1,0 +1,90 @@
+"""The service's dependencies and their `Annotated` aliases, for the routes.
+
+- `RecommenderDep`: the worker's `Recommender` (loaded by the lifespan).
+- `DatabaseDep`: the engine of the service database, upgraded to the newest migration on
+  first use; 503 (not 500) while the database cannot be reached (`database_errors`).
+- `RequestIdDep`: the request's id (`serving.middleware`).
+- `ExcludeDep`: the `exclude` query parameter as a set of item ids.
+"""
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, cast
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from db import engine_for, migrate
+from serving.recs import Recommender
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceDatabase:
+    """The service database of one worker: one engine (its connection pool), migrated to the
+    newest revision on first use (at startup, or on the first request after the database
+    was unreachable then)."""
+
+    def __init__(self, url: str):
+        self.engine = engine_for(url)
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def ensure_schema(self) -> None:
+        """Migrate once per worker (later calls return at once)."""
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                migrate(self.engine)
+                self._ready = True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Answer 503 (not 500) when the database cannot be reached or queried."""
+    try:
+        yield
+    except DBAPIError as exc:
+        logger.error("the service database is unavailable: %s", exc)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the service database is unavailable; see the service log") from exc
+
+
+def get_recommender(request: Request) -> Recommender:
+    return cast(Recommender, request.app.state.recommender)
+
+
+def get_database(request: Request) -> Engine:
+    database = cast(ServiceDatabase, request.app.state.database)
+    with database_errors():
+        database.ensure_schema()
+    return database.engine
+
+
+def get_request_id(request: Request) -> uuid.UUID:
+    return cast(uuid.UUID, request.state.request_id)
+
+
+def excluded_items(
+    exclude: Annotated[list[str] | None, Query(
+        description="Item ids never to return: repeat the parameter "
+                    "(`exclude=A&exclude=B`), separate ids with commas (`exclude=A,B`), "
+                    "or both; empty values are ignored")] = None,
+) -> frozenset[str]:
+    return frozenset(item.strip() for value in exclude or () for item in value.split(",")
+                     if item.strip())
+
+
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+DatabaseDep = Annotated[Engine, Depends(get_database)]
+RequestIdDep = Annotated[uuid.UUID, Depends(get_request_id)]
+ExcludeDep = Annotated[frozenset[str], Depends(excluded_items)]

@@ -1,0 +1,45 @@
+"""Operations: liveness (`/healthz`), readiness (`/readyz`: 503 with the reason until a model
+and the feature store are loaded) and `POST /v1/admin/reload` (serve the current champion;
+503 and the previous model keeps serving when loading fails)."""
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import JSONResponse
+
+from serving.deps import RecommenderDep
+from serving.recs import ReloadError
+from serving.schemas import Health, NotReady, Problem, Readiness, ReloadResult
+
+router = APIRouter(tags=["ops"])
+admin = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@router.get("/healthz", response_model=Health, summary="The process is up")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness,
+            summary="A model and the feature store are loaded",
+            responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": NotReady}})
+def readyz(recommender: RecommenderDep) -> Readiness | JSONResponse:
+    state = recommender.status()
+    if state.reason is not None or state.model_version is None:
+        body = NotReady(reason=state.reason or "no model is loaded",
+                        model_version=state.model_version, feature_store=state.feature_store)
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return Readiness(model_version=state.model_version, feature_store=state.feature_store,
+                     items=state.items, item_features_until=state.item_features_until)
+
+
+@admin.post("/reload", response_model=ReloadResult, summary="Serve the current champion",
+            description="Re-reads the `champion` alias and swaps the model in once it is "
+                        "fully loaded (this worker only); the previous one answers meanwhile "
+                        "and keeps answering if loading fails (503).",
+            responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Problem}})
+def reload(recommender: RecommenderDep) -> ReloadResult:
+    try:
+        previous, current = recommender.reload()
+    except ReloadError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
+    return ReloadResult(previous_version=previous, current_version=current,
+                        changed=previous != current)

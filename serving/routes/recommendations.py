@@ -1,0 +1,34 @@
+"""`GET /v1/users/{user_id}/recommendations`: the user's top k items, personalised or the
+popularity fallback; a well-formed request always gets 200."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from serving.deps import ExcludeDep, RecommenderDep, RequestIdDep
+from serving.schemas import Recommendations, RecommendedItem
+
+router = APIRouter(prefix="/v1/users", tags=["recommendations"])
+
+
+@router.get(
+    "/{user_id}/recommendations", response_model=Recommendations,
+    summary="The user's top k items",
+    description="Personalised by the champion ranker when the user has history and "
+                "features; otherwise the popularity fallback (`fallback: true`). `exclude` "
+                "and `category` apply to both; only catalog items are returned.")
+def recommendations(
+    user_id: Annotated[str, Path(min_length=1, max_length=200)],
+    recommender: RecommenderDep,
+    request_id: RequestIdDep,
+    exclude: ExcludeDep,
+    k: Annotated[int, Query(ge=1, le=100, description="How many items")] = 10,
+    category: Annotated[str | None, Query(
+        description="Only items of this catalog category (exact); empty means any")] = None,
+) -> Recommendations:
+    result = recommender.recommend(user_id, k, category or None, exclude)
+    return Recommendations(
+        request_id=request_id, model_version=result.model_version, fallback=result.fallback,
+        items=[RecommendedItem(item_id=item.item_id, score=item.score, source=item.source)
+               for item in result.items],
+    )
