@@ -40,8 +40,7 @@ def evaluate_recs_command(
 ) -> None:
     """Score the recommendations ranker against baselines after a split.
 
-    The ranker and the baselines are fitted on events before the split and scored on the
-    purchases after it.
+    Both are fitted on events before the split and scored on the purchases after it.
     """
     log, catalog_file = inputs.events_and_catalog(events, catalog)
     split, end = inputs.time_split(log, split_date, until)
@@ -77,8 +76,7 @@ def evaluate_demand_command(
 ) -> None:
     """Score the demand model against naive forecasts after a split.
 
-    Units per item x channel x period: the model against last-period and 4-period-mean
-    forecasts (WAPE, MAE).
+    Units per item x channel x period; baselines: last period and 4-period mean (WAPE, MAE).
     """
     log = inputs.event_log(events)
     split, end = inputs.time_split(log, split_date, until)
@@ -108,8 +106,7 @@ def evaluate_pricing_command(
 ) -> None:
     """Score price suggestions on a simulated market against its hidden truth.
 
-    Trains on the market's events, suggests, and reports profit as a fraction of the
-    oracle's (the true optimum under the same guardrails).
+    Profit as a fraction of the oracle's (the true optimum under the same guardrails).
     """
     inputs.simulated_market(sim)
     with stages(["training, suggesting and scoring"]) as done:

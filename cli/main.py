@@ -40,7 +40,7 @@ def serve_command(
 ) -> None:
     """Serve the recommendations and price suggestions API (FastAPI, uvicorn).
 
-    Recommendations come from the champion ranker, price suggestions from the stored batches.
+    Recommendations come from the champion ranker, prices from the stored suggestions.
     """
     if clock is not None:
         try:

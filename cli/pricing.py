@@ -32,8 +32,7 @@ def suggest_command(
 ) -> None:
     """Suggest a price per item x channel and store the batch as pending for review.
 
-    Trains the demand model first (as `tailor train pricing`); prices stay within the
-    guardrails.
+    Trains the demand model first, as `tailor train pricing` does; prices obey the guardrails.
     """
     market = inputs.market(events, catalog, channels, guardrails)
     try:

@@ -27,8 +27,9 @@ def train_recs_command(
 ) -> None:
     """Train the recommendations ranker on the data directory's event log.
 
-    Promoted if it beats the champion on the same validation month. Needs `tailor features
-    build` and `tailor features apply`.
+    Promoted if it beats the champion on the same validation month.
+
+    Needs `tailor features build` and `tailor features apply` first.
     """
     settings = get_settings()
     inputs.event_log(None)
