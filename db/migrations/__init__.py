@@ -5,6 +5,10 @@ tables on an empty one. A database created before migrations existed (the tables
 revision 0001, no `alembic_version` table) is adopted in place: stamped at 0001, then
 upgraded; its rows are kept. Migrating an up-to-date database changes nothing. On PostgreSQL
 concurrent callers (several workers starting) are serialised by an advisory lock.
+
+A table change needs a new revision in `versions/` (`NNNN_what.py`, `revision = "NNNN"`):
+draft it with `alembic.command.revision(alembic_config(connection), "what",
+autogenerate=True, rev_id="NNNN")` on a connection to a database at head, then review it.
 """
 
 from pathlib import Path
