@@ -62,7 +62,7 @@ from models.recs.candidates import generate_candidates
 from models.recs.ranker import ranking_features
 from serving.app import create_app
 from serving.config import ServingSettings
-from serving.recommender import (
+from serving.recs import (
     CandidateTable,
     Catalog,
 )
@@ -293,11 +293,11 @@ def in_process(settings: Settings, model: RegisteredRanker, catalog: Catalog, se
 
 PROFILE_STAGES = (
     ("the whole request", "recommender.py", "recommend"),
-    ("candidate lookup (precomputed table)", "recommender.py", "of"),
+    ("candidate lookup (precomputed table)", "snapshot.py", "of"),
     ("user + user x item features (ServiceReader)", "online.py", "read_columns"),
     ("  of which the stores' online_read", "passthrough_provider.py", "online_read"),
     ("  of which the on-demand recency transform", "<string>", "recency"),
-    ("item features (in-process cache)", "recommender.py", "lookup"),
+    ("item features (in-process cache)", "caches.py", "lookup"),
     ("feature matrix (feature_matrix)", "ranker.py", "feature_matrix"),
     ("LightGBM predict", "lightgbm/basic.py", "predict"),
 )

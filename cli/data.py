@@ -7,13 +7,13 @@ import typer
 
 from cli.inputs import ExistingFile
 from cli.output import fail, out, table
+from features.errors import InputError
 from features.ingest import (
     import_events_file,
     import_online_retail,
     read_table_file,
     upsert_catalog,
 )
-from features.schemas import InvalidRecordsError
 from features.settings import get_settings
 from features.simulator import simulate_to_dir
 
@@ -31,7 +31,7 @@ def import_online_retail_command(
     data_dir = out_dir.resolve() if out_dir else get_settings().data_dir
     try:
         result = import_online_retail(path, data_dir)
-    except (InvalidRecordsError, ValueError) as error:
+    except InputError as error:
         fail(str(error))
     report = result.report
     rows: dict[str, object] = {"rows read": report.rows_read}
@@ -48,7 +48,7 @@ def import_events_command(path: ExistingFile) -> None:
     """Append a CSV or Parquet file of canonical events to the event log (idempotent)."""
     try:
         result = import_events_file(path, get_settings().events_dir)
-    except (InvalidRecordsError, ValueError) as error:
+    except InputError as error:
         fail(str(error))
     out.print(table("Event import", {"written": result.written,
                                      "already in the log": result.duplicates,
@@ -60,7 +60,7 @@ def import_catalog_command(path: ExistingFile) -> None:
     """Merge a CSV or Parquet file of canonical catalog items into the catalog."""
     try:
         count = upsert_catalog(get_settings().catalog_path, read_table_file(path))
-    except (InvalidRecordsError, ValueError) as error:
+    except InputError as error:
         fail(str(error))
     out.print(table("Catalog import", {"items written": count}))
 

@@ -12,6 +12,7 @@ import typer
 from cli import inputs
 from cli.inputs import CatalogOption, EventsOption, JsonFlag, PeriodOption, SplitOption
 from cli.output import demand_table, fail, metrics_table, out, table
+from features.errors import InputError
 from features.event_log import EventLog
 from features.progress import stages
 from training.pricing.evaluate import evaluate_pricing
@@ -85,7 +86,7 @@ def evaluate_demand_command(
         done()
         try:
             result = evaluate_demand(history, split, period=period, until=end)
-        except ValueError as error:
+        except InputError as error:
             fail(f"--split-date {split:%Y-%m-%d} with --period {period}: {error} "
                  f"({log.span})")
         done()

@@ -15,8 +15,9 @@ import pandas as pd
 import typer
 
 from cli.output import fail
+from features.errors import InputError
 from features.ingest import read_catalog, read_table_file
-from features.schemas import InvalidRecordsError, validate_catalog
+from features.schemas import validate_catalog
 from features.settings import get_settings
 from features.timestamps import to_utc
 from models.pricing.demand import Period
@@ -160,7 +161,7 @@ def read_catalog_file(path: Path) -> pd.DataFrame:
         if path.suffix == ".parquet":
             return read_catalog(path)
         return validate_catalog(read_table_file(path))
-    except (InvalidRecordsError, ValueError) as error:
+    except InputError as error:
         fail(f"{path}: {error}")
 
 

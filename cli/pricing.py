@@ -9,6 +9,7 @@ import typer
 from cli import inputs
 from cli.inputs import CatalogOption, ChannelsOption, EventsOption, JsonFlag, PeriodOption
 from cli.output import fail, out, table
+from features.errors import InputError
 from features.progress import stages
 from features.settings import get_settings
 from training.pricing.suggest import run_suggest
@@ -41,7 +42,7 @@ def suggest_command(
                 get_settings(), events_dir=market.events.path, catalog_file=market.catalog,
                 channels_file=market.channels, guardrails_file=guardrails, period=period)
             done()
-    except (OSError, ValueError) as error:
+    except (OSError, InputError) as error:
         fail(str(error))
     suggested = result.suggestions[list(SUGGESTION_FIELDS)]
     if as_json:

@@ -8,6 +8,7 @@ from cli import inputs
 from cli.features import require_applied, require_built
 from cli.inputs import CatalogOption, ChannelsOption, EventsOption, PeriodOption
 from cli.output import demand_table, fail, metrics_table, out, print_promotion
+from features.errors import InputError
 from features.progress import stages
 from features.settings import get_settings
 from features.store import feature_store
@@ -53,7 +54,7 @@ def train_pricing_command(events: EventsOption = None, catalog: CatalogOption = 
     market = inputs.market(events, catalog, channels)
     try:
         frames = load_market_files(market.events.path, market.catalog, market.channels)
-    except (OSError, ValueError) as error:
+    except (OSError, InputError) as error:
         fail(str(error))
     with stages(["training and validating"]) as done:
         report = train_pricing(get_settings(), *frames, period=period)

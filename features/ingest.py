@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from features.errors import InputError
 from features.event_log import AppendResult, EventLog, write_parquet_atomic
 from features.online_retail import ConversionReport, convert_online_retail, read_online_retail
 from features.progress import stages
@@ -19,7 +20,7 @@ def read_table_file(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     if suffixes.endswith((".csv", ".csv.gz")):
         return pd.read_csv(path, dtype=str, keep_default_na=False)
-    raise ValueError(f"{path}: expected a .csv, .csv.gz or .parquet file")
+    raise InputError(f"{path}: expected a .csv, .csv.gz or .parquet file")
 
 
 def read_catalog(path: Path) -> pd.DataFrame:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.errors import InputError
+
 RAW_COLUMNS = (
     "InvoiceNo",
     "StockCode",
@@ -87,7 +89,7 @@ def read_online_retail(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(handle, dtype=str, keep_default_na=False)
     missing = [c for c in RAW_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: not an Online Retail export, missing column(s) {missing}")
+        raise InputError(f"{path}: not an Online Retail export, missing column(s) {missing}")
     return frame
 
 

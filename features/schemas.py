@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from features.errors import InputError
+
 EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase", "return"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 PRICED_EVENT_TYPES = frozenset({"purchase", "return"})
@@ -117,7 +119,7 @@ CATALOG_ARROW_SCHEMA = pa.schema(
 MAX_REPORTED_ERRORS = 10
 
 
-class InvalidRecordsError(ValueError):
+class InvalidRecordsError(InputError):
     """Raised when records break the canonical schema; nothing has been written."""
 
     def __init__(self, kind: str, problems: list[str], total: int):

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import yaml
 from feast import FeatureStore, FileSource, RepoConfig
 
+from features.errors import InputError
 from features.feature_repo import definitions
 from features.settings import Settings
 
@@ -27,7 +28,7 @@ def redis_connection_string(url: str) -> str:
     """Translate `redis://[:password@]host[:port][/db]` into Feast's `host:port,db=N,...`."""
     parsed = urlparse(url)
     if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
-        raise ValueError(f"TAILOR_REDIS_URL must look like redis://host:port/db, got {url!r}")
+        raise InputError(f"TAILOR_REDIS_URL must look like redis://host:port/db, got {url!r}")
     parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
     database = parsed.path.lstrip("/")
     if database:

@@ -43,6 +43,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.errors import InputError
 from features.timestamps import to_utc
 from models.pricing.optimizer import ExpectedUnits
 
@@ -287,7 +288,7 @@ class DemandModel:
         early on its Poisson deviance. Returns self."""
         train = panel_train[panel_train["age_periods"] > 0]
         if train.empty:
-            raise ValueError("no training rows: every series needs a period after its first")
+            raise InputError("no training rows: every series needs a period after its first")
         self.codes = {
             name: {value: code for code, value in enumerate(sorted(train[name].dropna().unique()))}
             for name in CATEGORICAL_FEATURES if name in self.features

@@ -13,6 +13,8 @@ import numpy as np
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from features.errors import InputError
+
 
 def _whole_cents(value: float) -> float:
     cents = round(value * 100)
@@ -67,7 +69,7 @@ class Guardrails(BaseModel):
         return required / (1 - fee_share)
 
 
-class GuardrailsError(ValueError):
+class GuardrailsError(InputError):
     """A guardrails file that is not valid YAML or breaks the `Guardrails` schema."""
 
 

@@ -4,6 +4,7 @@ need (see `build_offers`)."""
 
 import pandas as pd
 
+from features.errors import InputError
 from features.timestamps import to_utc
 from models.pricing.demand import PERIOD_LENGTHS, Period, build_panel, period_start, with_price
 from models.pricing.optimizer import OFFER_COLUMNS
@@ -40,7 +41,7 @@ def build_offers(
     history = events[events["ts"] < as_of]
     purchases = history[history["event_type"] == "purchase"]
     if purchases.empty:
-        raise ValueError(f"no purchases before {as_of.isoformat()}: nothing to price")
+        raise InputError(f"no purchases before {as_of.isoformat()}: nothing to price")
     observed = (purchases.groupby(SERIES_KEYS)["unit_price"].agg(["min", "max"])
                 .rename(columns={"min": "observed_min_price", "max": "observed_max_price"}))
     # Returns carry the price of an earlier purchase, not the price shown now.
@@ -51,10 +52,10 @@ def build_offers(
 
     unknown_items = set(offers["item_id"]) - set(catalog["item_id"])
     if unknown_items:
-        raise ValueError(f"events sell item(s) missing from the catalog: {_named(unknown_items)}")
+        raise InputError(f"events sell item(s) missing from the catalog: {_named(unknown_items)}")
     unknown_channels = set(offers["channel"]) - set(channels["channel"])
     if unknown_channels:
-        raise ValueError("events sell on channel(s) missing from the channels file: "
+        raise InputError("events sell on channel(s) missing from the channels file: "
                          f"{_named(unknown_channels)}")
     items = catalog.drop_duplicates("item_id")[
         ["item_id", "category", "unit_cost", "min_price", "max_price"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.errors import InputError
 from features.simulator import expected_daily_units
 from features.timestamps import to_utc
 from models.pricing.demand import Period, demand_function
@@ -89,7 +90,7 @@ def _read_truth(sim_dir: Path, offers: pd.DataFrame, as_of: pd.Timestamp):
     truth = truth.drop(columns=["start"]).set_index(SERIES_KEYS)
     rows = truth.reindex(pd.MultiIndex.from_frame(offers[SERIES_KEYS])).reset_index()
     if rows["elasticity"].isna().any():
-        raise ValueError(f"{path}: no truth for some offers")
+        raise InputError(f"{path}: no truth for some offers")
     return rows, day
 
 

@@ -12,6 +12,7 @@ straddles the split is neither trained on nor scored.
 import numpy as np
 import pandas as pd
 
+from features.errors import InputError
 from features.timestamps import to_utc
 from models.pricing.demand import (
     PERIOD_LENGTHS,
@@ -61,7 +62,10 @@ def evaluate_demand(
     train = panel[panel["period_start"] + step <= split]
     test = panel[(panel["period_start"] >= split) & known.to_numpy()]
     if train.empty or test.empty:
-        raise ValueError("the split leaves no training or no test periods")
+        raise InputError("the split leaves no training or no test periods")
+    if not (train["age_periods"] > 0).any():
+        raise InputError("the split leaves no training rows: every item x channel needs a "
+                         "period after its first sale before the split")
 
     starts = np.sort(train["period_start"].unique())
     n_valid = min(valid_periods, len(starts) // 4)

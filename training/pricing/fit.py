@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.errors import InputError
 from models.pricing.demand import DemandModel, Period, build_panel, naive_forecasts, pricing_params
 from training.pricing.metrics import mae, wape
 
@@ -41,13 +42,13 @@ def fit_demand(
     starts = np.sort(panel["period_start"].unique())
     n_valid = min(valid_periods, len(starts) // 4)
     if n_valid < 1:
-        raise ValueError(f"too little history to validate: {len(starts)} complete period(s) "
+        raise InputError(f"too little history to validate: {len(starts)} complete period(s) "
                          f"of '{period}', at least 4 needed")
     valid_start = pd.Timestamp(starts[-n_valid])
     train = panel[panel["period_start"] < valid_start]
     valid = panel[(panel["period_start"] >= valid_start) & (panel["age_periods"] > 0)]
     if valid.empty or not (train["age_periods"] > 0).any():
-        raise ValueError("too little history: no training or no validation rows")
+        raise InputError("too little history: no training or no validation rows")
     model = DemandModel(**{"n_estimators": MAX_ROUNDS, **pricing_params(), **params})
     model.fit(train, valid)
     baselines = naive_forecasts(valid)

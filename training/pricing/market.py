@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.errors import InputError
 from features.event_log import EventLog
 from features.ingest import read_table_file
 from features.schemas import InvalidRecordsError, validate_catalog
@@ -23,7 +24,7 @@ def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     values = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
     bad = frame.index[values.isna() | ~np.isfinite(values)].tolist()
     if bad:
-        raise ValueError(f"{path}: column '{column}' needs a finite number on every row "
+        raise InputError(f"{path}: column '{column}' needs a finite number on every row "
                          f"(row(s) {', '.join(map(str, bad[:5]))})")
     return values.astype(float)
 
@@ -34,19 +35,19 @@ def read_channels(path: Path) -> pd.DataFrame:
     raw = _read(path, "channels")
     missing = [column for column in CHANNEL_COLUMNS if column not in raw.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     channels = pd.DataFrame({"channel": raw["channel"].astype(str).str.strip()})
     if (channels["channel"] == "").any():
-        raise ValueError(f"{path}: column 'channel' is empty on some row")
+        raise InputError(f"{path}: column 'channel' is empty on some row")
     if channels["channel"].duplicated().any():
-        raise ValueError(f"{path}: column 'channel' repeats "
+        raise InputError(f"{path}: column 'channel' repeats "
                          f"{sorted(set(channels['channel'][channels['channel'].duplicated()]))}")
     channels["fee_percent"] = _numbers(raw, "fee_percent", path)
     channels["fee_fixed"] = _numbers(raw, "fee_fixed", path)
     if ((channels["fee_percent"] < 0) | (channels["fee_percent"] >= 100)).any():
-        raise ValueError(f"{path}: column 'fee_percent' must be in [0, 100)")
+        raise InputError(f"{path}: column 'fee_percent' must be in [0, 100)")
     if (channels["fee_fixed"] < 0).any():
-        raise ValueError(f"{path}: column 'fee_fixed' must be >= 0")
+        raise InputError(f"{path}: column 'fee_fixed' must be >= 0")
     return channels
 
 
@@ -59,11 +60,11 @@ def load_market_files(
         raise FileNotFoundError(f"events directory not found: {events_dir}")
     events = EventLog(events_dir).read()
     if not (events["event_type"] == "purchase").any():
-        raise ValueError(f"{events_dir}: the event log holds no purchase events")
+        raise InputError(f"{events_dir}: the event log holds no purchase events")
     try:
         catalog = validate_catalog(_read(Path(catalog_file), "catalog"))
     except InvalidRecordsError as error:
-        raise ValueError(f"{catalog_file}: {error}") from None
+        raise InputError(f"{catalog_file}: {error}") from None
     return events, catalog, read_channels(Path(channels_file))
 
 
