@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.schemas import EVENT_ARROW_SCHEMA, EVENT_COLUMNS
+from features.timestamps import to_utc
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class EventLog:
         condition = None
         for bound, op in ((start, "__ge__"), (end, "__lt__")):
             if bound is not None:
-                term = getattr(ds.field("ts"), op)(pd.Timestamp(bound).tz_convert("UTC"))
+                term = getattr(ds.field("ts"), op)(to_utc(bound))
                 condition = term if condition is None else condition & term
         table = self._dataset().to_table(filter=condition)
         table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])

@@ -6,7 +6,7 @@ dtypes, or raise `InvalidRecordsError` naming the row and field of each problem.
 """
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal, get_args
 
 import pandas as pd
@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from features.errors import InputError
+from features.timestamps import to_utc
 
 EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase", "return"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
@@ -35,7 +36,7 @@ Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 def _as_utc(value: datetime) -> datetime:
     """Aware timestamps are converted to UTC; naive ones are taken to be UTC already."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return to_utc(value).to_pydatetime()
 
 
 class Event(BaseModel):
