@@ -54,6 +54,25 @@ def postgres_schema(prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path):
+    """An engine on an empty service database: a SQLite file, or a fresh schema of the real
+    PostgreSQL, dropped afterwards."""
+    from db import engine_for
+
+    if request.param == "sqlite":
+        engine = engine_for(f"sqlite:///{tmp_path / 'tailor.db'}")
+        yield engine
+        engine.dispose()
+        return
+    with postgres_schema(f"test_{request.node.module.__name__.rsplit('.', 1)[-1]}") as url:
+        engine = engine_for(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

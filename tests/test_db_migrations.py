@@ -2,7 +2,6 @@
 database is upgraded in place with its rows, a fresh one gets exactly the tables `db.tables`
 declares, and migrating again changes nothing."""
 
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -15,7 +14,6 @@ from db import engine_for, migrate
 from db.migrations import BASELINE, VERSION_TABLE, alembic_config, current_revision, head
 from db.suggestions import get_batch, list_suggestions, save_batch
 from db.tables import Base
-from tests.conftest import postgres_schema
 
 SUGGESTION = {
     "item_id": "p1", "channel": "web", "current_price": 5.99, "suggested_price": 6.49,
@@ -28,21 +26,9 @@ SUGGESTION = {
 SKIPPED = {"item_id": "p9", "channel": "web", "reason": "no observed prices"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path) -> Iterator[Engine]:
-    """An engine on an empty database: a SQLite file, or a fresh schema of the real
-    PostgreSQL, dropped afterwards."""
-    if request.param == "sqlite":
-        engine = engine_for(f"sqlite:///{tmp_path / 'tailor.db'}")
-        yield engine
-        engine.dispose()
-        return
-    with postgres_schema("test_db_migrations") as url:
-        engine = engine_for(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+@pytest.fixture
+def engine(empty_database: Engine) -> Engine:
+    return empty_database
 
 
 def store_rows(engine: Engine) -> str:

@@ -20,7 +20,7 @@ from models.pricing.artifacts import MODEL_NAME, load_demand_model
 from models.pricing.guardrails import Guardrails
 from models.pricing.offers import build_offers, decision_period
 from models.pricing.optimizer import optimize_prices
-from tests.conftest import event, postgres_schema
+from tests.conftest import event
 from training.pricing.evaluate import evaluate_pricing, guardrail_violations
 from training.pricing.market import load_market_files, read_simulation
 from training.pricing.suggest import run_suggest
@@ -50,23 +50,11 @@ def market(sim_dir):
     return read_simulation(sim_dir)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    """An engine on an empty suggestion store: a SQLite file, or a fresh schema of the real
-    PostgreSQL, dropped afterwards."""
-    if request.param == "sqlite":
-        engine = engine_for(f"sqlite:///{tmp_path / 'tailor.db'}")
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_schema("test_pricing") as url:
-        engine = engine_for(url)
-        try:
-            migrate(engine)
-            yield engine
-        finally:
-            engine.dispose()
+@pytest.fixture
+def store(empty_database):
+    """An engine on an empty suggestion store, migrated (SQLite and PostgreSQL)."""
+    migrate(empty_database)
+    return empty_database
 
 
 def offer(item_id: str, channel: str, current: float, cost: float = 1.0) -> dict:
