@@ -16,6 +16,7 @@ import typer
 
 from cli.output import fail
 from features.errors import InputError
+from features.event_log import EventLog
 from features.ingest import read_catalog, read_table_file
 from features.schemas import validate_catalog
 from features.settings import get_settings
@@ -69,17 +70,6 @@ class MarketInputs:
     channels: Path
 
 
-def _partition_days(folder: Path) -> list[date]:
-    days = []
-    for partition in folder.glob("date=*"):
-        if partition.is_dir() and any(partition.glob("*.parquet")):
-            try:
-                days.append(date.fromisoformat(partition.name.removeprefix("date=")))
-            except ValueError:
-                continue
-    return sorted(days)
-
-
 def _event_log(given: Path | None, problems: list[str]) -> EventLogInput | None:
     folder = given if given is not None else get_settings().events_dir
     if not folder.exists():
@@ -90,7 +80,7 @@ def _event_log(given: Path | None, problems: list[str]) -> EventLogInput | None:
                         f"({EVENT_LOG_LAYOUT}) or the data directory holding it in events/")
         return None
     for candidate in (folder, folder / "events"):
-        days = _partition_days(candidate)
+        days = EventLog(candidate).days()
         if days:
             return EventLogInput(candidate, days[0], days[-1])
     hint = ("" if given is not None else
@@ -197,7 +187,7 @@ SIMULATED_FILES = ("catalog.csv", "channels.csv", "ground_truth.parquet")
 def simulated_market(folder: Path) -> None:
     """Exit 2 unless `folder` holds a market written by `tailor data simulate`."""
     missing = [name for name in SIMULATED_FILES if not (folder / name).is_file()]
-    if not _partition_days(folder / "events"):
+    if not EventLog(folder / "events").days():
         missing.insert(0, f"events/ ({EVENT_LOG_LAYOUT})")
     if missing:
         fail(f"{folder} is not a market written by `tailor data simulate`: missing "

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +59,16 @@ class EventLog:
 
     def _files(self) -> list[Path]:
         return sorted(self.root.glob("date=*/*.parquet"))
+
+    def days(self) -> list[date]:
+        """The UTC days the log's partitions cover, oldest first."""
+        days = set()
+        for path in self._files():
+            try:
+                days.add(date.fromisoformat(path.parent.name.removeprefix("date=")))
+            except ValueError:
+                continue
+        return sorted(days)
 
     def _dataset(self) -> ds.Dataset:
         return ds.dataset(
