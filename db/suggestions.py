@@ -1,10 +1,12 @@
 """The suggestion store's queries: batches of price suggestions awaiting review.
 
 Inputs are the optimizer's frames (`models.pricing.optimizer.SUGGESTION_COLUMNS`,
-`SKIPPED_COLUMNS`); outputs are dicts shaped as the `db.schemas` entities (`PriceSuggestion`,
-`SuggestionBatch`), timestamps aware UTC. `save_batch` validates every row first (a
-ValueError naming the row and the field) and writes a batch in one transaction: every row or
-none. The tables must exist: `db.migrate` creates and upgrades them.
+`SKIPPED_COLUMNS`; the uncertainty columns `db.schemas.UNCERTAINTY_FIELDS` may be absent,
+and a missing or NaN value is stored as null); outputs are dicts shaped as the `db.schemas`
+entities (`PriceSuggestion`, `SuggestionBatch`), timestamps aware UTC. `save_batch`
+validates every row first (a ValueError naming the row and the field) and writes a batch in
+one transaction: every row or none. The tables must exist: `db.migrate` creates and upgrades
+them.
 """
 
 import json
@@ -19,7 +21,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy import Engine, Select, func, insert, select
 from sqlalchemy.orm import Session
 
-from db.schemas import RULES_TEXT, STATUSES, NewSuggestion, SkippedOffer
+from db.schemas import RULES_TEXT, STATUSES, UNCERTAINTY_FIELDS, NewSuggestion, SkippedOffer
 from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow
 from models.pricing.optimizer import SKIPPED_COLUMNS, SUGGESTION_COLUMNS
 
@@ -27,6 +29,7 @@ _PROBLEMS = {
     "finite_number": "must be finite",
     "greater_than": "must be > {gt:g}",
     "greater_than_equal": "must be >= {ge:g}",
+    "less_than_equal": "must be <= {le:g}",
     "float_type": "must be a number",
     "float_parsing": "must be a number",
     "string_type": "must be a non-empty string",
@@ -61,9 +64,11 @@ def _check_columns(frame: pd.DataFrame, columns: tuple[str, ...], kind: str) -> 
 
 def _suggestion_rows(frame: pd.DataFrame, categories: Mapping[str, str] | None,
                      batch_id: str, created_at: datetime) -> list[dict[str, Any]]:
-    _check_columns(frame, SUGGESTION_COLUMNS, "suggestions")
+    required = tuple(column for column in SUGGESTION_COLUMNS if column not in UNCERTAINTY_FIELDS)
+    _check_columns(frame, required, "suggestions")
+    columns = [*required, *(column for column in UNCERTAINTY_FIELDS if column in frame.columns)]
     rows = []
-    for number, record in enumerate(frame[list(SUGGESTION_COLUMNS)].to_dict("records")):
+    for number, record in enumerate(frame[columns].to_dict("records")):
         category = (categories or {}).get(record["item_id"])
         row = _validated(NewSuggestion, {**record, "category": category},
                          f"suggestion row {number}")
@@ -106,10 +111,12 @@ def save_batch(
 ) -> str:
     """Store an optimizer result as a new batch of `pending` suggestions; returns the batch id.
 
-    `suggestions_df` has the optimizer's `SUGGESTION_COLUMNS`, `skipped_df` its
-    `SKIPPED_COLUMNS`; `categories` maps item ids to categories. Rows are validated first
-    (ValueError naming the row and field); the batch is written in one transaction, so a
-    failure (e.g. an item x channel repeated in the batch) leaves nothing behind.
+    `suggestions_df` has the optimizer's `SUGGESTION_COLUMNS` (the `UNCERTAINTY_FIELDS` may
+    be absent or NaN: stored as null), `skipped_df` its `SKIPPED_COLUMNS`; `categories` maps
+    item ids to categories. Rows are validated first (ValueError naming the row and field,
+    e.g. an interval's low end above its high end); the batch is written in one
+    transaction, so a failure (e.g. an item x channel repeated in the batch) leaves nothing
+    behind.
     """
     model_version = _text(model_version, "batch: field 'model_version'")
     guardrails = _guardrails_json(guardrails_dict)

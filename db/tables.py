@@ -5,7 +5,9 @@ the engine that opens it.
   model's `model_version`, the `guardrails` used as JSON text, the numbers of suggestions
   and skipped offers).
 - `price_suggestions`: one row per item x channel of a batch (unique per batch); `status`
-  is one of `db.schemas.STATUSES`, new rows `pending`.
+  is one of `db.schemas.STATUSES`, new rows `pending`. Its uncertainty columns
+  (`db.schemas.UNCERTAINTY_FIELDS`: the expected profit gain's interval, the elasticity with
+  its interval, the evidence share; revision 0002) are null when the model gave none.
 - `skipped_offers`: the offers of a batch no price could satisfy, with the reason.
 
 Invariants: timestamps are stored in UTC and read back timezone-aware on every database; a
@@ -106,6 +108,13 @@ class PriceSuggestionRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Revision 0002: the suggestion's uncertainty, null when the model gave none.
+    expected_profit_gain_low: Mapped[float | None] = mapped_column(Double)
+    expected_profit_gain_high: Mapped[float | None] = mapped_column(Double)
+    elasticity: Mapped[float | None] = mapped_column(Double)
+    elasticity_low: Mapped[float | None] = mapped_column(Double)
+    elasticity_high: Mapped[float | None] = mapped_column(Double)
+    evidence_share: Mapped[float | None] = mapped_column(Double)
 
 
 class SkippedOfferRow(Base):

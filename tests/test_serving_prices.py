@@ -1,7 +1,9 @@
 """The price-suggestion endpoints end to end: the FastAPI app with its lifespan running, on a
 SQLite file and on the real PostgreSQL, reading batches stored by `save_batch` from real
-optimizer results. The data directory holds no recommender model: the service falls back."""
+optimizer results (the newer batch with the uncertainty of each suggestion, the older one
+without). The data directory holds no recommender model: the service falls back."""
 
+import math
 import typing
 import uuid
 from contextlib import ExitStack
@@ -16,9 +18,9 @@ from sqlalchemy import update
 
 from db import engine_for, migrate
 from db.migrations import current_revision, head
-from db.schemas import STATUSES
+from db.schemas import STATUSES, UNCERTAINTY_FIELDS
 from db.suggestions import save_batch
-from db.tables import Base, PriceSuggestionRow
+from db.tables import PriceSuggestionRow
 from features.settings import Settings
 from models.pricing.guardrails import Guardrails
 from models.pricing.optimizer import RULES, optimize_prices
@@ -26,6 +28,7 @@ from serving import schemas
 from serving.app import create_app
 from serving.config import ServingSettings
 from tests.conftest import postgres_schema
+from tests.test_db_migrations import NO_UNCERTAINTY, baseline_database, store_baseline_rows
 
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens there
 FEES = {"web": (2.9, 0.30), "etsy": (6.5, 0.20), "amazon": (15.0, 0.0)}
@@ -35,9 +38,12 @@ FIELDS = {
     "expected_units_current", "expected_units_suggested", "expected_revenue_current",
     "expected_revenue_suggested", "expected_profit_current", "expected_profit_suggested",
     "bound_by", "explanation", "model_version", "status", "created_at", "reviewed_at",
+    *UNCERTAINTY_FIELDS,
 }
-NUMBERS = [field for field in FIELDS if field.startswith(("current_", "suggested_", "expected_"))]
+NUMBERS = [field for field in FIELDS if field.startswith(("current_", "suggested_", "expected_"))
+           and field not in UNCERTAINTY_FIELDS]
 URL = "/v1/price-suggestions"
+UNKNOWN = ("p2", "amazon")  # the newer batch's suggestion whose uncertainty is NaN
 
 
 def offer(item_id: str, channel: str, current: float, **overrides) -> dict:
@@ -56,6 +62,24 @@ def semilog_demand(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
 
 def optimized(offers: list[dict], model_version: str):
     return optimize_prices(pd.DataFrame(offers), semilog_demand, Guardrails(), model_version)
+
+
+def with_uncertainty(suggestions: pd.DataFrame, unknown: tuple[str, str]) -> pd.DataFrame:
+    """The suggestions with uncertainty columns shaped as a model with uncertainty gives them
+    (replacing any the optimizer gave), all NaN for the `unknown` (item, channel)."""
+    frame = suggestions.copy()
+    gain = frame["expected_profit_suggested"] - frame["expected_profit_current"]
+    elasticity = 1.5 * frame["current_price"] / 20.0  # the semilog demand's, at the price
+    frame["expected_profit_gain_low"] = gain - 0.25
+    frame["expected_profit_gain_high"] = gain + 0.75
+    frame["elasticity"] = elasticity
+    frame["elasticity_low"] = elasticity * 0.8
+    frame["elasticity_high"] = elasticity * 1.3
+    frame["evidence_share"] = np.linspace(0.1, 0.9, len(frame))
+    is_unknown = (frame["item_id"] == unknown[0]) & (frame["channel"] == unknown[1])
+    assert is_unknown.sum() == 1
+    frame.loc[is_unknown, list(UNCERTAINTY_FIELDS)] = math.nan
+    return frame
 
 
 class Stored(typing.NamedTuple):
@@ -89,7 +113,10 @@ def _stored_app(data_dir, database_url):
         migrate(engine)
         guardrails = Guardrails().model_dump(mode="json")
         older = optimized([offer("p1", "web", 5.99)], "demand-model:6")
-        older_id = save_batch(engine, older.suggestions, older.skipped, "demand-model:6",
+        # A model without uncertainty: the frame lacks the columns.
+        older_suggestions = older.suggestions.drop(columns=list(UNCERTAINTY_FIELDS),
+                                                   errors="ignore")
+        older_id = save_batch(engine, older_suggestions, older.skipped, "demand-model:6",
                               guardrails, CATEGORIES)
         # p9 has no observed prices: the optimizer skips it.
         newer = optimized([offer("p1", "web", 6.49), offer("p1", "etsy", 6.99),
@@ -97,7 +124,8 @@ def _stored_app(data_dir, database_url):
                            offer("p3", "etsy", 4.49),
                            offer("p9", "web", 4.99, observed_min_price=None,
                                  observed_max_price=None)], "demand-model:7")
-        newer_id = save_batch(engine, newer.suggestions, newer.skipped, "demand-model:7",
+        newer_suggestions = with_uncertainty(newer.suggestions, UNKNOWN)
+        newer_id = save_batch(engine, newer_suggestions, newer.skipped, "demand-model:7",
                               guardrails, CATEGORIES)
         with engine.begin() as connection:
             connection.execute(update(PriceSuggestionRow)
@@ -106,7 +134,7 @@ def _stored_app(data_dir, database_url):
                                       PriceSuggestionRow.channel == "web")
                                .values(status="approved", reviewed_at=datetime.now(UTC)))
         with TestClient(create_app(settings, ServingSettings())) as client:
-            yield Stored(client, older_id, newer_id, newer.suggestions, ("p2", "web"))
+            yield Stored(client, older_id, newer_id, newer_suggestions, ("p2", "web"))
     finally:
         engine.dispose()
 
@@ -146,6 +174,25 @@ def test_list_pending_suggestions_with_every_field(stored):
     assert all(isinstance(item["bound_by"], list) for item in body["items"])
     assert any(item["bound_by"] for item in body["items"])  # p1's optimum is out of reach
     assert len({item["id"] for item in body["items"]}) == 5
+
+
+def test_serve_the_uncertainty_of_each_suggestion_null_when_unknown(stored):
+    items = listing(stored.client)["items"]
+    expected = stored.newer.set_index(["item_id", "channel"])
+
+    unknown = [item for item in items if item["batch_id"] == stored.older_id or (
+        item["item_id"], item["channel"]) == UNKNOWN]
+    assert len(unknown) == 2
+    assert [{name: item[name] for name in UNCERTAINTY_FIELDS} for item in unknown] == [
+        NO_UNCERTAINTY] * 2
+    known = [item for item in items if item not in unknown]
+    assert len(known) == 3
+    for item in known:
+        row = expected.loc[(item["item_id"], item["channel"])]
+        for name in UNCERTAINTY_FIELDS:
+            assert isinstance(item[name], float) and item[name] == pytest.approx(row[name]), name
+        assert item["expected_profit_gain_low"] <= item["expected_profit_gain_high"]
+        assert item["elasticity_low"] <= item["elasticity"] <= item["elasticity_high"]
 
 
 def test_filter_by_status_channel_category_and_batch(stored):
@@ -271,10 +318,8 @@ def test_service_upgrades_a_database_made_before_migrations_at_start(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", feast_project=f"t{uuid.uuid4().hex[:8]}")
     settings.data_dir.mkdir(parents=True)
     engine = engine_for(settings.database)
-    Base.metadata.create_all(engine)  # how the service made its tables before migrations
-    older = optimized([offer("p1", "web", 5.99)], "demand-model:6")
-    batch_id = save_batch(engine, older.suggestions, older.skipped, "demand-model:6",
-                          Guardrails().model_dump(mode="json"), CATEGORIES)
+    baseline_database(engine, stamped=False)  # the tables the service made before migrations
+    batch_id = store_baseline_rows(engine)
 
     with TestClient(create_app(settings)) as client:
         listed = client.get(URL)
@@ -283,4 +328,8 @@ def test_service_upgrades_a_database_made_before_migrations_at_start(tmp_path):
         assert current_revision(connection) == head()
     engine.dispose()
     assert listed.status_code == 200
-    assert [item["batch_id"] for item in listed.json()["items"]] == [batch_id]
+    items = listed.json()["items"]
+    assert [item["batch_id"] for item in items] == [batch_id] * 2
+    assert all(set(item) == FIELDS for item in items)
+    assert [{name: item[name] for name in UNCERTAINTY_FIELDS} for item in items] == [
+        NO_UNCERTAINTY] * 2
