@@ -1,44 +1,92 @@
 """A seeded market simulator of a digital-pattern shop selling on three channels.
 
-The simulator draws a catalog, a hidden demand model, a price history with past price
-experiments, and the behavioural events that model produces. Everything follows from
-`np.random.default_rng(seed)`: the same arguments give the same tables, byte for byte.
+The simulator draws a catalog, a hidden demand model of one of four families, a price history
+like a real shop's, and the behavioural events that model produces. Everything follows from
+`np.random.default_rng(seed)`: the same arguments give the same tables, byte for byte. The
+same seed with another family gives the same catalog, seasonality and sensitivity ranks, and
+another demand curve, list prices and events. docs/simulator.md has the sources.
 
 Demand (hidden truth, one row per item x channel in `SimulatedMarket.truth`). The expected
 number of units sold per day at price `p` on day index `t` (days counted from `start`) is
-semi-log (exponential) in price:
 
-    base_daily_units * exp(-elasticity * (p / reference_price - 1))
+    base_daily_units * shape(p / reference_price)
         * (1 + seasonal_amplitude * cos(2 * pi * (t - seasonal_peak_day) / 365))
 
-`base_daily_units` (the expected units at the reference price, before seasonality) includes
-the channel's demand multiplier. `elasticity` is the point price elasticity at the reference
-price, |d ln q / d ln p| at p = reference_price (at price p it is elasticity * p /
-reference_price): an item-level value drawn uniformly in [0.8, 2.5] plus the channel's
-elasticity shift (web +0, etsy +0.15, amazon +0.3), kept within [0.8, 2.8]. The profit of a
-unit sold at `p` is `p * (1 - fee_percent / 100) - fee_fixed - unit_cost`, so expected profit
-`(p * (1 - f) - c) * q(p)` with `f = fee_percent / 100` and `c = unit_cost + fee_fixed` is
-maximised where `1 - f - (p * (1 - f) - c) * elasticity / reference_price = 0`, that is at
+with shape(1) = 1, so `base_daily_units` is the expected units at the reference price before
+seasonality. With x = p / reference_price and s = `price_sensitivity`, the families
+(`simulate_market(..., family=...)`, one of DEMAND_FAMILIES) are:
 
-    optimal_price = (unit_cost + fee_fixed) / (1 - fee_percent / 100)
-                    + reference_price / elasticity
+- exponential (semi-log): shape = exp(-s * (x - 1)); point elasticity s * x;
+- isoelastic (constant elasticity, log-log): shape = x ** -s; elasticity s at every price;
+- logit (multinomial logit with an outside option): the market share
+  sigma(a - s * x) = exp(a - s * x) / (1 + exp(a - s * x)) over its value at x = 1, the
+  item's `reference_share` rho; a = s + ln(rho / (1 - rho)); elasticity s * x * (1 - share);
+- linear: shape = max(0, 1 - s * (x - 1)), no demand above the choke price
+  reference_price * (1 + 1 / s); elasticity s * x / (1 - s * (x - 1)).
 
-which is the truth table's `optimal_price` (rounded to cents). Seasonality scales demand and
-does not move it; no guardrail bounds it, though it always lies within the catalog's
-`min_price` and `max_price` (2.5 x `reference_price`). The seasonal peak follows the
-category (knitting and crochet peak in autumn, quilting in winter, ...).
+Every family's demand is non-negative and non-increasing in price. The truth's `elasticity` is
+the point elasticity |d ln q / d ln p| at the reference price, comparable across families:
+s for exponential, isoelastic and linear, s * (1 - rho) for logit.
 
-Prices. Each item x channel has a list price (`base_price` in the truth): `reference_price`
-times an item-level list factor drawn uniformly in [0.5, 0.9] (the shop prices below the
-demand curve's reference) times the channel markup (web 1.00, etsy 1.05, amazon 1.10),
-rounded to an x.49 or x.99 ending and kept at or above the item's `min_price`. With these
-draws `optimal_price / base_price` spreads on both sides of 1 (about 0.6 / 0.9 / 1.45 at the
-10% / 50% / 90% quantiles): some list prices are too high, others too low. Now and then
-(1 + Poisson(days / 90) episodes per row) the shop ran a price experiment: for 7 to 28 days
-the price was the list price times one of 0.7, 0.8, 0.9, 1.1, 1.2 or 1.35 (same rounding),
-then it went back. Prices never go below the item's `min_price`. The price of every item x
-channel x day is kept in `SimulatedMarket.prices`; the catalog's `current_price` is the web
-price on the last day.
+Price sensitivity. Each item draws a rank u, uniform in [0, 1], and each channel adds its
+`sensitivity_shift` (web +0, etsy +0.15, amazon +0.3). Exponential and linear:
+s = 0.6 + 2.6 * u + shift, in [0.6, 3.5]. Logit: s = 1.5 + 2.1 * u + shift, in [1.5, 3.9],
+with rho uniform in [0.1, 0.6] per item (NaN in other families), so the elasticity spreads over
+about [0.6, 3.5].
+Some items of these three families are inelastic at the reference price (elasticity below 1:
+raising the price from there raises revenue). Isoelastic demand has a finite profit optimum
+only when s > 1, and then it is cost * s / (s - 1) whatever the reference price; with the
+near-zero unit cost of a PDF an optimum within the catalog bounds needs s close to 1. So s is
+calibrated: on the web row the optimum is put at (1.9 - 1.45 * u) x the reference price, the
+excess s - 1 is scaled by (1 + shift) on the other channels, and s is then kept where the
+optimum lies within [min_price + 0.01, max_price - 0.01] and s <= 3.5. Isoelastic elasticities
+lie in (1, 3.5], most of them near 1 (median about 1.1, 95% below 1.5).
+
+Optimal price. The profit of a unit sold at `p` is `p * (1 - fee_percent / 100) - fee_fixed
+- unit_cost`; with cost = (unit_cost + fee_fixed) / (1 - fee_percent / 100) the expected
+profit is proportional to (p - cost) * q(p), and its maximiser, `optimal_price` (rounded to
+cents, no guardrail), is in closed form:
+
+- exponential: cost + reference_price / s;
+- isoelastic: cost * s / (s - 1);
+- logit: cost + (1 + W(exp(a - s * cost / reference_price - 1))) * reference_price / s,
+  W being Lambert's W (principal branch);
+- linear: (cost + reference_price * (1 + s) / s) / 2, below the choke price.
+
+Seasonality scales demand and does not move the optimum; with these ranges it always lies
+within the catalog's `min_price` and `max_price` (2.5 x `reference_price`).
+`base_daily_units` is sized so that the web row sells a log-normal draw (median 0.3 a day,
+sigma 0.7; 0.6x for printed items) at the web optimum before seasonality, whatever the family;
+the channels multiply it (web 1.0, etsy 0.85, amazon 0.6). Reference prices are uniform in
+[4, 15] (PDF) or [12, 30] (printed); the seasonal amplitude is uniform in [0.05, 0.35] and the
+peak follows the category (knitting and crochet peak in autumn, quilting in winter, ...).
+
+Prices. The shop's current list price (`base_price` in the truth) is the web optimum times an
+item-level mispricing factor, log-uniform in [0.6, 1.65], times the channel markup (web 1.00,
+etsy 1.05, amazon 1.10), rounded to an x.49 or x.99 ending and kept within the item's
+`min_price` and `max_price`: some list prices are too high, others too low
+(`optimal_price / base_price` is about 0.6 / 0.9 / 1.35 at the 10% / 50% / 90% quantiles for
+exponential, lower for isoelastic, whose amazon optimum is far below the web one). The history
+runs backwards from it:
+
+- a quarter of the items (STATIC_SHARE, rounded) are never repriced on any channel: their
+  price response cannot be identified from their own data;
+- permanent list-price changes: Poisson(1 per year) per repriced item on all its channels at
+  once, Poisson(0.5 per year) per repriced item x channel on one, on a uniform day, by a factor
+  of 0.8, 0.9, 0.95, 1.05, 1.1, 1.2 or 1.25 (the list price before a change is the one after
+  it divided by the factor); a repriced item without any change or episode gets one item-wide
+  change;
+- temporary tests and promotions: Poisson(1.5 per year) per repriced item, half of them on all
+  channels and half on one, 7 to 28 days long and over before the last day, at the list price
+  of their first day times one of 0.7, 0.8, 0.9, 1.1, 1.2 or 1.35; then the list price returns.
+
+Every price is rounded to .49/.99 and kept within [`min_price`, `max_price`]; a change the
+rounding would swallow moves one step (0.50) in its direction, or the other way where a bound
+blocks it. Prices are therefore flat for long stretches (a median of about seven weeks between
+changes of a repriced series in a year's history). The price of every item x channel x day is
+kept in `SimulatedMarket.prices`; the last day's prices (the list prices) are each channel's
+current price, in `SimulatedMarket.channel_prices`; the catalog's `current_price` is the web
+one.
 
 Purchases. Units sold per item x channel x day are Poisson with the expected units above, at
 that day's price; each unit is one `purchase` event of quantity 1 at that price.
@@ -57,15 +105,21 @@ day. About 2% of purchases of printed items are returned 3 to 20 days later (a `
 of quantity 1 at the purchase price, in a session of its own); returns that would fall after
 the simulated period are dropped.
 
-Hidden truth is everything in `truth` (demand parameters, channel demand multipliers and
-elasticity shifts, optimal prices) and the user tastes; the channels file holds only the
-public fee schedule.
+Files (`write_simulation`, `simulate_to_dir`, each written atomically): `events/` (the event
+log), `catalog.csv`, `channels.csv` (the public fee schedule), `channel_prices.csv`
+(CHANNEL_PRICES_FILE: item_id, channel, current_price) and `ground_truth.parquet` (the truth
+table with the simulation `start`). Hidden truth is everything in `truth` (family, demand
+parameters, channel demand multipliers and sensitivity shifts, elasticities, optimal prices)
+and the user tastes. `expected_daily_units` computes true demand from the TRUTH_PARAMETERS
+columns of the truth, for any mix of families.
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -84,14 +138,14 @@ class Channel:
     fee_percent: float
     fee_fixed: float
     demand_multiplier: float
-    elasticity_shift: float
+    sensitivity_shift: float
     price_markup: float
 
 
 CHANNEL_SPECS: tuple[Channel, ...] = (
-    Channel("web", 2.9, 0.30, demand_multiplier=1.0, elasticity_shift=0.0, price_markup=1.00),
-    Channel("etsy", 6.5, 0.20, demand_multiplier=0.85, elasticity_shift=0.15, price_markup=1.05),
-    Channel("amazon", 15.0, 0.0, demand_multiplier=0.6, elasticity_shift=0.3, price_markup=1.10),
+    Channel("web", 2.9, 0.30, demand_multiplier=1.0, sensitivity_shift=0.0, price_markup=1.00),
+    Channel("etsy", 6.5, 0.20, demand_multiplier=0.85, sensitivity_shift=0.15, price_markup=1.05),
+    Channel("amazon", 15.0, 0.0, demand_multiplier=0.6, sensitivity_shift=0.3, price_markup=1.10),
 )
 
 
@@ -101,6 +155,15 @@ def _channel_table() -> pd.DataFrame:
 
 CHANNELS = _channel_table()  # for reading; the simulator builds its own copy from CHANNEL_SPECS
 PUBLIC_CHANNEL_COLUMNS = ["channel", "fee_percent", "fee_fixed"]
+
+DemandFamily = Literal["exponential", "isoelastic", "logit", "linear"]
+DEMAND_FAMILIES: tuple[str, ...] = get_args(DemandFamily)
+# The truth columns `expected_daily_units` reads: copy exactly these to evaluate true demand.
+TRUTH_PARAMETERS: tuple[str, ...] = (
+    "family", "price_sensitivity", "reference_share", "base_daily_units", "reference_price",
+    "seasonal_amplitude", "seasonal_peak_day",
+)
+CHANNEL_PRICES_FILE = "channel_prices.csv"
 
 CATEGORIES: tuple[str, ...] = (
     "sewing", "knitting", "crochet", "quilting", "embroidery", "surface design",
@@ -115,10 +178,32 @@ DESIGNERS: tuple[str, ...] = (
 )
 FORMATS: tuple[str, ...] = ("PDF", "printed")
 PDF_SHARE = 0.75
+# Expected web units a day at the web optimum, before seasonality: log-normal (median, sigma),
+# times PRINTED_UNITS_FACTOR for printed items.
+WEB_UNITS_AT_OPTIMUM = (0.3, 0.7)
+PRINTED_UNITS_FACTOR = 0.6
+# Item-level price sensitivity s (before the channel shift) of the families that draw it.
+SENSITIVITY_RANGES: dict[str, tuple[float, float]] = {
+    "exponential": (0.6, 3.2),
+    "logit": (1.5, 3.6),
+    "linear": (0.6, 3.2),
+}
+REFERENCE_SHARE_RANGE = (0.1, 0.6)  # logit: the item's market share at the reference price
+# Isoelastic: the web optimum targeted by s, as a fraction of the reference price; s at most:
+ISOELASTIC_OPTIMUM_RANGE = (0.45, 1.9)
+MAX_ISOELASTIC_SENSITIVITY = 3.5
+# The shop's current web list price / the true web optimum (log-uniform): both sides of 1.
+MISPRICING_RANGE = (0.6, 1.65)
+# Price history: items never repriced, then per repriced item or row and per year of history:
+STATIC_SHARE = 0.25
+ITEM_LIST_CHANGES_PER_YEAR = 1.0  # permanent, item-wide (every channel, same factor)
+CHANNEL_LIST_CHANGES_PER_YEAR = 0.5  # permanent, one channel
+EPISODES_PER_YEAR = 1.5  # temporary tests and promotions of an item
+EPISODE_ITEM_WIDE_SHARE = 0.5  # the share of them on every channel at once
+EPISODE_DAYS = (7, 28)
+LIST_CHANGE_FACTORS: tuple[float, ...] = (0.8, 0.9, 0.95, 1.05, 1.1, 1.2, 1.25)
 PRICE_FACTORS: tuple[float, ...] = (0.7, 0.8, 0.9, 1.1, 1.2, 1.35)
-ITEM_ELASTICITY_RANGE = (0.8, 2.5)  # item-level point elasticity at the reference price
-ELASTICITY_BOUNDS = (0.8, 2.8)  # item elasticity plus channel shift is clipped to this
-LIST_PRICE_FACTOR_RANGE = (0.5, 0.9)  # the shop's web list price / the item's reference price
+CHARM_STEP = 0.5  # the distance between two .49/.99 prices
 CURRENCY = "USD"
 DAYS_PER_YEAR = 365
 SECONDS_PER_DAY = 86_400
@@ -136,6 +221,11 @@ _VIEW, _CART, _REMOVE, _PURCHASE, _RETURN = (
     EVENT_TYPES.index(name)
     for name in ("view", "add_to_cart", "remove_from_cart", "purchase", "return")
 )
+_EXPONENTIAL, _ISOELASTIC, _LOGIT, _LINEAR = (
+    DEMAND_FAMILIES.index(name) for name in ("exponential", "isoelastic", "logit", "linear")
+)
+_WEB = [c.channel for c in CHANNEL_SPECS].index("web")  # the row of an item's web channel
+_MIN_RELATIVE_PRICE = 1e-9  # isoelastic demand at a zero price: finite, at this x
 
 
 @dataclass
@@ -148,6 +238,7 @@ class SimulatedMarket:
     truth: pd.DataFrame
     start: date
     prices: pd.DataFrame  # item_id, channel, day, price: the price of every item x channel x day
+    channel_prices: pd.DataFrame  # item_id, channel, current_price: the prices on the last day
 
 
 @dataclass
@@ -163,9 +254,48 @@ class _Demand:
     browse_weight: np.ndarray
 
 
-def _demand(base, elasticity, reference_price, amplitude, peak_day, price, day) -> np.ndarray:
-    season = 1.0 + amplitude * np.cos(2.0 * np.pi * (day - peak_day) / DAYS_PER_YEAR)
-    return base * np.exp(-elasticity * (price / reference_price - 1.0)) * season
+def _check_family(family: str) -> None:
+    if family not in DEMAND_FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(DEMAND_FAMILIES)}, got {family!r}")
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)), without overflow and with exact tails."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _logit_intercept(sensitivity: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """The logit utility intercept `a` that gives `share` at the reference price."""
+    return sensitivity + np.log(share / (1.0 - share))
+
+
+def _shape(code: np.ndarray, s: np.ndarray, share: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Demand at relative price `x` over demand at the reference price (all arrays one shape)."""
+    shape = np.empty(x.shape)
+    for family, curve in (
+        (_EXPONENTIAL, lambda s, share, x: np.exp(-s * (x - 1.0))),
+        (_ISOELASTIC, lambda s, share, x: np.maximum(x, _MIN_RELATIVE_PRICE) ** -s),
+        (_LOGIT, lambda s, share, x: _sigmoid(_logit_intercept(s, share) - s * x) / share),
+        (_LINEAR, lambda s, share, x: np.maximum(0.0, 1.0 - s * (x - 1.0))),
+    ):
+        rows = code == family
+        if rows.any():
+            shape[rows] = curve(s[rows], share[rows], x[rows])
+    return shape
+
+
+def _family_codes(truth: pd.DataFrame) -> np.ndarray:
+    """Each row's index in DEMAND_FAMILIES; exponential when the truth has no family column."""
+    if "family" not in truth.columns:
+        return np.full(len(truth), _EXPONENTIAL)
+    names = truth["family"].to_numpy(dtype=object)
+    codes = pd.Categorical(names, categories=list(DEMAND_FAMILIES)).codes.astype(np.int64)
+    if (codes < 0).any():
+        unknown = sorted({str(name) for name in names[codes < 0]})
+        raise ValueError(f"family must be one of {', '.join(DEMAND_FAMILIES)}, got "
+                         f"{', '.join(map(repr, unknown))}")
+    return codes
 
 
 def expected_daily_units(
@@ -174,15 +304,71 @@ def expected_daily_units(
     """True expected units per day of each truth row at `price` on day index `day`.
 
     `price` and `day` broadcast against the rows (scalars or arrays of one value per row);
-    arrays of shape (rows, k) evaluate k points per row.
+    arrays of shape (rows, k) evaluate k points per row. Reads the TRUTH_PARAMETERS columns;
+    a truth without `family` and `price_sensitivity` (the layout before demand families) is
+    exponential with `price_sensitivity` = `elasticity`.
     """
     price, day = np.asarray(price, dtype=float), np.asarray(day, dtype=float)
-    shape = (len(truth),) + (1,) * (max(price.ndim, day.ndim, 1) - 1)
-    columns = ("base_daily_units", "elasticity", "reference_price", "seasonal_amplitude",
-               "seasonal_peak_day")
-    base, elasticity, reference, amplitude, peak = (
-        truth[c].to_numpy(dtype=float).reshape(shape) for c in columns)
-    return _demand(base, elasticity, reference, amplitude, peak, price=price, day=day)
+    row_shape = (len(truth),) + (1,) * (max(price.ndim, day.ndim, 1) - 1)
+    code = _family_codes(truth)
+    legacy = "family" not in truth.columns and "price_sensitivity" not in truth.columns
+    needed = ["elasticity" if legacy else "price_sensitivity", "base_daily_units",
+              "reference_price", "seasonal_amplitude", "seasonal_peak_day"]
+    if (code == _LOGIT).any():
+        needed.append("reference_share")
+    missing = [name for name in needed if name not in truth.columns]
+    if missing:
+        raise KeyError(f"the truth lacks {', '.join(missing)}: copy TRUTH_PARAMETERS")
+
+    def column(name: str) -> np.ndarray:
+        if name not in truth.columns:
+            return np.full(row_shape, np.nan)
+        return truth[name].to_numpy(dtype=float).reshape(row_shape)
+
+    sensitivity, base, reference, amplitude, peak, share = (column(name) for name in (
+        needed[0], "base_daily_units", "reference_price", "seasonal_amplitude",
+        "seasonal_peak_day", "reference_share"))
+    code = code.reshape(row_shape)
+    relative = price / reference
+    full = np.broadcast_shapes(relative.shape, day.shape, row_shape)
+    s, share_full, code_full, x = (
+        np.broadcast_to(a, full) for a in (sensitivity, share, code, relative))
+    season = 1.0 + amplitude * np.cos(2.0 * np.pi * (day - peak) / DAYS_PER_YEAR)
+    return base * _shape(code_full, s, share_full, x) * season
+
+
+def _lambert_w(y: np.ndarray) -> np.ndarray:
+    """The principal branch of Lambert's W (w * exp(w) = y) for y >= 0, by Halley steps."""
+    w = np.log1p(y)
+    for _ in range(50):
+        ew = np.exp(w)
+        f = w * ew - y
+        step = f / (ew * (w + 1.0) - (w + 2.0) * f / (2.0 * w + 2.0))
+        w = w - step
+        if np.all(np.abs(step) <= 1e-13 * np.maximum(1.0, np.abs(w))):
+            break
+    return w
+
+
+def _elasticity(code, s, share) -> np.ndarray:
+    """The point elasticity |d ln q / d ln p| at the reference price."""
+    return np.where(code == _LOGIT, s * (1.0 - np.nan_to_num(share)), s)
+
+
+def _optimal_price(code, s, share, reference, cost) -> np.ndarray:
+    """The profit-maximising price, `cost` being (unit_cost + fee_fixed) / (1 - fee rate)."""
+    optimum = np.full(len(code), np.nan)
+    rows = code == _EXPONENTIAL
+    optimum[rows] = cost[rows] + reference[rows] / s[rows]
+    rows = code == _ISOELASTIC
+    optimum[rows] = cost[rows] * s[rows] / (s[rows] - 1.0)
+    rows = code == _LINEAR
+    optimum[rows] = 0.5 * (cost[rows] + reference[rows] * (1.0 + s[rows]) / s[rows])
+    rows = code == _LOGIT
+    beta = s[rows] / reference[rows]
+    utility = _logit_intercept(s[rows], share[rows]) - beta * cost[rows]
+    optimum[rows] = cost[rows] + (1.0 + _lambert_w(np.exp(utility - 1.0))) / beta
+    return optimum
 
 
 def _charm_price(price: np.ndarray) -> np.ndarray:
@@ -190,10 +376,24 @@ def _charm_price(price: np.ndarray) -> np.ndarray:
     return np.round(np.maximum(np.round(2.0 * (price + 0.01)) / 2.0 - 0.01, 0.49), 2)
 
 
-def _charm_price_at_least(price: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """`_charm_price(price)`, or the lowest .49/.99 price not below `floor` if it is lower."""
-    lowest = np.round(np.ceil(2.0 * (floor + 0.01) - 1e-9) / 2.0 - 0.01, 2)
-    return np.maximum(_charm_price(price), lowest)
+def _charm_price_within(price: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """`_charm_price(price)`, moved to the nearest .49/.99 price within [low, high]."""
+    lowest = np.round(np.ceil(2.0 * (low + 0.01) - 1e-9) / 2.0 - 0.01, 2)
+    highest = np.round(np.floor(2.0 * (high + 0.01) + 1e-9) / 2.0 - 0.01, 2)
+    return np.minimum(np.maximum(_charm_price(price), lowest), highest)
+
+
+def _moved_price(target: np.ndarray, previous: np.ndarray, low: np.ndarray,
+                 high: np.ndarray) -> np.ndarray:
+    """The .49/.99 price within [low, high] nearest `target` that differs from `previous`: a
+    change the rounding would swallow moves one step (0.50) towards `target`, or the other
+    way where a bound blocks it."""
+    price = _charm_price_within(target, low, high)
+    can_rise = previous + CHARM_STEP <= high + 1e-9
+    can_fall = previous - CHARM_STEP >= low - 1e-9
+    up = np.where(target > previous, can_rise, ~can_fall)
+    bumped = np.round(previous + np.where(up, CHARM_STEP, -CHARM_STEP), 2)
+    return np.where(np.abs(price - previous) < 0.005, bumped, price)
 
 
 def _draw_catalog(rng: np.random.Generator, items: int):
@@ -226,13 +426,34 @@ def _draw_catalog(rng: np.random.Generator, items: int):
     return catalog, category, designer, printed, reference_price
 
 
-def _draw_truth(rng, catalog, category, designer, printed, reference_price, start: date):
+def _isoelastic_sensitivity(rank, shift, item, cost, reference, min_price, max_price):
+    """Isoelastic s per row: calibrated on the web row so that the web optimum
+    cost * s / (s - 1) falls at a drawn fraction of the reference price (lower for more
+    sensitive items), its excess s - 1 scaled by (1 + channel shift) on the other channels,
+    then kept where the optimum lies within [min_price, max_price] and s <= 3.5."""
+    low, high = ISOELASTIC_OPTIMUM_RANGE
+    web = slice(_WEB, None, len(CHANNEL_SPECS))
+    web_cost = cost[web]
+    target = (high - rank * (high - low)) * reference[web]
+    excess = web_cost / (target - web_cost)
+    s = 1.0 + excess[item] * (1.0 + shift)
+    lowest_optimum, highest_optimum = min_price + 0.01, max_price - 0.01
+    s_low = highest_optimum / (highest_optimum - cost)
+    s_high = np.minimum(lowest_optimum / (lowest_optimum - cost), MAX_ISOELASTIC_SENSITIVITY)
+    return np.clip(s, s_low, s_high)
+
+
+def _draw_truth(rng, catalog, category, designer, printed, reference_price, start: date,
+                family: str):
     """The hidden demand parameters, one row per item x channel (item-major order)."""
     items, n_channels = len(catalog), len(CHANNEL_SPECS)
-    base_units = rng.lognormal(np.log(0.17), 0.7, items) * np.where(printed, 0.6, 1.0)
-    item_elasticity = rng.uniform(*ITEM_ELASTICITY_RANGE, items)
+    median_units, spread = WEB_UNITS_AT_OPTIMUM
+    units_at_optimum = rng.lognormal(np.log(median_units), spread, items) * np.where(
+        printed, PRINTED_UNITS_FACTOR, 1.0)
+    rank = rng.random(items)  # the item's price sensitivity within its family's range
+    share = rng.uniform(*REFERENCE_SHARE_RANGE, items)
     amplitude = rng.uniform(0.05, 0.35, items)
-    list_factor = rng.uniform(*LIST_PRICE_FACTOR_RANGE, items)
+    mispricing = np.exp(rng.uniform(*np.log(MISPRICING_RANGE), items))
     start_day_of_year = start.timetuple().tm_yday - 1
     peak_of_year = np.array(CATEGORY_PEAK_DAY)[category] + np.round(rng.normal(0, 15, items))
     peak_day = np.mod(peak_of_year - start_day_of_year, DAYS_PER_YEAR).astype(int)
@@ -240,27 +461,43 @@ def _draw_truth(rng, catalog, category, designer, printed, reference_price, star
     item = np.repeat(np.arange(items), n_channels)
     chan = np.tile(np.arange(n_channels), items)
     spec = _channel_table().iloc[chan].reset_index(drop=True)
-    elasticity = np.clip(item_elasticity[item] + spec["elasticity_shift"].to_numpy(),
-                         *ELASTICITY_BOUNDS)
+    shift = spec["sensitivity_shift"].to_numpy()
     unit_cost = catalog["unit_cost"].to_numpy()[item]
     fee_rate = spec["fee_percent"].to_numpy() / 100.0
     fee_fixed = spec["fee_fixed"].to_numpy()
+    cost = (unit_cost + fee_fixed) / (1.0 - fee_rate)
     min_price = catalog["min_price"].to_numpy()[item]
-    base_price = _charm_price_at_least(
-        reference_price[item] * list_factor[item] * spec["price_markup"].to_numpy(), min_price
-    )
-    optimal = (unit_cost + fee_fixed) / (1.0 - fee_rate) + reference_price[item] / elasticity
+    max_price = catalog["max_price"].to_numpy()[item]
+    reference = reference_price[item]
+    code = np.full(len(item), DEMAND_FAMILIES.index(family))
+    if family == "isoelastic":
+        s = _isoelastic_sensitivity(rank, shift, item, cost, reference, min_price, max_price)
+    else:
+        low, high = SENSITIVITY_RANGES[family]
+        s = low + rank[item] * (high - low) + shift
+    row_share = share[item] if family == "logit" else np.full(len(item), np.nan)
+    optimal = _optimal_price(code, s, row_share, reference, cost)
+    web = slice(_WEB, None, n_channels)
+    web_optimum = optimal[web][item]
+    # Demand at the reference price is sized by the web demand at the web optimum.
+    base_units = units_at_optimum / _shape(code[web], s[web], row_share[web],
+                                           optimal[web] / reference[web])
+    base_price = _charm_price_within(
+        web_optimum * mispricing[item] * spec["price_markup"].to_numpy(), min_price, max_price)
     return pd.DataFrame({
         "item_id": catalog["item_id"].to_numpy()[item],
         "channel": spec["channel"].to_numpy(dtype=object),
         "category": catalog["category"].to_numpy()[item],
         "designer": np.array(DESIGNERS, dtype=object)[designer[item]],
         "format": np.array(FORMATS, dtype=object)[printed[item].astype(int)],
+        "family": np.full(len(item), family, dtype=object),
         "base_daily_units": base_units[item] * spec["demand_multiplier"].to_numpy(),
-        "elasticity": elasticity,
-        "reference_price": reference_price[item],
+        "price_sensitivity": s,
+        "reference_share": row_share,
+        "reference_price": reference,
         "seasonal_amplitude": amplitude[item],
         "seasonal_peak_day": peak_day[item],
+        "elasticity": _elasticity(code, s, row_share),
         "unit_cost": unit_cost,
         "fee_percent": spec["fee_percent"].to_numpy(),
         "fee_fixed": fee_fixed,
@@ -269,37 +506,86 @@ def _draw_truth(rng, catalog, category, designer, printed, reference_price, star
     })
 
 
-def _draw_prices(rng: np.random.Generator, truth: pd.DataFrame, min_price: np.ndarray,
-                 days: int) -> np.ndarray:
-    """Price of each truth row on each day: list price, with past experiment episodes."""
-    rows = len(truth)
-    base = truth["base_price"].to_numpy()
-    prices = np.repeat(base[:, None], days, axis=1)
-    episodes = 1 + rng.poisson(days / 90.0, rows)
-    total = int(episodes.sum())
-    first = rng.integers(0, days, total)
-    length = rng.integers(7, 29, total)
-    factor = np.array(PRICE_FACTORS)[rng.integers(0, len(PRICE_FACTORS), total)]
-    row = np.repeat(np.arange(rows), episodes)
-    experiment = _charm_price_at_least(base[row] * factor, min_price[row])
-    for r, a, n, p in zip(row.tolist(), first.tolist(), length.tolist(), experiment.tolist(),
-                          strict=True):
-        prices[r, a:a + n] = p
+def _draw_prices(rng: np.random.Generator, base: np.ndarray, low: np.ndarray,
+                 high: np.ndarray, items: int, days: int) -> np.ndarray:
+    """Price of each row (item-major) on each day: flat list prices that end at `base`, with
+    permanent list-price changes and temporary episodes; STATIC_SHARE of the items keep
+    their list prices throughout."""
+    n_channels = len(CHANNEL_SPECS)
+    rows = items * n_channels
+    row_item = np.repeat(np.arange(items), n_channels)
+    repriced = np.ones(items, dtype=bool)
+    repriced[rng.permutation(items)[:round(STATIC_SHARE * items)]] = False
+    years = days / DAYS_PER_YEAR
+    item_changes = rng.poisson(ITEM_LIST_CHANGES_PER_YEAR * years, items) * repriced
+    row_changes = rng.poisson(CHANNEL_LIST_CHANGES_PER_YEAR * years, rows) * repriced[row_item]
+    episodes = rng.poisson(EPISODES_PER_YEAR * years, items) * repriced
+    unchanged = repriced & (item_changes + episodes
+                            + np.bincount(row_item, row_changes, items) == 0)
+    item_changes[unchanged] = 1  # every repriced item changes price at least once
+    if days < 2:
+        return np.repeat(base[:, None], days, axis=1)
+
+    # Permanent list-price changes, effective from their day: one row per channel of an
+    # item-wide change, then the per-channel ones.
+    n_item = int(item_changes.sum())
+    changed_item = np.repeat(np.arange(items), item_changes)
+    item_day = rng.integers(1, days, n_item)
+    item_factor = np.array(LIST_CHANGE_FACTORS)[rng.integers(0, len(LIST_CHANGE_FACTORS), n_item)]
+    n_row = int(row_changes.sum())
+    row_factor = np.array(LIST_CHANGE_FACTORS)[rng.integers(0, len(LIST_CHANGE_FACTORS), n_row)]
+    change_row = np.concatenate([
+        (changed_item[:, None] * n_channels + np.arange(n_channels)).ravel(),
+        np.repeat(np.arange(rows), row_changes)])
+    change_day = np.concatenate([np.repeat(item_day, n_channels), rng.integers(1, days, n_row)])
+    change_factor = np.concatenate([np.repeat(item_factor, n_channels), row_factor])
+
+    # The list price path, backwards from the current list price `base`: before a change of
+    # factor f the list price was the later one divided by f.
+    list_price = np.repeat(base[:, None], days, axis=1)
+    after = base.copy()
+    for r, d, f in zip(*(a[np.lexsort((-change_day, change_row))].tolist()
+                         for a in (change_row, change_day, change_factor)), strict=True):
+        before = float(_moved_price(np.array(after[r] / f), np.array(after[r]), low[r], high[r]))
+        list_price[r, :d] = before
+        after[r] = before
+
+    # Temporary tests and promotions: the list price at their start times a factor, for 7 to
+    # 28 days, over before the last day; on every channel of the item or on one.
+    n_episodes = int(episodes.sum())
+    episode_item = np.repeat(np.arange(items), episodes)
+    length = rng.integers(EPISODE_DAYS[0], EPISODE_DAYS[1] + 1, n_episodes)
+    room = days - 1 - length
+    first = np.floor(rng.random(n_episodes) * (np.maximum(room, 0) + 1)).astype(np.int64)
+    factor = np.array(PRICE_FACTORS)[rng.integers(0, len(PRICE_FACTORS), n_episodes)]
+    item_wide = rng.random(n_episodes) < EPISODE_ITEM_WIDE_SHARE
+    one_channel = rng.integers(0, n_channels, n_episodes)
+    prices = list_price.copy()
+    for i, a, n, f, wide, c in zip(episode_item.tolist(), first.tolist(), length.tolist(),
+                                   factor.tolist(), item_wide.tolist(), one_channel.tolist(),
+                                   strict=True):
+        if a + n > days - 1:
+            continue  # the history is too short for it
+        targets = i * n_channels + (np.arange(n_channels) if wide else np.array([c]))
+        listed = list_price[targets, a]
+        prices[targets, a:a + n] = _moved_price(
+            listed * f, listed, low[targets], high[targets])[:, None]
     return prices
 
 
-def _simulate_demand(rng: np.random.Generator, days: int, items: int, start: date) -> _Demand:
+def _simulate_demand(rng: np.random.Generator, days: int, items: int, start: date,
+                     family: str) -> _Demand:
     catalog, category, designer, printed, reference_price = _draw_catalog(rng, items)
-    truth = _draw_truth(rng, catalog, category, designer, printed, reference_price, start)
-    item_min_price = catalog["min_price"].to_numpy()
-    row_min_price = np.repeat(item_min_price, len(CHANNEL_SPECS))
-    prices = _draw_prices(rng, truth, row_min_price, days)
+    truth = _draw_truth(rng, catalog, category, designer, printed, reference_price, start,
+                        family)
+    low, high = (np.repeat(catalog[c].to_numpy(), len(CHANNEL_SPECS))
+                 for c in ("min_price", "max_price"))
+    prices = _draw_prices(rng, truth["base_price"].to_numpy(), low, high, items, days)
     day = np.arange(days)[None, :]
     expected = expected_daily_units(truth, prices, day)
     units = rng.poisson(expected)
     browse_weight = expected_daily_units(truth, truth["reference_price"].to_numpy()[:, None], day)
-    web = [c.channel for c in CHANNEL_SPECS].index("web")
-    catalog["current_price"] = prices[web::len(CHANNEL_SPECS), -1]
+    catalog["current_price"] = prices[_WEB::len(CHANNEL_SPECS), -1]
     return _Demand(catalog, truth, category, printed, prices, units, browse_weight)
 
 
@@ -444,32 +730,46 @@ def _build_events(rng: np.random.Generator, demand: _Demand, users: int, seed: i
 
 def _market(demand: _Demand, events: pd.DataFrame, start: date) -> SimulatedMarket:
     rows, days = demand.prices.shape
+    item_ids, channel_names = (demand.truth[c].to_numpy() for c in ("item_id", "channel"))
     prices = pd.DataFrame({
-        "item_id": np.repeat(demand.truth["item_id"].to_numpy(), days),
-        "channel": np.repeat(demand.truth["channel"].to_numpy(), days),
+        "item_id": np.repeat(item_ids, days),
+        "channel": np.repeat(channel_names, days),
         "day": np.tile(np.arange(days), rows),
         "price": demand.prices.ravel(),
     })
+    channel_prices = pd.DataFrame({
+        "item_id": item_ids, "channel": channel_names, "current_price": demand.prices[:, -1]})
     channels = _channel_table()[PUBLIC_CHANNEL_COLUMNS]
-    return SimulatedMarket(events, demand.catalog, channels, demand.truth, start, prices)
+    return SimulatedMarket(events, demand.catalog, channels, demand.truth, start, prices,
+                           channel_prices)
 
 
-def _check_sizes(days: int, users: int, items: int, seed: int) -> None:
+def _check_arguments(days: int, users: int, items: int, seed: int, family: str) -> None:
     for name, value in (("days", days), ("users", users), ("items", items)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
+    _check_family(family)
+
+
+def _simulate(days: int, users: int, items: int, seed: int, start: date, family: str,
+              done: Callable[[], None] = lambda: None) -> SimulatedMarket:
+    demand_rng, session_rng = np.random.default_rng(seed).spawn(2)
+    demand = _simulate_demand(demand_rng, days, items, start, family)
+    done()
+    events = _build_events(session_rng, demand, users, seed, start)
+    done()
+    return _market(demand, events, start)
 
 
 def simulate_market(days: int, users: int, items: int, seed: int,
-                    start: date = date(2025, 1, 1)) -> SimulatedMarket:
-    """Simulate `days` days of a shop of `items` items and `users` users from `start`."""
-    _check_sizes(days, users, items, seed)
-    demand_rng, session_rng = np.random.default_rng(seed).spawn(2)
-    demand = _simulate_demand(demand_rng, days, items, start)
-    events = _build_events(session_rng, demand, users, seed, start)
-    return _market(demand, events, start)
+                    start: date = date(2025, 1, 1), *,
+                    family: DemandFamily | str = "exponential") -> SimulatedMarket:
+    """Simulate `days` days of a shop of `items` items and `users` users from `start`, its
+    demand of the given family (one of DEMAND_FAMILIES)."""
+    _check_arguments(days, users, items, seed, family)
+    return _simulate(days, users, items, seed, start, family)
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -487,6 +787,7 @@ def _write_validated(market: SimulatedMarket, out_dir: Path) -> dict[str, int]:
     appended = EventLog(out_dir / "events").append(market.events)
     _write_csv_atomic(market.catalog[list(CATALOG_COLUMNS)], out_dir / "catalog.csv")
     _write_csv_atomic(market.channels[PUBLIC_CHANNEL_COLUMNS], out_dir / "channels.csv")
+    _write_csv_atomic(market.channel_prices, out_dir / CHANNEL_PRICES_FILE)
     truth = market.truth.assign(start=market.start)
     table = pa.Table.from_pandas(truth, preserve_index=False)
     write_parquet_atomic(table, out_dir / "ground_truth.parquet")
@@ -500,7 +801,8 @@ def _write_validated(market: SimulatedMarket, out_dir: Path) -> dict[str, int]:
 def write_simulation(market: SimulatedMarket, out_dir: Path) -> dict[str, int]:
     """Validate and write a market to `out_dir`; return event counts by type, items, channels.
 
-    Writes `events/` (the event log), `catalog.csv`, `channels.csv` (public fees) and
+    Writes `events/` (the event log), `catalog.csv`, `channels.csv` (public fees),
+    `channel_prices.csv` (every item x channel's price on the last day) and
     `ground_truth.parquet` (the truth table with the simulation `start`), each atomically.
     """
     market = replace(market, events=validate_events(market.events),
@@ -509,16 +811,13 @@ def write_simulation(market: SimulatedMarket, out_dir: Path) -> dict[str, int]:
 
 
 def simulate_to_dir(days: int, users: int, items: int, seed: int, out_dir: Path,
-                    start: date = date(2025, 1, 1)) -> dict[str, int]:
+                    start: date = date(2025, 1, 1), *,
+                    family: DemandFamily | str = "exponential") -> dict[str, int]:
     """Simulate a market and write it to `out_dir` with a progress display; return counts."""
-    _check_sizes(days, users, items, seed)
+    _check_arguments(days, users, items, seed, family)
     names = ["simulating demand", "building sessions", "validating", "writing"]
     with stages(names) as done:
-        demand_rng, session_rng = np.random.default_rng(seed).spawn(2)
-        demand = _simulate_demand(demand_rng, days, items, start)
-        done()
-        market = _market(demand, _build_events(session_rng, demand, users, seed, start), start)
-        done()
+        market = _simulate(days, users, items, seed, start, family, done)
         market = replace(market, events=validate_events(market.events),
                          catalog=validate_catalog(market.catalog))
         done()
