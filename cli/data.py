@@ -15,7 +15,7 @@ from features.ingest import (
     upsert_catalog,
 )
 from features.settings import get_settings
-from features.simulator import simulate_to_dir
+from features.simulator import DemandFamily, simulate_to_dir
 
 app = typer.Typer(help="Load events and catalogs into the data directory, or simulate a "
                        "market.", no_args_is_help=True)
@@ -72,7 +72,9 @@ def simulate_command(
     users: Annotated[int, typer.Option(min=1)] = 2000,
     items: Annotated[int, typer.Option(min=1)] = 200,
     seed: Annotated[int, typer.Option(min=0)] = 1,
+    family: Annotated[DemandFamily, typer.Option(
+        help="Shape of the hidden demand curves; see docs/simulator.md")] = "exponential",
 ) -> None:
     """Simulate a pattern shop on three channels with hidden demand curves (seeded)."""
-    counts = simulate_to_dir(days, users, items, seed, out_dir.resolve())
-    out.print(table(f"Simulated market in {out_dir}", counts))
+    counts = simulate_to_dir(days, users, items, seed, out_dir.resolve(), family=family)
+    out.print(table(f"Simulated market in {out_dir}", {"demand family": family, **counts}))

@@ -70,6 +70,27 @@ def test_cli_simulate_writes_a_market_that_imports_cleanly(data_dir, tmp_path):
                                          str(tmp_path / "sim" / "catalog.csv"))
 
 
+def test_cli_simulate_writes_a_market_of_the_chosen_demand_family(data_dir, tmp_path):
+    shown = invoke("data", "simulate", "--out", str(tmp_path / "sim"), "--days", "20",
+                   "--users", "30", "--items", "5", "--seed", "3", "--family", "isoelastic")
+    assert "│ demand family │ isoelastic │" in shown
+    truth = pd.read_parquet(tmp_path / "sim" / "ground_truth.parquet")
+    assert (truth["family"] == "isoelastic").all() and len(truth) == 15
+    prices = pd.read_csv(tmp_path / "sim" / "channel_prices.csv")
+    assert list(prices.columns) == ["item_id", "channel", "current_price"] and len(prices) == 15
+    default = invoke("data", "simulate", "--out", str(tmp_path / "default"), "--days", "20",
+                     "--users", "30", "--items", "5", "--seed", "3")
+    assert "│ demand family │ exponential │" in default
+
+    result = runner.invoke(app, ["data", "simulate", "--out", str(tmp_path / "bad"),
+                                 "--family", "cobb-douglas"])
+    assert result.exit_code == 2
+    folded = " ".join(result.output.replace("│", " ").split())
+    assert "Invalid value for '--family'" in folded
+    assert "'cobb-douglas' is not one of 'exponential', 'isoelastic', 'logit'" in folded
+    assert not (tmp_path / "bad").exists()
+
+
 # Bad input: exit code 2, one `error:` line per problem, no traceback.
 
 
