@@ -3,7 +3,9 @@
 Every command that reads the event log, the catalog or the channel fees takes them the same
 way: `--events` (the event log, or a data directory holding it in `events/`), `--catalog` and
 `--channels`, each defaulting to the data directory's (`TAILOR_DATA_DIR`) or to the files
-beside the given log. Every problem found becomes one `error:` line (exit code 2).
+beside the given log; pricing commands also take `--channel-prices`, the optional channel
+price list (default: channel_prices.csv beside the log, when there is one). Every problem
+found becomes one `error:` line (exit code 2).
 """
 
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from features.event_log import EventLog
 from features.ingest import read_catalog, read_table_file
 from features.schemas import validate_catalog
 from features.settings import get_settings
+from features.simulator import CHANNEL_PRICES_FILE
 from features.timestamps import to_utc
 from models.pricing.demand import Period
 
@@ -40,6 +43,11 @@ ChannelsOption = Annotated[Path | None, typer.Option(
     "--channels", rich_help_panel=INPUTS,
     help="Channel fees CSV (channel, fee_percent, fee_fixed); default: channels.csv beside "
          "the event log")]
+ChannelPricesOption = Annotated[Path | None, typer.Option(
+    "--channel-prices", rich_help_panel=INPUTS,
+    help="Channel price list CSV (item_id, channel, current_price) for items priced apart per "
+         "channel; default: channel_prices.csv beside the event log if there is one, else the "
+         "catalog's current_price on every channel")]
 PeriodOption = Annotated[Period, typer.Option(
     help="Demand period: W (weeks from Monday, UTC) or D (days)")]
 SplitOption = Annotated[datetime, typer.Option(
@@ -68,6 +76,7 @@ class MarketInputs:
     events: EventLogInput
     catalog: Path
     channels: Path
+    channel_prices: Path | None = None
 
 
 def _event_log(given: Path | None, problems: list[str]) -> EventLogInput | None:
@@ -129,9 +138,9 @@ def events_and_catalog(events: Path | None, catalog: Path | None) -> tuple[Event
 
 
 def market(events: Path | None, catalog: Path | None, channels: Path | None,
-           guardrails: Path | None = None) -> MarketInputs:
-    """The event log, catalog and channel fee files (and the guardrails file, if named),
-    or exit 2 naming every missing one."""
+           guardrails: Path | None = None, channel_prices: Path | None = None) -> MarketInputs:
+    """The event log, catalog and channel fee files, the channel price list (when named or
+    beside the log) and the guardrails file (if named), or exit 2 naming every missing one."""
     problems: list[str] = []
     log = _event_log(events, problems)
     catalog_file = _beside_log(catalog, "--catalog", CATALOG_NAMES, log, "catalog", problems)
@@ -139,9 +148,14 @@ def market(events: Path | None, catalog: Path | None, channels: Path | None,
                                 "channels file (channel, fee_percent, fee_fixed)", problems)
     if guardrails is not None and not guardrails.is_file():
         problems.append(f"--guardrails {guardrails}: file not found")
+    if channel_prices is not None and not channel_prices.is_file():
+        problems.append(f"--channel-prices {channel_prices}: file not found")
     if log is None or catalog_file is None or channels_file is None or problems:
         fail(*problems)
-    return MarketInputs(log, catalog_file, channels_file)
+    beside = log.path.parent / CHANNEL_PRICES_FILE
+    if channel_prices is None and beside.is_file():
+        channel_prices = beside
+    return MarketInputs(log, catalog_file, channels_file, channel_prices)
 
 
 def read_catalog_file(path: Path) -> pd.DataFrame:

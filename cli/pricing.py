@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from cli import inputs
-from cli.inputs import CatalogOption, ChannelsOption, EventsOption, JsonFlag, PeriodOption
+from cli.inputs import (
+    CatalogOption,
+    ChannelPricesOption,
+    ChannelsOption,
+    EventsOption,
+    JsonFlag,
+    PeriodOption,
+)
 from cli.output import fail, out, table
 from features.errors import InputError
 from features.progress import stages
@@ -28,6 +35,7 @@ def suggest_command(
     guardrails: Annotated[Path | None, typer.Option(
         rich_help_panel=inputs.INPUTS,
         help="Guardrails YAML; default: the defaults of guardrails.example.yaml")] = None,
+    channel_prices: ChannelPricesOption = None,
     period: PeriodOption = "W",
     as_json: JsonFlag = False,
 ) -> None:
@@ -35,12 +43,13 @@ def suggest_command(
 
     Trains the demand model first, as `tailor train pricing` does; prices obey the guardrails.
     """
-    market = inputs.market(events, catalog, channels, guardrails)
+    market = inputs.market(events, catalog, channels, guardrails, channel_prices)
     try:
         with stages(["training, suggesting and storing"]) as done:
             batch_id, result = run_suggest(
                 get_settings(), events_dir=market.events.path, catalog_file=market.catalog,
-                channels_file=market.channels, guardrails_file=guardrails, period=period)
+                channels_file=market.channels, guardrails_file=guardrails, period=period,
+                channel_prices_file=market.channel_prices)
             done()
     except (OSError, InputError) as error:
         fail(str(error))

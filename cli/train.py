@@ -6,7 +6,13 @@ import typer
 
 from cli import inputs
 from cli.features import require_applied, require_built
-from cli.inputs import CatalogOption, ChannelsOption, EventsOption, PeriodOption
+from cli.inputs import (
+    CatalogOption,
+    ChannelPricesOption,
+    ChannelsOption,
+    EventsOption,
+    PeriodOption,
+)
 from cli.output import demand_table, fail, metrics_table, out, print_promotion
 from features.errors import InputError
 from features.progress import stages
@@ -46,18 +52,21 @@ def train_recs_command(
 
 @app.command("pricing")
 def train_pricing_command(events: EventsOption = None, catalog: CatalogOption = None,
-                          channels: ChannelsOption = None, period: PeriodOption = "W") -> None:
+                          channels: ChannelsOption = None,
+                          channel_prices: ChannelPricesOption = None,
+                          period: PeriodOption = "W") -> None:
     """Train the pricing demand model (`demand-model`) on an event log.
 
     Promoted if its validation WAPE beats the champion's on the same periods.
     """
-    market = inputs.market(events, catalog, channels)
+    files = inputs.market(events, catalog, channels, channel_prices=channel_prices)
     try:
-        frames = load_market_files(market.events.path, market.catalog, market.channels)
+        market = load_market_files(files.events.path, files.catalog, files.channels,
+                                   files.channel_prices)
     except (OSError, InputError) as error:
         fail(str(error))
     with stages(["training and validating"]) as done:
-        report = train_pricing(get_settings(), *frames, period=period)
+        report = train_pricing(get_settings(), market, period=period)
         done()
     out.print(demand_table(f"{report.model_version} (run {report.run_id[:8]})", report.metrics))
     print_promotion(report.promoted, report.reason)

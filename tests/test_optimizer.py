@@ -147,8 +147,11 @@ def test_keep_every_suggestion_inside_every_rule_for_any_demand(guardrails, offe
         assert pd.isna(row["max_price"]) or price <= row["max_price"] + TOL
         assert abs(price / current - 1) <= guardrails.max_change_percent / 100 + TOL
         trust = guardrails.trust_band_percent / 100
-        assert price >= row["observed_min_price"] * (1 - trust) - TOL
-        assert price <= row["observed_max_price"] * (1 + trust) + TOL
+        # The band spans the observed prices and the current price.
+        low = min(row["observed_min_price"], row["current_price"])
+        high = max(row["observed_max_price"], row["current_price"])
+        assert price >= low * (1 - trust) - TOL
+        assert price <= high * (1 + trust) + TOL
         assert price > 0
         if guardrails.price_endings:
             cents = round(price * 100)

@@ -14,11 +14,11 @@ from db import engine_for, migrate
 from db.suggestions import count_suggestions, get_batch, list_suggestions, save_batch
 from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow
 from features.settings import Settings
-from features.simulator import simulate_market, write_simulation
+from features.simulator import CHANNEL_PRICES_FILE, simulate_market, write_simulation
 from models import registry
 from models.pricing.artifacts import MODEL_NAME, load_demand_model
 from models.pricing.guardrails import Guardrails
-from models.pricing.offers import build_offers, decision_period
+from models.pricing.offers import build_offers, decision_period, default_as_of
 from models.pricing.optimizer import optimize_prices
 from tests.conftest import event
 from training.pricing.evaluate import evaluate_pricing, guardrail_violations
@@ -168,23 +168,23 @@ def test_list_suggestions_rejects_an_unknown_status(store):
 # ---------------------------------------------------------------------------------- offers
 
 
-def test_build_offers_takes_latest_shown_price_and_purchase_range():
+def test_build_offers_takes_the_catalog_price_and_the_purchase_range():
     events = pd.DataFrame([
         event("a", "2011-01-03 10:00", unit_price=2.0),
         event("b", "2011-01-04 10:00", unit_price=3.0, quantity=2),
-        event("c", "2011-01-05 09:00", "view", unit_price=2.5),  # the latest price shown
+        event("c", "2011-01-05 09:00", "view", unit_price=2.5),
         event("d", "2011-01-06 10:00", "return", unit_price=3.0),  # an old purchase's price
         event("e", "2011-01-11 10:00", unit_price=9.0),  # after as_of
         event("f", "2011-01-03 11:00", item_id="i2", unit_price=7.0),
     ])
     catalog = pd.DataFrame({"item_id": ["i1", "i2"], "category": ["kitchen", "toys"],
-                            "unit_cost": [0.5, None], "min_price": [1.0, 2.0],
-                            "max_price": [9.0, None]})
+                            "unit_cost": [0.5, None], "current_price": [3.49, 6.99],
+                            "min_price": [1.0, 2.0], "max_price": [9.0, None]})
     channels = pd.DataFrame({"channel": ["web"], "fee_percent": [2.9], "fee_fixed": [0.3]})
     offers = build_offers(events, catalog, channels, "2011-01-10").set_index("item_id")
 
-    assert offers.loc["i1", "current_price"] == 2.5
-    assert offers.loc["i2", "current_price"] == 7.0
+    assert offers.loc["i1", "current_price"] == 3.49  # the catalog's, not the last sale's
+    assert offers.loc["i2", "current_price"] == 6.99
     assert offers.loc["i1", ["observed_min_price", "observed_max_price"]].tolist() == [2.0, 3.0]
     assert offers.loc["i1", ["unit_cost", "min_price", "max_price"]].tolist() == [0.5, 1.0, 9.0]
     assert offers.loc["i1", ["fee_percent", "fee_fixed"]].tolist() == [2.9, 0.3]
@@ -193,31 +193,49 @@ def test_build_offers_takes_latest_shown_price_and_purchase_range():
     assert offers.loc["i1", "units_lag1"] == 3  # 1 + 2 units in the week of Jan 3
     assert offers.loc["i1", "category"] == "kitchen"
 
+    per_channel = pd.DataFrame({"item_id": ["i1"], "channel": ["web"], "current_price": [2.99]})
+    priced = build_offers(events, catalog, channels, "2011-01-10", channel_prices=per_channel)
+    assert priced.set_index("item_id")["current_price"].to_dict() == {"i1": 2.99, "i2": 6.99}
 
-def test_build_offers_matches_the_simulated_prices_and_fees(sim_dir, market):
-    events, catalog, channels = market
-    simulated = simulate_market(200, 300, 12, seed=11)  # the same market, its price table
-    as_of = pd.Timestamp("2025-06-01", tz="UTC")  # day 151
-    offers = build_offers(events, catalog, channels, as_of)
 
-    history = events[events["ts"] < as_of]
-    sold = history[history["event_type"] == "purchase"]
+def test_an_item_repriced_after_its_last_sale_is_bounded_and_explained_from_its_catalog_price():
+    events = pd.DataFrame([event(f"s{week}", str(pd.Timestamp("2011-01-03 10:00")
+                                                 + pd.Timedelta(weeks=week)), unit_price=10.0)
+                           for week in range(20)])
+    catalog = pd.DataFrame({"item_id": ["i1"], "category": ["kitchen"], "unit_cost": [1.0],
+                            "current_price": [12.99], "min_price": [1.0], "max_price": [None]})
+    channels = pd.DataFrame({"channel": ["web"], "fee_percent": [0.0], "fee_fixed": [0.0]})
+    offers = build_offers(events, catalog, channels, "2011-05-23")
+    rules = Guardrails(max_change_percent=10, trust_band_percent=500)
+
+    def flat(rows, prices):  # demand that does not respond: the highest allowed price wins
+        return np.ones(len(prices))
+
+    suggestion = optimize_prices(offers, flat, rules, "test").suggestions.iloc[0]
+    assert suggestion["current_price"] == 12.99
+    assert suggestion["suggested_price"] == pytest.approx(13.99)  # 10% above 12.99: 14.28
+    assert suggestion["explanation"].startswith("Raise web price 12.99 -> 13.99")
+    assert suggestion["bound_by"] == ["max_change"]
+
+
+def test_build_offers_takes_each_channels_price_from_the_price_list(sim_dir, market):
+    listed = pd.read_csv(sim_dir / CHANNEL_PRICES_FILE)
+    as_of = default_as_of(market.events)
+    offers = build_offers(market.events, market.catalog, market.channels, as_of,
+                          channel_prices=market.channel_prices)
+
+    sold = market.events[market.events["event_type"] == "purchase"]
     assert len(offers) == sold.groupby(["item_id", "channel"]).ngroups
-    shown = history[history["event_type"] != "return"]
-    last = shown.loc[shown.groupby(["item_id", "channel"])["ts"].idxmax()]
-    last_day = (last["ts"] - pd.Timestamp("2025-01-01", tz="UTC")).dt.days
-    day_prices = simulated.prices.set_index(["item_id", "channel", "day"])["price"]
-    expected = day_prices.loc[list(zip(last["item_id"], last["channel"], last_day,
-                                       strict=True))].to_numpy()
+    expected = listed.set_index(["item_id", "channel"])["current_price"]
     current = offers.set_index(["item_id", "channel"])["current_price"]
-    np.testing.assert_allclose(
-        current.loc[list(zip(last["item_id"], last["channel"], strict=True))], expected)
+    np.testing.assert_allclose(current, expected.loc[current.index])
+    assert (current != current.groupby(level=0).transform("first")).any()  # channels differ
 
     ranges = sold.groupby(["item_id", "channel"])["unit_price"].agg(["min", "max"])
     indexed = offers.set_index(["item_id", "channel"])
     np.testing.assert_allclose(indexed["observed_min_price"], ranges["min"].loc[indexed.index])
     np.testing.assert_allclose(indexed["observed_max_price"], ranges["max"].loc[indexed.index])
-    fees = channels.set_index("channel").loc[offers["channel"]]
+    fees = market.channels.set_index("channel").loc[offers["channel"]]
     np.testing.assert_allclose(offers["fee_percent"], fees["fee_percent"])
     np.testing.assert_allclose(offers["fee_fixed"], fees["fee_fixed"])
     assert (offers["period_start"] == decision_period(as_of, "W")).all()
@@ -278,12 +296,11 @@ def test_evaluate_pricing_oracle_finds_the_closed_form_optimum(sim_dir):
 
 def test_train_pricing_keeps_the_champion_over_a_worse_model(sim_dir, market, tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
-    events, catalog, channels = market
-    first = train_pricing(settings, events, catalog, channels)
+    first = train_pricing(settings, market)
     assert first.promoted and first.reason == "no champion yet"
     assert first.metrics["model"]["wape"] < first.metrics["last_week"]["wape"]
 
-    second = train_pricing(settings, events, catalog, channels, n_estimators=1)
+    second = train_pricing(settings, market, n_estimators=1)
 
     assert not second.promoted and "not better" in second.reason
     assert second.champion_version == first.version
@@ -302,7 +319,7 @@ def test_train_pricing_keeps_the_champion_over_a_worse_model(sim_dir, market, tm
     assert mlflow.get_tracking_uri().startswith("sqlite:///")
 
     champion = load_demand_model(settings)
-    offers = build_offers(events, catalog, channels, first.as_of)
+    offers = build_offers(market.events, market.catalog, market.channels, first.as_of)
     np.testing.assert_allclose(champion.model.predict_at_prices(offers, offers["current_price"]),
                                first.model.predict_at_prices(offers, offers["current_price"]),
                                rtol=1e-9)

@@ -9,18 +9,26 @@ import pandas as pd
 
 from features.settings import Settings
 from models import registry
-from models.pricing.demand import PRICE_SMOOTHING, DemandModel, Period
+from models.pricing.demand import DemandModel, Period
+from models.pricing.elasticity import PriceResponse
 
 MODEL_NAME = "demand-model"
 METADATA_ARTIFACT = "demand_model.json"
+METADATA_FORMAT = 2  # 2: a base-level booster and a pooled price response
+
+
+class IncompatibleDemandModelError(ValueError):
+    """A registered demand model version that this code cannot load (an older format)."""
 
 
 class BoosterDemandModel(DemandModel):
     """A `DemandModel` around a registered native LightGBM booster and its metadata."""
 
     def __init__(self, booster: lgb.Booster, metadata: Mapping):
-        super().__init__(metadata["features"], **metadata["params"])
+        super().__init__(metadata["features"], metadata["curvatures"], **metadata["params"])
         self._booster = booster
+        self.response = PriceResponse.from_dict(metadata["response"])
+        self.intercept = float(metadata["intercept"])
         self.codes = {name: dict(codes) for name, codes in metadata["codes"].items()}
         self.best_iteration = int(metadata["best_iteration"])
 
@@ -48,21 +56,24 @@ def demand_metadata(model: DemandModel, period: Period, as_of: pd.Timestamp,
                     valid_start: pd.Timestamp) -> dict:
     """What predicting needs beside the booster, logged as `METADATA_ARTIFACT`."""
     return {
-        "format": 1,
+        "format": METADATA_FORMAT,
         "period": period,
         "features": model.features,
+        "curvatures": list(model.curvatures),
+        "response": model.price_response.to_dict(),
+        "intercept": model.intercept,
         "params": model.params,
         "codes": model.codes,
         "best_iteration": model.fitted_rounds,
         "as_of": as_of.isoformat(),
         "valid_start": valid_start.isoformat(),
-        "smoothing": PRICE_SMOOTHING,
     }
 
 
 def load_demand_model(settings: Settings, version: str | None = None) -> RegisteredDemand:
     """A registered `demand-model` version (default: the champion) with its metadata;
-    LookupError when there is none."""
+    LookupError when there is none, `IncompatibleDemandModelError` when it has an older
+    format."""
     registry.configure(settings)
     if version is None:
         found = registry.champion(MODEL_NAME)
@@ -72,6 +83,10 @@ def load_demand_model(settings: Settings, version: str | None = None) -> Registe
         found = registry.model_version(MODEL_NAME, version)
     booster = registry.load_booster(registry.version_uri(MODEL_NAME, found.version))
     metadata = registry.load_dict(found.run_id, METADATA_ARTIFACT)
+    if metadata.get("format") != METADATA_FORMAT:
+        raise IncompatibleDemandModelError(
+            f"{MODEL_NAME} version {found.version} has metadata format {metadata.get('format')}, "
+            f"this code loads format {METADATA_FORMAT}: train a new version")
     return RegisteredDemand(BoosterDemandModel(booster, metadata), str(found.version),
                             model_version_label(str(found.version)), metadata["period"],
                             metadata)

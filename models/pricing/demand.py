@@ -1,21 +1,24 @@
-"""A LightGBM demand model for pricing: expected units per item x channel x period at a price.
+"""The pricing demand model: expected units per item x channel x period at a price.
 
 Panel (`build_panel`). One row per item x channel x period ("D": UTC day, "W": UTC week starting
 Monday), for every period from the series' first purchase to the last complete period before
 `end`, zero-sale periods included. `units` is the sum of purchase quantities (returns are not
-netted). `price` is the quantity-weighted mean purchase `unit_price` of the period; in a period
-without sales it is the latest `unit_price` of any other non-return event of the period (the
-simulator's views and carts carry the price shown), else the last known price carried forward
-(the list price most likely still applied). `price_source` says which: "sales", "events" or
-"carried". Returns are never a price source: they carry the price of an earlier purchase.
+netted). `price` is the quantity-weighted mean `unit_price` of the period's non-return events:
+purchases, and the views and carts that carry the price shown, so a price that changed within
+the period counts by how long it was shown, not only by the few units sold at it (with sparse
+sales, the price of the units sold alone misstates the price a period was exposed to and
+biases the price response towards zero); a period without such events carries the last known
+price forward (the list price most likely still applied). `price_source` says "sales" for a
+period with sales, "events" for one with other events only, else "carried". Returns are never
+a price source: they carry the price of an earlier purchase.
 
 Features. Every feature of a period is computed from earlier periods only, except the price
 features, which describe the price set for the period itself (the decision being evaluated):
 - `reference_price`: median of the series' observed ("sales"/"events") period prices up to the
   previous period (an expanding median, so no future leak); the series' first period, which has
   no history, uses its own price.
-- `price_ratio` = price / reference_price and `log_price_ratio` = its log: the price decision.
-  Both are monotone non-increasing features of the model, so is predicted demand in price.
+- `price_ratio` = price / reference_price and `log_price_ratio` = its log: the price decision,
+  which only the price response reads (not a feature of the base level).
 - `log_reference_price`: the item x channel's price level (cheap items sell more units).
 - `units_lag1`: units of the previous period; `units_mean4` / `units_mean13`: mean units of the
   previous 4 / 13 periods (fewer at the start of a series); `units_mean_all`: mean units of all
@@ -30,13 +33,16 @@ features, which describe the price set for the period itself (the decision being
   the model (values unseen in training are missing). The item code lets the trees learn
   item-specific levels.
 
-Model (`DemandModel`). `lightgbm.LGBMRegressor`, Poisson objective (predictions are expected
-units), monotone constraint -1 on the two price-ratio features and 0 elsewhere: for a fixed row,
-raising the price raises both, so the prediction cannot rise. The first period of a series is
-left out of training: it has a sale by construction.
+Model (`DemandModel`). log expected units = the base level, a `lightgbm.LGBMRegressor` with
+the Poisson objective on the features above (no price feature), plus the item x channel price
+response of `models.pricing.elasticity` (an elasticity per series, partially pooled towards
+its category and channel, >= 0 so demand never rises with price). The first period of a series
+is left out of training: it has a sale by construction. `demand_curves` gives the optimizer the
+expected units with the ends of each offer's confidence interval of the price response.
 """
 
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any, Literal
 
 import lightgbm as lgb
@@ -45,7 +51,8 @@ import pandas as pd
 
 from features.errors import InputError
 from features.timestamps import to_utc
-from models.pricing.optimizer import ExpectedUnits
+from models.pricing.elasticity import CURVATURES, PriceResponse, fit_price_response, response_shape
+from models.pricing.optimizer import DemandCurves, ExpectedUnits
 
 Period = Literal["W", "D"]
 """A demand period: `W`, weeks starting on Monday (UTC), or `D`, days."""
@@ -53,8 +60,7 @@ PERIOD_LENGTHS: dict[str, pd.Timedelta] = {"D": pd.Timedelta(days=1), "W": pd.Ti
 SERIES_KEYS = ["item_id", "channel"]
 PRICE_FEATURES = ("log_price_ratio", "price_ratio")
 CATEGORICAL_FEATURES = ("item_id", "channel", "category")
-FEATURES = (
-    *PRICE_FEATURES,
+FEATURES = (  # of the base level; the price enters through the price response
     "log_reference_price",
     "units_lag1",
     "units_mean4",
@@ -82,7 +88,6 @@ DEFAULT_PARAMS = {
     "subsample_freq": 1,
     "colsample_bytree": 0.8,
     "reg_lambda": 1.0,
-    "monotone_constraints_method": "advanced",
     "random_state": 0,
     "deterministic": True,
     "force_row_wise": True,
@@ -90,6 +95,8 @@ DEFAULT_PARAMS = {
     "verbose": -1,
 }
 EARLY_STOPPING_ROUNDS = 50
+CROSS_FIT_FOLDS = 3
+FIT_ROUNDS = 3  # base level and price response, fitted in turn
 
 
 def _check_period(period: Period) -> pd.Timedelta:
@@ -148,31 +155,26 @@ def build_panel(
     keys = [*SERIES_KEYS, "period_start"]
 
     purchases = frame[frame["event_type"] == "purchase"]
-    sales = (
-        purchases.assign(revenue=purchases["quantity"] * purchases["unit_price"])
-        .groupby(keys, sort=False)[["quantity", "revenue"]].sum()
-        .reset_index()
-    )
-    sales["sales_price"] = sales["revenue"] / sales["quantity"]
+    sales = purchases.groupby(keys, sort=False)["quantity"].sum().reset_index()
     shown = frame[(frame["event_type"] != "return") & frame["unit_price"].notna()]
-    seen = (
-        shown.sort_values("ts", kind="stable").groupby(keys, sort=False)["unit_price"].last()
-        .rename("seen_price").reset_index()
+    shown_prices = (
+        shown.assign(amount=shown["quantity"] * shown["unit_price"])
+        .groupby(keys, sort=False)[["quantity", "amount"]].sum()
     )
+    shown_prices = (shown_prices["amount"] / shown_prices["quantity"]).rename("shown_price")
     first = sales.groupby(SERIES_KEYS, sort=False)["period_start"].min().reset_index()
     last = period_start(pd.Series([end]), period).iloc[0] - step
     panel = _series_grid(first, last, step)
-    panel = panel.merge(sales[[*keys, "quantity", "sales_price"]], on=keys, how="left")
-    panel = panel.merge(seen, on=keys, how="left")
+    panel = panel.merge(sales, on=keys, how="left")
+    panel = panel.merge(shown_prices.reset_index(), on=keys, how="left")
     panel = panel.sort_values(keys, kind="stable").reset_index(drop=True)
 
     panel["units"] = panel.pop("quantity").fillna(0.0)
-    sold = panel["units"] > 0
-    observed = panel["sales_price"].where(sold, panel["seen_price"])
-    panel["price_source"] = np.where(sold, "sales", np.where(observed.notna(), "events", "carried"))
+    observed = panel.pop("shown_price")
+    panel["price_source"] = np.where(panel["units"] > 0, "sales",
+                                     np.where(observed.notna(), "events", "carried"))
     series = panel.groupby(SERIES_KEYS, sort=False).ngroup().to_numpy()
     panel["price"] = observed.groupby(series).ffill()
-    panel = panel.drop(columns=["sales_price", "seen_price"])
     if catalog is not None:
         categories = catalog.drop_duplicates("item_id").set_index("item_id")["category"]
         panel["category"] = panel["item_id"].map(categories)
@@ -203,6 +205,15 @@ def _channel_trend(panel: pd.DataFrame) -> np.ndarray:
     return trend.reindex(key).to_numpy()
 
 
+LEVEL_WINDOWS = {"units_lag1": 1, "units_mean4": 4, "units_mean13": 13, "units_mean_all": None}
+
+
+def _level_features(units: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
+    """The recent-demand features (`LEVEL_WINDOWS`) from per-row units, rows contiguous per
+    series in time order, `position` each row's index within its series."""
+    return {name: _past_mean(units, position, window) for name, window in LEVEL_WINDOWS.items()}
+
+
 def _add_features(
     panel: pd.DataFrame, observed: pd.Series, series: np.ndarray, period: Period
 ) -> pd.DataFrame:
@@ -215,10 +226,7 @@ def _add_features(
     panel["reference_price"] = reference.fillna(panel["price"]).to_numpy()
     panel = with_price(panel, panel["price"].to_numpy(dtype=float))
 
-    panel["units_lag1"] = _past_mean(units, position, 1)
-    panel["units_mean4"] = _past_mean(units, position, 4)
-    panel["units_mean13"] = _past_mean(units, position, 13)
-    panel["units_mean_all"] = _past_mean(units, position, None)
+    panel = panel.assign(**_level_features(units, position))
     panel["sale_share"] = _past_mean((units > 0).astype(float), position, None)
     index = np.arange(len(panel), dtype=float)
     last_sale = pd.Series(np.where(units > 0, index, np.nan)).groupby(series).shift(1)
@@ -265,14 +273,24 @@ def naive_forecasts(panel: pd.DataFrame) -> pd.DataFrame:
 
 
 class DemandModel:
-    """Poisson LightGBM on the panel features, monotone non-increasing in price."""
+    """Expected units = a base level (LightGBM, Poisson: seasonality, trend, recent demand; no
+    price feature) x the pooled price response of `models.pricing.elasticity`.
 
-    def __init__(self, features: Sequence[str] = FEATURES, **params):
+    `fit` runs two rounds: the base level without a price effect, the price response on its
+    predictions (the curvature chosen among `curvatures`), then the base level again with that
+    price effect as its offset and the price response once more on the new base.
+    """
+
+    def __init__(self, features: Sequence[str] = FEATURES,
+                 curvatures: Sequence[float] = CURVATURES, **params):
         self.features = list(features)
+        self.curvatures = tuple(curvatures)
         self.params = {**DEFAULT_PARAMS, **params}
         self.model: lgb.LGBMRegressor | None = None
         self.codes: dict[str, dict[str, int]] = {}
         self.best_iteration: int | None = None
+        self.response: PriceResponse | None = None
+        self.intercept = 0.0  # added to the booster's raw score
 
     def _matrix(self, panel: pd.DataFrame) -> pd.DataFrame:
         columns = {}
@@ -283,27 +301,80 @@ class DemandModel:
                 columns[name] = panel[name].to_numpy(dtype=float)
         return pd.DataFrame(columns, columns=self.features)
 
-    def fit(self, panel_train: pd.DataFrame, panel_valid: pd.DataFrame | None = None):
-        """Fit on panel rows (a series' first period is skipped); with `panel_valid`, stop
-        early on its Poisson deviance. Returns self."""
-        train = panel_train[panel_train["age_periods"] > 0]
-        if train.empty:
-            raise InputError("no training rows: every series needs a period after its first")
-        self.codes = {
-            name: {value: code for code, value in enumerate(sorted(train[name].dropna().unique()))}
-            for name in CATEGORICAL_FEATURES if name in self.features
-        }
-        constraints = [-1 if name in PRICE_FEATURES else 0 for name in self.features]
+    def _new_booster(self, train: pd.DataFrame, valid: pd.DataFrame | None,
+                     response: PriceResponse | None,
+                     **params) -> tuple[lgb.LGBMRegressor, float]:
+        """A base-level booster fitted with the price effect as its offset, and its intercept
+        (an offset turns off LightGBM's start from the mean, so the mean goes in the offset)."""
         categorical = [i for i, name in enumerate(self.features) if name in CATEGORICAL_FEATURES]
-        self.model = lgb.LGBMRegressor(monotone_constraints=constraints, **self.params)
-        fit_args: dict[str, Any] = {"categorical_feature": categorical}
-        if panel_valid is not None:
-            valid = panel_valid[panel_valid["age_periods"] > 0]
+        model = lgb.LGBMRegressor(**{**self.params, **params})
+        units = train["units"].to_numpy(dtype=float)
+        offset = _offset(train, response)
+        intercept = float(np.log(max(units.sum(), 1e-9) / np.exp(offset).sum()))
+        fit_args: dict[str, Any] = {"categorical_feature": categorical,
+                                    "init_score": intercept + offset}
+        if valid is not None:
             fit_args["eval_X"] = (self._matrix(valid),)
             fit_args["eval_y"] = (valid["units"].to_numpy(dtype=float),)
+            fit_args["eval_init_score"] = [intercept + _offset(valid, response)]
             fit_args["callbacks"] = [lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)]
-        self.model.fit(self._matrix(train), train["units"].to_numpy(dtype=float), **fit_args)
-        self.best_iteration = self.model.best_iteration_ or self.model.n_estimators_
+        return model.fit(self._matrix(train), units, **fit_args), intercept
+
+    def normalized(self, panel: pd.DataFrame) -> pd.DataFrame:
+        """`panel` (whole series histories, rows in time order per series) with its recent-demand
+        features recomputed from units at the reference price: each period's units divided by
+        the fitted price effect of its own price. A price change then moves the features only
+        through demand, so they do not double the price effect the response applies."""
+        return _normalized(panel, self.response)
+
+    def _cross_fitted_log_base(self, train: pd.DataFrame,
+                               response: PriceResponse | None) -> np.ndarray:
+        """Each training row's base level from a booster that did not see its period: the
+        periods are dealt into `CROSS_FIT_FOLDS` folds (period number modulo the folds), so the
+        base level cannot learn a series' price test from the test's own periods."""
+        periods = pd.factorize(train["period_start"], sort=True)[0] % CROSS_FIT_FOLDS
+        log_base = np.empty(len(train))
+        for fold in range(CROSS_FIT_FOLDS):
+            held_out = periods == fold
+            if not held_out.any() or held_out.all():
+                continue
+            fold, intercept = self._new_booster(train[~held_out], None, response,
+                                                n_estimators=self.fitted_rounds)
+            log_base[held_out] = intercept + np.asarray(fold.booster_.predict(
+                self._matrix(train[held_out]), raw_score=True))
+        if (periods == periods[0]).all():  # one period: nothing to hold out
+            log_base = self._log_base(train)
+        return log_base
+
+    def fit(self, panel_train: pd.DataFrame, panel_valid: pd.DataFrame | None = None):
+        """Fit on panel rows (a series' first period is skipped); with `panel_valid`, the base
+        level stops early on its Poisson deviance. Returns self.
+
+        The price response is fitted on cross-fitted base levels (`_cross_fitted_log_base`), in
+        two rounds: without a price effect, then with the first round's as the offset."""
+        if not (panel_train["age_periods"] > 0).any():
+            raise InputError("no training rows: every series needs a period after its first")
+        history = pd.concat([panel_train.assign(in_train=True),
+                             panel_valid.assign(in_train=False)] if panel_valid is not None
+                            else [panel_train.assign(in_train=True)], ignore_index=True)
+        history = history.sort_values([*SERIES_KEYS, "period_start"], kind="stable")
+        self.codes = {
+            name: {value: code for code, value in enumerate(sorted(
+                panel_train.loc[panel_train["age_periods"] > 0, name].dropna().unique()))}
+            for name in CATEGORICAL_FEATURES if name in self.features
+        }
+        response: PriceResponse | None = None
+        for _ in range(FIT_ROUNDS):
+            fitted = _normalized(history, response)
+            fitted = fitted[fitted["age_periods"] > 0]
+            train = fitted[fitted["in_train"]]
+            valid = fitted[~fitted["in_train"]] if panel_valid is not None else None
+            self.model, self.intercept = self._new_booster(train, valid, response)
+            self.best_iteration = self.model.best_iteration_ or self.model.n_estimators_
+            log_base = self._cross_fitted_log_base(train, response)
+            curvatures = self.curvatures if response is None else (response.curvature,)
+            response = fit_price_response(train.assign(log_base=log_base), curvatures)
+        self.response = response
         return self
 
     @property
@@ -315,17 +386,25 @@ class DemandModel:
 
     @property
     def booster(self) -> lgb.Booster:
-        """The fitted native booster."""
+        """The fitted native booster of the base level."""
         if self.model is None:
             raise RuntimeError("the demand model is not fitted")
         return self.model.booster_
 
-    def _raw(self, matrix: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.booster.predict(matrix, num_iteration=self.best_iteration))
+    @property
+    def price_response(self) -> PriceResponse:
+        """The fitted price response."""
+        if self.response is None:
+            raise RuntimeError("the demand model is not fitted")
+        return self.response
+
+    def _log_base(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.intercept + np.asarray(self.booster.predict(
+            self._matrix(rows), raw_score=True, num_iteration=self.best_iteration))
 
     def predict(self, panel: pd.DataFrame) -> np.ndarray:
         """Expected units of each panel row at its own price."""
-        return self._raw(self._matrix(panel))
+        return np.exp(self._log_base(panel) + _offset(panel, self.price_response))
 
     def predict_at_prices(self, rows: pd.DataFrame, prices) -> np.ndarray:
         """Expected units of each row (features as of its decision time) at other prices.
@@ -338,20 +417,21 @@ class DemandModel:
             prices = np.full(len(rows), float(prices))
         if prices.shape[0] != len(rows) or prices.ndim > 2:
             raise ValueError("prices must be a scalar, one price per row or a (rows, k) array")
-        per_row = 1 if prices.ndim == 1 else prices.shape[1]
-        matrix = self._matrix(rows)
-        if per_row > 1:
-            matrix = pd.DataFrame(np.repeat(matrix.to_numpy(), per_row, axis=0),
-                                  columns=self.features)
-        reference = np.repeat(rows["reference_price"].to_numpy(dtype=float), per_row)
-        ratio = _price_ratio(prices.ravel(), reference)
-        for name, values in (("price_ratio", ratio), ("log_price_ratio", np.log(ratio))):
-            if name in self.features:
-                matrix[name] = values
-        return self._raw(matrix).reshape(prices.shape)
+        response = self.price_response
+        found = response.for_rows(rows)
+        reference = rows["reference_price"].to_numpy(dtype=float)
+        ratio = _price_ratio(prices, reference if prices.ndim == 1 else reference[:, None])
+        shape = response_shape(np.log(ratio), response.curvature)
+        if prices.ndim == 2:
+            level = self._log_base(rows)[:, None]
+            elasticity = found["elasticity"].to_numpy()[:, None]
+        else:
+            level = self._log_base(rows)
+            elasticity = found["elasticity"].to_numpy()
+        return np.exp(level - elasticity * shape)
 
     def feature_importance(self) -> pd.DataFrame:
-        """Gain and split count of each feature, by gain descending."""
+        """Gain and split count of each base-level feature, by gain descending."""
         booster = self.booster
         return pd.DataFrame({
             "feature": self.features,
@@ -360,32 +440,71 @@ class DemandModel:
         }).sort_values("gain", ascending=False, ignore_index=True)
 
 
-PRICE_SMOOTHING = 0.05  # demand_function averages the model over prices within +-5%
-SMOOTHING_POINTS = 11
+def _normalized(panel: pd.DataFrame, response: PriceResponse | None) -> pd.DataFrame:
+    if response is None or panel.empty:
+        return panel
+    series = panel.groupby(SERIES_KEYS, sort=False).ngroup().to_numpy()
+    position = pd.Series(series).groupby(series).cumcount().to_numpy()
+    at_reference = panel["units"].to_numpy(dtype=float) * np.exp(-_offset(panel, response))
+    return panel.assign(**_level_features(at_reference, position))
 
 
-def pricing_params(features=FEATURES) -> dict:
-    """LightGBM parameters of the pricing demand model: the price features may interact with
-    the channel only (the other features with each other), so the log price response is shared
-    by the items of a channel; item-level responses learnt from a year of sparse sales were
-    mostly noise (docs/experiments.md)."""
-    features = list(features)
-    price_group = [features.index(name) for name in (*PRICE_FEATURES, "channel")
-                   if name in features]
-    other_group = [i for i, name in enumerate(features) if name not in PRICE_FEATURES]
-    return {"interaction_constraints": [price_group, other_group]}
+def _offset(rows: pd.DataFrame, response: PriceResponse | None) -> np.ndarray:
+    """The price response's log-demand term of each row at its own price (0 without one).
+    The response's level corrections (alpha) stay inside its own fit: the base level fits
+    each series' level itself."""
+    if response is None:
+        return np.zeros(len(rows))
+    found = response.for_rows(rows)
+    shape = response_shape(rows["log_price_ratio"].to_numpy(dtype=float), response.curvature)
+    return -found["elasticity"].to_numpy() * shape
 
 
-def demand_function(model: DemandModel, smoothing: float = PRICE_SMOOTHING) -> ExpectedUnits:
-    """The optimizer's `expected_units(rows, prices)` (units per period) from a demand model:
-    its prediction averaged over prices within +-`smoothing` (relative) of each price, which
-    turns the trees' steps into ramps (still non-increasing in price); 0: the model as is."""
-    offsets = np.linspace(-smoothing, smoothing, SMOOTHING_POINTS) if smoothing > 0 else [0.0]
+def _elasticity_at(model: DemandModel, rows: pd.DataFrame, shift: float) -> np.ndarray:
+    """Each row's response elasticity moved `shift` posterior sds (kept >= 0)."""
+    found = model.price_response.for_rows(rows)
+    return np.maximum(found["elasticity"].to_numpy() + shift * found["elasticity_sd"].to_numpy(),
+                      0.0)
+
+
+def _pinned_units(model: DemandModel, shift: float) -> ExpectedUnits:
+    """Expected units that equal the model's at each row's current price and respond to a
+    price change with the row's elasticity moved `shift` posterior sds."""
+    curvature = model.price_response.curvature
 
     def expected_units(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
-        prices = np.asarray(prices, dtype=float)
-        units = np.mean([model.predict_at_prices(rows, prices * (1 + offset))
-                         for offset in offsets], axis=0)
-        return np.maximum(units, 0.0)
+        reference = rows["reference_price"].to_numpy(dtype=float)
+        current = rows["current_price"].to_numpy(dtype=float)
+        at_current = model.predict_at_prices(rows, current)
+        move = (response_shape(np.log(_price_ratio(np.asarray(prices, float), reference)),
+                               curvature)
+                - response_shape(np.log(_price_ratio(current, reference)), curvature))
+        return at_current * np.exp(-_elasticity_at(model, rows, shift) * move)
 
     return expected_units
+
+
+def demand_curves(model: DemandModel, offers: pd.DataFrame,
+                  confidence_percent: float = 90.0) -> DemandCurves:
+    """The optimizer's view of `model` on `offers`: expected units, the demand at the ends of
+    the two-sided `confidence_percent` interval of each offer's price response (both pinned to
+    the expected units at the current price), and each offer's elasticity at its current
+    price with that interval and its evidence."""
+    z = NormalDist().inv_cdf(0.5 + confidence_percent / 200)
+    found = model.price_response.for_rows(offers)
+    ratio = _price_ratio(offers["current_price"].to_numpy(dtype=float),
+                         offers["reference_price"].to_numpy(dtype=float))
+    at_current = np.exp(model.price_response.curvature * np.log(ratio))
+    low, high = _elasticity_at(model, offers, -z), _elasticity_at(model, offers, z)
+    evidence = pd.DataFrame({
+        "elasticity": found["elasticity"].to_numpy() * at_current,
+        "elasticity_low": low * at_current,
+        "elasticity_high": high * at_current,
+        "evidence_share": found["evidence_share"].to_numpy(),
+        "price_levels": found["price_levels"].to_numpy(),
+    })
+    return DemandCurves(
+        expected_units=lambda rows, prices: model.predict_at_prices(rows, prices),
+        scenarios=(_pinned_units(model, -z), _pinned_units(model, z)),
+        evidence=evidence,
+    )

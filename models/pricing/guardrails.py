@@ -50,11 +50,18 @@ class Guardrails(BaseModel):
     100`."""
 
     trust_band_percent: Percent = 10.0
-    """Prices stay within `[observed min * (1 - t/100), observed max * (1 + t/100)]` of the prices
-    observed for the item x channel: the demand model is not believed far from its data."""
+    """Prices stay within `[low * (1 - t/100), high * (1 + t/100)]`, low and high the lowest and
+    highest of the prices observed for the item x channel and its current price: the demand
+    model is not believed far from its data, and keeping the current price is never out of
+    the band."""
 
     price_step: Step = 0.01
     """Spacing of the candidate prices when `price_endings` is empty (whole cents, >= 0.01)."""
+
+    confidence_percent: Annotated[float, Field(ge=0, lt=100, allow_inf_nan=False)] = 80.0
+    """A price moves only when its expected profit gain stays positive over this two-sided
+    confidence interval of the demand model's price response (80: the gain's lower bound at
+    90%); otherwise the current price is kept. 0 moves on the expected gain alone."""
 
     @field_validator("price_endings")
     @classmethod

@@ -6,10 +6,18 @@ import pandas as pd
 
 from features.errors import InputError
 from features.timestamps import to_utc
-from models.pricing.demand import PERIOD_LENGTHS, Period, build_panel, period_start, with_price
+from models.pricing.demand import (
+    PERIOD_LENGTHS,
+    DemandModel,
+    Period,
+    build_panel,
+    period_start,
+    with_price,
+)
 from models.pricing.optimizer import OFFER_COLUMNS
 
 CHANNEL_COLUMNS = ("channel", "fee_percent", "fee_fixed")
+CHANNEL_PRICE_COLUMNS = ("item_id", "channel", "current_price")
 SERIES_KEYS = ["item_id", "channel"]
 
 
@@ -31,24 +39,27 @@ def _named(values, limit: int = 5) -> str:
 
 def build_offers(
     events: pd.DataFrame, catalog: pd.DataFrame, channels: pd.DataFrame, as_of,
-    period: Period = "W",
+    period: Period = "W", channel_prices: pd.DataFrame | None = None,
+    model: DemandModel | None = None,
 ) -> pd.DataFrame:
     """One offer per item x channel sold before `as_of`, with `OFFER_COLUMNS`, the item's
     `category` and the demand model's features of the decision period, priced at the current
-    price (`price` and the price features); sorted by item and channel."""
+    price (`price` and the price features); sorted by item and channel.
+
+    The current price is the catalog's: the item x channel's `current_price` in
+    `channel_prices` (`CHANNEL_PRICE_COLUMNS`) when it lists the pair, else the catalog's
+    `current_price` of the item. Sales only tell which prices were observed (the trust band):
+    a price raised after the last sale is current, not the price that sold. With `model`, the
+    recent-demand features are the model's (`DemandModel.normalized`)."""
     as_of = to_utc(as_of)
     events = events.assign(ts=pd.to_datetime(events["ts"], utc=True))
     history = events[events["ts"] < as_of]
     purchases = history[history["event_type"] == "purchase"]
     if purchases.empty:
         raise InputError(f"no purchases before {as_of.isoformat()}: nothing to price")
-    observed = (purchases.groupby(SERIES_KEYS)["unit_price"].agg(["min", "max"])
-                .rename(columns={"min": "observed_min_price", "max": "observed_max_price"}))
-    # Returns carry the price of an earlier purchase, not the price shown now.
-    priced = history[history["unit_price"].notna() & (history["event_type"] != "return")]
-    latest = (priced.sort_values(["ts", "event_id"], kind="stable")
-              .groupby(SERIES_KEYS)["unit_price"].last().rename("current_price"))
-    offers = observed.join(latest, how="left").reset_index()
+    offers = (purchases.groupby(SERIES_KEYS)["unit_price"].agg(["min", "max"])
+              .rename(columns={"min": "observed_min_price", "max": "observed_max_price"})
+              .reset_index())
 
     unknown_items = set(offers["item_id"]) - set(catalog["item_id"])
     if unknown_items:
@@ -58,13 +69,20 @@ def build_offers(
         raise InputError("events sell on channel(s) missing from the channels file: "
                          f"{_named(unknown_channels)}")
     items = catalog.drop_duplicates("item_id")[
-        ["item_id", "category", "unit_cost", "min_price", "max_price"]
+        ["item_id", "category", "unit_cost", "current_price", "min_price", "max_price"]
     ]
     offers = offers.merge(items, on="item_id", how="left").merge(
         channels[list(CHANNEL_COLUMNS)], on="channel", how="left")
+    if channel_prices is not None:
+        listed = channel_prices[list(CHANNEL_PRICE_COLUMNS)].rename(
+            columns={"current_price": "channel_price"})
+        offers = offers.merge(listed, on=SERIES_KEYS, how="left", validate="one_to_one")
+        offers["current_price"] = offers.pop("channel_price").fillna(offers["current_price"])
 
     start = decision_period(as_of, period)
     panel = build_panel(history, period, end=start + PERIOD_LENGTHS[period], catalog=catalog)
+    if model is not None:
+        panel = model.normalized(panel)
     # The decision period's own units and price are partial (or none): not features.
     rows = panel[panel["period_start"] == start].drop(
         columns=["category", "units", "price", "price_source"])

@@ -7,6 +7,15 @@ model `expected_units(rows, prices)` gives the expected units of each row at its
 
 with a unit cost of 0 when it is unknown; revenue is `p * expected_units(p)`.
 
+Decision under uncertainty. A demand model that knows the uncertainty of its price response
+passes `DemandCurves` with `scenarios`: the expected units at the two ends of each offer's
+confidence interval of the response, both equal to the expected units at the current price.
+A price other than the current one is then eligible only when its expected profit gain over
+the current price is positive in every scenario (and expected): the lower bound of the gain
+is positive at that confidence. Otherwise the price is kept, with the best rejected move and
+its gain interval in the explanation. An offer whose current price breaks a rule must move,
+and takes its most profitable allowed price whatever the confidence.
+
 Candidates. The allowed grid is every `k + e` for whole `k` and an allowed ending `e` (or every
 multiple of `price_step` when `price_endings` is empty). An offer's candidates are the positive
 grid prices that satisfy every rule: at or above the min margin floor (`Guardrails.margin_floor`)
@@ -21,10 +30,10 @@ price is tried as the item's lowest price L, each channel takes its best candida
 [L, L * (1 + spread)], and the best total wins (exact, as every feasible choice has such an L).
 
 `bound_by` names the rules that changed a decision. The unconstrained best is the most profitable
-price on the wide grid: the allowed grid from 0.2x to 4x the current price (widened to cover every
-candidate) plus the current price itself. Each rule that price breaks is listed ("price_endings"
-when it is the current price with a disallowed ending), and "channel_spread" when the item's
-joint choice moved the channel away from its own best candidate.
+eligible price on the wide grid: the allowed grid from 0.2x to 4x the current price (widened to
+cover every candidate) plus the current price itself. Each rule that price breaks is listed
+("price_endings" when it is the current price with a disallowed ending), and "channel_spread"
+when the item's joint choice moved the channel away from its own best candidate.
 
 Offers that no price can satisfy are returned in `skipped` with a reason naming the conflict:
 offers with no observed prices (the trust band has no anchor), rules whose bounds cross, no
@@ -32,7 +41,7 @@ grid price between the bounds, or an item whose channels cannot meet the spread.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -40,6 +49,21 @@ import pandas as pd
 from models.pricing.guardrails import Guardrails
 
 ExpectedUnits = Callable[[pd.DataFrame, np.ndarray], np.ndarray]
+EVIDENCE_COLUMNS = ("elasticity", "elasticity_low", "elasticity_high", "evidence_share",
+                    "price_levels")
+
+
+@dataclass(frozen=True)
+class DemandCurves:
+    """What the optimizer knows of demand: `expected_units(rows, prices)`; optionally
+    `scenarios`, the expected units at the ends of each offer's confidence interval of the
+    price response (equal to `expected_units` at the current price), and `evidence`, one row
+    per offer in the offers' order with `EVIDENCE_COLUMNS` (price_levels: distinct prices
+    observed)."""
+
+    expected_units: ExpectedUnits
+    scenarios: tuple[ExpectedUnits, ...] = ()
+    evidence: pd.DataFrame | None = field(default=None)
 
 RULES = (
     "min_margin", "min_price", "max_price", "max_change", "trust_band", "channel_spread",
@@ -54,8 +78,9 @@ NUMERIC_OFFER_COLUMNS = OFFER_COLUMNS[2:]
 SUGGESTION_COLUMNS = (
     "item_id", "channel", "current_price", "suggested_price", "expected_units_current",
     "expected_units_suggested", "expected_revenue_current", "expected_revenue_suggested",
-    "expected_profit_current", "expected_profit_suggested", "bound_by", "model_version",
-    "explanation",
+    "expected_profit_current", "expected_profit_suggested", "expected_profit_gain_low",
+    "expected_profit_gain_high", "elasticity", "elasticity_low", "elasticity_high",
+    "evidence_share", "bound_by", "model_version", "explanation",
 )
 SKIPPED_COLUMNS = ("item_id", "channel", "reason")
 WIDE_GRID_FACTORS = (0.2, 4.0)  # the unconstrained grid spans these multiples of current price
@@ -137,8 +162,8 @@ def _rule_bounds(offers: pd.DataFrame, guardrails: Guardrails) -> pd.DataFrame:
         "max_price": offers["max_price"].fillna(np.inf).to_numpy(),
         "change_low": current * (1 - change),
         "change_high": current * (1 + change),
-        "trust_low": offers["observed_min_price"].to_numpy() * (1 - trust),
-        "trust_high": offers["observed_max_price"].to_numpy() * (1 + trust),
+        "trust_low": np.minimum(offers["observed_min_price"].to_numpy(), current) * (1 - trust),
+        "trust_high": np.maximum(offers["observed_max_price"].to_numpy(), current) * (1 + trust),
     })
     for side, rules, empty, pick in (("lower", _LOWER_BOUNDS, -np.inf, np.argmax),
                                      ("upper", _UPPER_BOUNDS, np.inf, np.argmin)):
@@ -176,6 +201,8 @@ class _Points:
     units: np.ndarray
     profit: np.ndarray
     distance: np.ndarray  # |price - current price|
+    gain_low: np.ndarray  # the lowest and highest profit gain over the current price among
+    gain_high: np.ndarray  # the expected units and the scenarios
 
 
 def _grid_prices(
@@ -214,7 +241,7 @@ def _grid_prices(
 
 
 def _predicted_units(
-    offers: pd.DataFrame, rows: np.ndarray, prices: np.ndarray, expected_units: ExpectedUnits
+    offers: pd.DataFrame, rows: np.ndarray, prices: np.ndarray, expected_units: ExpectedUnits,
 ) -> np.ndarray:
     """The demand model's units of each row at its price, at most `EVALUATION_CHUNK_ROWS` per
     call; raises ValueError unless it returns one finite, non-negative value per price."""
@@ -230,17 +257,31 @@ def _predicted_units(
     return units
 
 
+def _gain(profit: np.ndarray, rows: np.ndarray, is_current: np.ndarray,
+          offers: int) -> np.ndarray:
+    """Each point's profit minus the profit of its row's current price."""
+    current = np.zeros(offers)
+    current[rows[is_current]] = profit[is_current]
+    return profit - current[rows]
+
+
 def _evaluated(
     offers: pd.DataFrame, rows: np.ndarray, prices: np.ndarray, is_current: np.ndarray,
-    ending_allowed: np.ndarray, expected_units: ExpectedUnits,
+    ending_allowed: np.ndarray, demand: DemandCurves,
 ) -> _Points:
-    """The points with their expected units, profit and distance to the current price."""
-    units = _predicted_units(offers, rows, prices, expected_units)
+    """The points with their expected units, profit, distance to the current price and the
+    range of their profit gain over the scenarios."""
     fee_share = offers["fee_percent"].to_numpy()[rows] / 100
     unit_cost = offers["unit_cost"].fillna(0).to_numpy()[rows]
     margin = prices * (1 - fee_share) - offers["fee_fixed"].to_numpy()[rows] - unit_cost
     distance = np.abs(prices - offers["current_price"].to_numpy()[rows])
-    return _Points(rows, prices, is_current, ending_allowed, units, margin * units, distance)
+    units = _predicted_units(offers, rows, prices, demand.expected_units)
+    gains = [_gain(margin * units, rows, is_current, len(offers))]
+    for scenario in demand.scenarios:
+        scenario_units = _predicted_units(offers, rows, prices, scenario)
+        gains.append(_gain(margin * scenario_units, rows, is_current, len(offers)))
+    return _Points(rows, prices, is_current, ending_allowed, units, margin * units, distance,
+                   np.min(gains, axis=0), np.max(gains, axis=0))
 
 
 def _broken_rules(points: _Points, bounds: pd.DataFrame) -> np.ndarray:
@@ -307,12 +348,13 @@ class _WindowArgmin:
         return positions
 
 
-def _best_within_spread(points: _Points, positions: np.ndarray, spread: float) -> pd.Series | None:
-    """Row -> point maximising the rows' total profit with every chosen price in
-    [L, L * (1 + spread)] for some candidate price L; None when no L fits every row.
+def _best_within_spread(points: _Points, positions: np.ndarray, spread: float,
+                        value: np.ndarray) -> pd.Series | None:
+    """Row -> point maximising the rows' total `value` (one per point) with every chosen price
+    in [L, L * (1 + spread)] for some candidate price L; None when no L fits every row.
     `positions` are the candidate points of the rows, sorted by row, then price."""
     prices, rows = points.price[positions], points.row[positions]
-    profit, distance = points.profit[positions], points.distance[positions]
+    profit, distance = value[positions], points.distance[positions]
     preference = np.empty(len(prices), dtype=np.int64)
     preference[np.lexsort((prices, distance, -profit))] = np.arange(len(prices))
     item_rows, starts = np.unique(rows, return_index=True)
@@ -345,28 +387,38 @@ def _spread_reason(
     return f"no prices fit within the {spread_percent:g}% channel spread: {allowed}"
 
 
+def _rows_points(points: _Points, mask: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The positions of `mask`'s points of `rows`, sorted by row, then price."""
+    selected = np.flatnonzero(mask)
+    selected_rows = points.row[selected]
+    first = np.searchsorted(selected_rows, rows, side="left")
+    last = np.searchsorted(selected_rows, rows, side="right")
+    positions = np.concatenate(
+        [selected[start:stop] for start, stop in zip(first, last, strict=True)])
+    return positions[np.lexsort((points.price[positions], points.row[positions]))]
+
+
 def _choose_within_spread(
-    offers: pd.DataFrame, points: _Points, candidate: np.ndarray, best: pd.Series,
-    guardrails: Guardrails,
+    offers: pd.DataFrame, points: _Points, eligible: np.ndarray, candidate: np.ndarray,
+    best: pd.Series, guardrails: Guardrails,
 ) -> tuple[pd.Series, dict[int, str]]:
     """Row -> chosen point after the channel spread, and row -> reason for the rows of items
-    whose channels cannot meet the spread."""
+    whose channels cannot meet it. The item's channels take the most profitable eligible
+    prices that meet the spread; when none do (the current prices break it and no confident
+    move mends it), the candidates that meet it with the highest total gain lower bound: a
+    forced move takes the least risk."""
     spread = guardrails.max_channel_spread_percent / 100
     items = offers["item_id"].to_numpy()[best.index]
     ranges = pd.Series(points.price[best.to_numpy()]).groupby(items)
     too_wide = ranges.max() > ranges.min() * (1 + spread) + TOLERANCE
-    candidates = np.flatnonzero(candidate)
-    candidate_rows = points.row[candidates]
     chosen, reasons = best.copy(), {}
     for item in too_wide.index[too_wide]:
         rows = best.index[items == item]
-        first = np.searchsorted(candidate_rows, rows, side="left")
-        last = np.searchsorted(candidate_rows, rows, side="right")
-        positions = np.concatenate(
-            [candidates[start:stop] for start, stop in zip(first, last, strict=True)]
-        )
-        positions = positions[np.lexsort((points.price[positions], points.row[positions]))]
-        picks = _best_within_spread(points, positions, spread)
+        positions = _rows_points(points, eligible, rows)
+        picks = _best_within_spread(points, positions, spread, points.profit)
+        if picks is None:
+            positions = _rows_points(points, candidate, rows)
+            picks = _best_within_spread(points, positions, spread, points.gain_low)
         if picks is None:
             reason = _spread_reason(offers, points, positions,
                                     guardrails.max_channel_spread_percent)
@@ -410,50 +462,103 @@ def _rule_text(rule: str, bound: pd.Series, guardrails: Guardrails) -> str:
     return texts[rule]
 
 
-def _explanation(channel: str, current: tuple[float, float], suggested: tuple[float, float],
-                 bound_texts: list[str]) -> str:
-    """One line for merchandisers; `current` and `suggested` are (price, expected profit)."""
-    (current_price, current_profit), (price, profit) = current, suggested
-    if price == current_price:
-        head = f"Keep {channel} price {price:.2f}: the most profitable allowed price"
+def _gain_text(gain: float, base: float) -> str:
+    """A profit gain as a percentage of `base`, or in money when `base` is under a cent."""
+    return f"{gain / base * 100:+.1f}%" if base >= 0.01 else f"{gain:+.2f}"
+
+
+def _evidence_text(evidence: pd.Series | None) -> str:
+    if evidence is None or pd.isna(evidence["elasticity"]):
+        return ""
+    own = (f"{evidence['evidence_share']:.0%} from its own sales at "
+           f"{int(evidence['price_levels'])} prices" if evidence["evidence_share"] >= 0.005
+           else "from its category and channel, never repriced")
+    return (f"; elasticity {evidence['elasticity']:.2f} ({evidence['elasticity_low']:.2f}-"
+            f"{evidence['elasticity_high']:.2f}), {own}")
+
+
+@dataclass(frozen=True)
+class _Move:
+    """A price and its expected profit with the range of its gain over the current price."""
+
+    price: float
+    profit: float
+    gain_low: float
+    gain_high: float
+
+
+def _explanation(channel: str, current: _Move, suggested: _Move, rejected: _Move | None,
+                 interval: str, bound_texts: list[str], evidence: pd.Series | None) -> str:
+    """One line for merchandisers: the decision, its expected gain with its interval, the
+    rules that bound it and the evidence for the price response."""
+    base = current.profit
+    if suggested.price != current.price:
+        verb = "Raise" if suggested.price > current.price else "Lower"
+        gain = suggested.profit - base
+        head = (f"{verb} {channel} price {current.price:.2f} -> {suggested.price:.2f}: "
+                f"expected profit {_gain_text(gain, base)}")
+        if suggested.gain_low < gain or suggested.gain_high > gain:
+            head += (f" ({interval} interval {_gain_text(suggested.gain_low, base)} to "
+                     f"{_gain_text(suggested.gain_high, base)})")
+    elif rejected is not None:
+        verb = "raising" if rejected.price > current.price else "lowering"
+        head = (f"Keep {channel} price {current.price:.2f}: {verb} to {rejected.price:.2f} "
+                f"would gain {_gain_text(rejected.profit - base, base)} expected, but its "
+                f"{interval} interval {_gain_text(rejected.gain_low, base)} to "
+                f"{_gain_text(rejected.gain_high, base)} includes a loss")
     else:
-        verb = "Raise" if price > current_price else "Lower"
-        change = (f"{(profit / current_profit - 1) * 100:+.1f}%" if current_profit >= 0.01
-                  else f"{current_profit:.2f} -> {profit:.2f}")  # no % of less than a cent
-        head = (f"{verb} {channel} price {current_price:.2f} -> {price:.2f}: "
-                f"expected profit {change}")
-    return head + (f" (bound by {', '.join(bound_texts)})" if bound_texts else "")
+        head = f"Keep {channel} price {current.price:.2f}: the most profitable allowed price"
+    bound = f" (bound by {', '.join(bound_texts)})" if bound_texts else ""
+    return head + bound + _evidence_text(evidence)
+
+
+def _move(points: _Points, position: int) -> _Move:
+    return _Move(float(points.price[position]), float(points.profit[position]),
+                 float(points.gain_low[position]), float(points.gain_high[position]))
+
+
+@dataclass(frozen=True)
+class _Decisions:
+    """Row -> point: the chosen one, each row's best eligible one before the channel spread,
+    the best allowed one whatever the confidence, and the unconstrained best."""
+
+    chosen: pd.Series
+    best: pd.Series
+    best_allowed: pd.Series
+    unconstrained: pd.Series
 
 
 def _suggestions(
-    offers: pd.DataFrame, points: _Points, chosen: pd.Series, best: pd.Series,
-    unconstrained: pd.Series, broken: np.ndarray, bounds: pd.DataFrame, guardrails: Guardrails,
-    model_version: str,
+    offers: pd.DataFrame, points: _Points, decisions: _Decisions, broken: np.ndarray,
+    bounds: pd.DataFrame, guardrails: Guardrails, demand: DemandCurves, model_version: str,
 ) -> pd.DataFrame:
-    chosen = chosen.sort_index()
+    chosen = decisions.chosen.sort_index()
     rows, suggested = chosen.index.to_numpy(), chosen.to_numpy()
     current_points = np.flatnonzero(points.is_current)
     current = pd.Series(current_points, index=points.row[current_points]).loc[rows].to_numpy()
-    broken_by_best = broken[unconstrained.loc[rows].to_numpy()]
-    moved_by_spread = suggested != best.loc[rows].to_numpy()
+    broken_by_best = broken[decisions.unconstrained.loc[rows].to_numpy()]
+    moved_by_spread = suggested != decisions.best.loc[rows].to_numpy()
     bound_by = [
         [rule for rule in RULES
          if (rule == "channel_spread" and moved) or (
              rule in PRICE_RULES and breaks[PRICE_RULES.index(rule)])]
         for breaks, moved in zip(broken_by_best, moved_by_spread, strict=True)
     ]
+    evidence = (pd.DataFrame(np.nan, index=range(len(offers)), columns=list(EVIDENCE_COLUMNS))
+                if demand.evidence is None else demand.evidence.reset_index(drop=True))
+    allowed = decisions.best_allowed.reindex(rows).to_numpy()
+    interval = "uncertainty" if not demand.scenarios else "confidence"
     channels = offers["channel"].to_numpy()[rows]
-    explanations = [
-        _explanation(
-            channel,
-            (points.price[now], points.profit[now]),
-            (points.price[new], points.profit[new]),
+    explanations = []
+    for row, channel, now, new, alternative, rules in zip(
+            rows, channels, current, suggested, allowed, bound_by, strict=True):
+        rejected = (_move(points, alternative)
+                    if new == now and alternative != now and demand.scenarios else None)
+        explanations.append(_explanation(
+            channel, _move(points, now), _move(points, new), rejected, interval,
             [_rule_text(rule, bounds.loc[row], guardrails) for rule in rules],
-        )
-        for row, channel, now, new, rules in zip(
-            rows, channels, current, suggested, bound_by, strict=True
-        )
-    ]
+            evidence.loc[row] if demand.evidence is not None else None))
+    kept = suggested == current
     return pd.DataFrame({
         "item_id": offers["item_id"].to_numpy()[rows],
         "channel": channels,
@@ -465,23 +570,36 @@ def _suggestions(
         "expected_revenue_suggested": points.price[suggested] * points.units[suggested],
         "expected_profit_current": points.profit[current],
         "expected_profit_suggested": points.profit[suggested],
+        "expected_profit_gain_low": np.where(kept, 0.0, points.gain_low[suggested]),
+        "expected_profit_gain_high": np.where(kept, 0.0, points.gain_high[suggested]),
+        **{column: evidence[column].to_numpy(dtype=float)[rows]
+           for column in EVIDENCE_COLUMNS if column != "price_levels"},
         "bound_by": pd.Series(bound_by, dtype=object),
         "model_version": model_version,
         "explanation": pd.Series(explanations, dtype=object),
     }, columns=list(SUGGESTION_COLUMNS))
 
 
+def _as_curves(demand: ExpectedUnits | DemandCurves) -> DemandCurves:
+    return demand if isinstance(demand, DemandCurves) else DemandCurves(demand)
+
+
 def optimize_prices(
-    offers: pd.DataFrame, expected_units: ExpectedUnits, guardrails: Guardrails,
+    offers: pd.DataFrame, demand: ExpectedUnits | DemandCurves, guardrails: Guardrails,
     model_version: str,
 ) -> OptimizationResult:
-    """Suggest the most profitable price of every offer (item x channel) that breaks no rule.
+    """Suggest the most profitable price of every offer (item x channel) that breaks no rule
+    and, when `demand` has scenarios, gains over the current price in every one of them.
 
-    `offers` holds the `OFFER_COLUMNS` (and any column the demand model needs);
-    `expected_units(rows, prices)` returns the expected units of each row of `rows` (offers,
-    one per price) at its price. Offers no price can satisfy land in `skipped` with a reason.
+    `offers` holds the `OFFER_COLUMNS` (and any column the demand model needs); `demand` is
+    `DemandCurves` or just `expected_units(rows, prices)`, the expected units of each row of
+    `rows` (offers, one per price) at its price. Offers no price can satisfy land in
+    `skipped` with a reason.
     """
+    demand = _as_curves(demand)
     offers = _checked_offers(offers)
+    if demand.evidence is not None and len(demand.evidence) != len(offers):
+        raise ValueError("demand evidence must have one row per offer")
     bounds = _rule_bounds(offers, guardrails)
     observed = offers["observed_min_price"].notna().to_numpy()
     crossed = bounds["lower"].to_numpy() > bounds["upper"].to_numpy() + TOLERANCE
@@ -499,18 +617,27 @@ def optimize_prices(
         np.maximum(current * high, bounds["upper"].to_numpy()[open_rows]),
         guardrails,
     )
-    points = _evaluated(offers, *grid, expected_units)
+    points = _evaluated(offers, *grid, demand)
     broken = _broken_rules(points, bounds)
     candidate = np.asarray(~broken.any(axis=1))
-    best = _best_per_row(points, candidate)
+    # A move must gain in every scenario; an offer whose current price breaks a rule must move.
+    must_move = np.ones(len(offers), dtype=bool)
+    must_move[points.row[points.is_current & candidate]] = False
+    confident = points.is_current | (points.gain_low > 0)
+    if not demand.scenarios:
+        confident = np.ones(len(points.row), dtype=bool)
+    eligible = candidate & (confident | must_move[points.row])
+    best = _best_per_row(points, eligible)
     reasons |= {row: _no_grid_price_reason(bounds.loc[row], guardrails)
                 for row in np.setdiff1d(open_rows, best.index)}
-    chosen, spread_reasons = _choose_within_spread(offers, points, candidate, best, guardrails)
+    chosen, spread_reasons = _choose_within_spread(offers, points, eligible, candidate, best,
+                                                   guardrails)
     reasons |= spread_reasons
 
-    unconstrained = _best_per_row(points, np.ones(len(points.row), dtype=bool))
-    suggestions = _suggestions(offers, points, chosen, best, unconstrained, broken, bounds,
-                               guardrails, model_version)
+    decisions = _Decisions(chosen, best, _best_per_row(points, candidate),
+                           _best_per_row(points, confident | must_move[points.row]))
+    suggestions = _suggestions(offers, points, decisions, broken, bounds, guardrails, demand,
+                               model_version)
     skipped_rows = sorted(reasons)
     skipped = pd.DataFrame({
         "item_id": offers["item_id"].to_numpy()[skipped_rows],
@@ -533,7 +660,8 @@ def naive_argmax(
     rows = np.repeat(np.arange(len(offers)), len(factors))
     prices = offers["current_price"].to_numpy()[rows] * np.tile(factors, len(offers))
     not_current = np.zeros(len(rows), dtype=bool)
-    points = _evaluated(offers, rows, prices, not_current, ~not_current, expected_units)
+    points = _evaluated(offers, rows, prices, not_current, ~not_current,
+                        DemandCurves(expected_units))
     best = _best_per_row(points, np.ones(len(rows), dtype=bool)).to_numpy()
     return pd.DataFrame({
         "item_id": offers["item_id"].to_numpy()[rows[best]],

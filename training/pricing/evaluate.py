@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from features.simulator import expected_daily_units
+from features.simulator import TRUTH_PARAMETERS, expected_daily_units
 from features.timestamps import to_utc
-from models.pricing.demand import Period, demand_function
+from models.pricing.demand import Period, demand_curves
 from models.pricing.guardrails import Guardrails
 from models.pricing.offers import SERIES_KEYS, build_offers, default_as_of
 from models.pricing.optimizer import OFFER_COLUMNS, naive_argmax, optimize_prices
@@ -52,9 +52,10 @@ def guardrail_violations(
         "max_price": ~np.isnan(max_price) & (price > max_price + CHECK_SLACK),
         "max_change": np.abs(price - current) > change * current + CHECK_SLACK,
         "trust_band":
-            (price < rows["observed_min_price"].to_numpy(dtype=float) * (1 - trust) - CHECK_SLACK)
-            | (price > rows["observed_max_price"].to_numpy(dtype=float) * (1 + trust)
-               + CHECK_SLACK),
+            (price < np.minimum(rows["observed_min_price"].to_numpy(dtype=float), current)
+             * (1 - trust) - CHECK_SLACK)
+            | (price > np.maximum(rows["observed_max_price"].to_numpy(dtype=float), current)
+               * (1 + trust) + CHECK_SLACK),
         "price_endings": ~ending_ok,
     }
     counts = {rule: int(np.sum(broken)) for rule, broken in checks.items()}
@@ -65,11 +66,12 @@ def guardrail_violations(
     return counts
 
 
-def _true_profit(truth_rows: pd.DataFrame, price: np.ndarray, day: int) -> float:
+def _true_profit(truth_rows: pd.DataFrame, price: np.ndarray, day: int) -> np.ndarray:
+    """Each offer's true expected profit per day at `price`."""
     units = expected_daily_units(truth_rows, price, day)
     margin = (price * (1 - truth_rows["fee_percent"].to_numpy() / 100)
               - truth_rows["fee_fixed"].to_numpy() - truth_rows["unit_cost"].to_numpy())
-    return float(np.sum(units * margin))
+    return units * margin
 
 
 def _priced(offers: pd.DataFrame, chosen: pd.DataFrame, column: str) -> np.ndarray:
@@ -105,25 +107,27 @@ def evaluate_pricing(
     over all offers: the suggestions, keeping the current prices, the model's unconstrained
     `naive_argmax`, and the oracle (the optimizer on the true demand, same guardrails).
     Skipped offers keep their current price in every strategy. Fractions divide by the
-    oracle's profit; `violations` counts suggestions breaking a rule, re-checked one by one.
-    Also returned: each strategy's `<name>_profit`, `violations_by_rule`, the model's
-    `validation` scores and `prices` (a DataFrame: every offer's price in each strategy).
+    oracle's profit; `uplift_capture` = (suggestions - keep) / (oracle - keep);
+    `moved_losing_share` is the share of the offers whose price moved whose true profit fell;
+    `violations` counts suggestions breaking a rule, re-checked one by one. Also returned:
+    each strategy's `<name>_profit`, `violations_by_rule`, the market's demand `family`, the
+    model's `validation` scores and `prices` (a DataFrame: every offer's price in each
+    strategy).
     """
     guardrails = guardrails or Guardrails()
-    events, catalog, channels = read_simulation(sim_dir)
-    as_of = default_as_of(events)
-    fitted = fit_demand(events, catalog, period, end=as_of, **params)
-    offers = build_offers(events, catalog, channels, as_of, period)
-    demand = demand_function(fitted.model)
+    market = read_simulation(sim_dir)
+    as_of = default_as_of(market.events)
+    fitted = fit_demand(market.events, market.catalog, period, end=as_of, **params)
+    offers = build_offers(market.events, market.catalog, market.channels, as_of, period,
+                          market.channel_prices, fitted.model)
+    demand = demand_curves(fitted.model, offers, guardrails.confidence_percent)
     result = optimize_prices(offers, demand, guardrails, "evaluation")
-    naive = naive_argmax(offers, demand)
+    naive = naive_argmax(offers, demand.expected_units)
 
     # The ground truth, from here on only.
     truth_rows, day = _read_truth(sim_dir, offers, as_of)
-    parameters = ["base_daily_units", "elasticity", "reference_price", "seasonal_amplitude",
-                  "seasonal_peak_day"]
     truth_offers = offers[list(OFFER_COLUMNS)].assign(**{
-        column: truth_rows[column].to_numpy() for column in parameters})
+        column: truth_rows[column].to_numpy() for column in TRUTH_PARAMETERS})
 
     def true_units(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
         return expected_daily_units(rows, prices, day)
@@ -135,9 +139,19 @@ def evaluate_pricing(
         "naive_argmax": _priced(offers, naive, "price"),
         "oracle": _priced(offers, oracle.suggestions, "suggested_price"),
     }
-    profits = {name: _true_profit(truth_rows, prices, day) for name, prices in strategies.items()}
+    by_offer = {name: _true_profit(truth_rows, prices, day)
+                for name, prices in strategies.items()}
+    profits = {name: float(values.sum()) for name, values in by_offer.items()}
     violations = guardrail_violations(offers, result.suggestions, guardrails)
+    moved = strategies["suggestions"] != strategies["keep_current"]
+    losing = moved & (by_offer["suggestions"] < by_offer["keep_current"] - CHECK_SLACK)
+    available = profits["oracle"] - profits["keep_current"]
     return {
+        "family": str(truth_rows["family"].iloc[0]) if "family" in truth_rows else "exponential",
+        "uplift_capture": ((profits["suggestions"] - profits["keep_current"]) / available
+                           if available > 0 else float("nan")),
+        "moved": int(moved.sum()),
+        "moved_losing_share": float(losing.sum() / moved.sum()) if moved.any() else 0.0,
         "oracle_fraction": profits["suggestions"] / profits["oracle"],
         "keep_current_fraction": profits["keep_current"] / profits["oracle"],
         "naive_argmax_fraction": profits["naive_argmax"] / profits["oracle"],

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from models.pricing.demand import DemandModel, Period, build_panel, naive_forecasts, pricing_params
+from models.pricing.demand import DemandModel, Period, build_panel, naive_forecasts
 from training.pricing.metrics import mae, wape
 
 DEFAULT_VALID_PERIODS = 8
@@ -49,7 +49,7 @@ def fit_demand(
     valid = panel[(panel["period_start"] >= valid_start) & (panel["age_periods"] > 0)]
     if valid.empty or not (train["age_periods"] > 0).any():
         raise InputError("too little history: no training or no validation rows")
-    model = DemandModel(**{"n_estimators": MAX_ROUNDS, **pricing_params(), **params})
+    model = DemandModel(**{"n_estimators": MAX_ROUNDS, **params})
     model.fit(train, valid)
     baselines = naive_forecasts(valid)
     metrics = {"model": score_rows(valid, model.predict(valid)),

@@ -1,6 +1,7 @@
-"""Market files: the event log, the catalog and the channel fees, read and checked; errors
-name the file."""
+"""Market files: the event log, the catalog, the channel fees and the optional channel price
+list, read and checked; errors name the file."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ from features.errors import InputError
 from features.event_log import EventLog
 from features.ingest import read_table_file
 from features.schemas import InvalidRecordsError, validate_catalog
-from models.pricing.offers import CHANNEL_COLUMNS
+from features.simulator import CHANNEL_PRICES_FILE
+from models.pricing.offers import CHANNEL_COLUMNS, CHANNEL_PRICE_COLUMNS
 
 
 def _read(path: Path, what: str) -> pd.DataFrame:
@@ -51,10 +53,47 @@ def read_channels(path: Path) -> pd.DataFrame:
     return channels
 
 
+def read_channel_prices(path: Path) -> pd.DataFrame:
+    """The channel price list (`item_id`, `channel`, `current_price` > 0), checked: one row
+    per item x channel."""
+    path = Path(path)
+    raw = _read(path, "channel price list")
+    missing = [column for column in CHANNEL_PRICE_COLUMNS if column not in raw.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    prices = pd.DataFrame({name: raw[name].astype(str).str.strip()
+                           for name in ("item_id", "channel")})
+    for name in ("item_id", "channel"):
+        if (prices[name] == "").any():
+            raise InputError(f"{path}: column '{name}' is empty on some row")
+    prices["current_price"] = _numbers(raw, "current_price", path)
+    if (prices["current_price"] <= 0).any():
+        raise InputError(f"{path}: column 'current_price' must be > 0")
+    repeated = prices.duplicated(["item_id", "channel"])
+    if repeated.any():
+        first = prices[repeated].iloc[0]
+        raise InputError(f"{path}: item_id {first['item_id']} on channel {first['channel']} is "
+                         "listed more than once")
+    return prices
+
+
+@dataclass(frozen=True)
+class Market:
+    """A shop's pricing inputs: events, catalog, channel fees and, when the shop prices its
+    channels apart, the channel price list (else None: the catalog's price on every channel)."""
+
+    events: pd.DataFrame
+    catalog: pd.DataFrame
+    channels: pd.DataFrame
+    channel_prices: pd.DataFrame | None = None
+
+
 def load_market_files(
-    events_dir: Path, catalog_file: Path, channels_file: Path
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The event log, the catalog (validated) and the channel fees; errors name the file."""
+    events_dir: Path, catalog_file: Path, channels_file: Path,
+    channel_prices_file: Path | None = None,
+) -> Market:
+    """The event log, the catalog (validated), the channel fees and the channel price list
+    (when given); errors name the file."""
     events_dir = Path(events_dir)
     if not events_dir.is_dir():
         raise FileNotFoundError(f"events directory not found: {events_dir}")
@@ -65,11 +104,13 @@ def load_market_files(
         catalog = validate_catalog(_read(Path(catalog_file), "catalog"))
     except InvalidRecordsError as error:
         raise InputError(f"{catalog_file}: {error}") from None
-    return events, catalog, read_channels(Path(channels_file))
+    prices = read_channel_prices(channel_prices_file) if channel_prices_file else None
+    return Market(events, catalog, read_channels(Path(channels_file)), prices)
 
 
-def read_simulation(sim_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Events, catalog and channels of a simulated market directory (`write_simulation`)."""
+def read_simulation(sim_dir: Path) -> Market:
+    """The market of a simulated market directory (`write_simulation`)."""
     sim_dir = Path(sim_dir)
+    prices = sim_dir / CHANNEL_PRICES_FILE
     return load_market_files(sim_dir / "events", sim_dir / "catalog.csv",
-                             sim_dir / "channels.csv")
+                             sim_dir / "channels.csv", prices if prices.is_file() else None)

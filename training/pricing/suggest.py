@@ -3,50 +3,50 @@ batch for review."""
 
 from pathlib import Path
 
-import pandas as pd
-
 import db
 from db import suggestions
 from features.settings import Settings
 from models.pricing.artifacts import load_demand_model
-from models.pricing.demand import DemandModel, Period, demand_function
+from models.pricing.demand import DemandModel, Period, demand_curves
 from models.pricing.guardrails import Guardrails, load_guardrails
 from models.pricing.offers import build_offers, default_as_of
 from models.pricing.optimizer import OptimizationResult, optimize_prices
-from training.pricing.market import load_market_files
+from training.pricing.market import Market, load_market_files
 from training.pricing.train import train_pricing
 
 
 def suggest_prices(
-    events: pd.DataFrame, catalog: pd.DataFrame, channels: pd.DataFrame, guardrails: Guardrails,
-    model: DemandModel, model_version: str, as_of=None, period: Period = "W",
+    market: Market, guardrails: Guardrails, model: DemandModel, model_version: str, as_of=None,
+    period: Period = "W",
 ) -> OptimizationResult:
     """Price suggestions for every offer sold before `as_of` (default: the end of the log),
     from a demand model trained on `period` panels."""
-    as_of = default_as_of(events) if as_of is None else as_of
-    offers = build_offers(events, catalog, channels, as_of, period)
-    return optimize_prices(offers, demand_function(model), guardrails, model_version)
+    as_of = default_as_of(market.events) if as_of is None else as_of
+    offers = build_offers(market.events, market.catalog, market.channels, as_of, period,
+                          market.channel_prices, model)
+    curves = demand_curves(model, offers, guardrails.confidence_percent)
+    return optimize_prices(offers, curves, guardrails, model_version)
 
 
 def run_suggest(
     settings: Settings, events_dir: Path, catalog_file: Path, channels_file: Path,
     guardrails_file: Path | None = None, period: Period = "W", as_of=None,
+    channel_prices_file: Path | None = None,
 ) -> tuple[str, OptimizationResult]:
     """Train (`train_pricing`), suggest prices with the champion (the new model when it was
     promoted) and store them as a pending batch in `settings.database`; returns the batch id
     and the optimizer's result. Without `guardrails_file`, the default guardrails apply."""
-    events, catalog, channels = load_market_files(events_dir, catalog_file, channels_file)
+    market = load_market_files(events_dir, catalog_file, channels_file, channel_prices_file)
     guardrails = load_guardrails(guardrails_file) if guardrails_file else Guardrails()
-    report = train_pricing(settings, events, catalog, channels, period, as_of=as_of)
+    report = train_pricing(settings, market, period, as_of=as_of)
     if report.promoted:
         model, model_version, model_period = report.model, report.model_version, period
     else:
         champion = load_demand_model(settings)
         model, model_version, model_period = (champion.model, champion.model_version,
                                               champion.period)
-    result = suggest_prices(events, catalog, channels, guardrails, model, model_version,
-                            report.as_of, model_period)
-    categories = dict(zip(catalog["item_id"], catalog["category"], strict=True))
+    result = suggest_prices(market, guardrails, model, model_version, report.as_of, model_period)
+    categories = dict(zip(market.catalog["item_id"], market.catalog["category"], strict=True))
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = db.engine_for(settings.database)

@@ -19,13 +19,15 @@ from models import registry
 from models.pricing.artifacts import (
     METADATA_ARTIFACT,
     MODEL_NAME,
+    IncompatibleDemandModelError,
     demand_metadata,
     load_demand_model,
     model_version_label,
 )
-from models.pricing.demand import PRICE_SMOOTHING, DemandModel, Period
+from models.pricing.demand import DemandModel, Period
 from models.pricing.offers import build_offers, default_as_of
 from training.pricing.fit import DEFAULT_VALID_PERIODS, FittedDemand, fit_demand, score_rows
+from training.pricing.market import Market
 
 EXPERIMENT = MODEL_NAME
 GATING_METRIC = "wape"
@@ -54,9 +56,14 @@ class PricingReport:
 def _champion_score(settings: Settings, fitted: FittedDemand,
                     period: Period) -> registry.ChampionScore | None:
     """The champion's validation WAPE on the challenger's validation rows."""
-    if registry.champion(MODEL_NAME) is None:
+    registered = registry.champion(MODEL_NAME)
+    if registered is None:
         return None
-    champion = load_demand_model(settings)
+    try:
+        champion = load_demand_model(settings)
+    except IncompatibleDemandModelError as error:
+        return registry.ChampionScore(str(registered.version), None,
+                                      f"{error}; the challenger replaces it")
     if champion.period != period:
         return registry.ChampionScore(champion.version, None, (
             f"champion v{champion.version} predicts '{champion.period}' periods, not "
@@ -91,15 +98,16 @@ def _sample_rows(offers: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_pricing(
-    settings: Settings, events: pd.DataFrame, catalog: pd.DataFrame, channels: pd.DataFrame,
-    period: Period = "W", valid_periods: int = DEFAULT_VALID_PERIODS, as_of=None, **params,
+    settings: Settings, market: Market, period: Period = "W",
+    valid_periods: int = DEFAULT_VALID_PERIODS, as_of=None, **params,
 ) -> PricingReport:
     """Train the demand model on the events before `as_of` (default: the end of the log),
     score it and the naive baselines on the validation window, log the run to MLflow,
     register `demand-model` and move `champion` only when its validation WAPE is lower."""
-    as_of = default_as_of(events) if as_of is None else to_utc(as_of)
-    fitted = fit_demand(events, catalog, period, as_of, valid_periods, **params)
-    offers = build_offers(events, catalog, channels, as_of, period)
+    as_of = default_as_of(market.events) if as_of is None else to_utc(as_of)
+    fitted = fit_demand(market.events, market.catalog, period, as_of, valid_periods, **params)
+    offers = build_offers(market.events, market.catalog, market.channels, as_of, period,
+                          market.channel_prices, fitted.model)
     registry.configure(settings)
     champion = _champion_score(settings, fitted, period)
     challenger = fitted.metrics["model"][GATING_METRIC]
@@ -115,7 +123,7 @@ def train_pricing(
             "best_iteration": model.best_iteration, "period": period,
             "valid_periods": valid_periods, "as_of": as_of.isoformat(),
             "valid_start": fitted.valid_start.isoformat(), "features": ",".join(model.features),
-            "price_smoothing": PRICE_SMOOTHING,
+            "curvature": model.price_response.curvature,
         })
         for name, values in fitted.metrics.items():
             mlflow.log_metrics({f"{name}_{metric}": value for metric, value in values.items()})

@@ -1,0 +1,175 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.pricing.demand import DemandModel, demand_curves
+from models.pricing.elasticity import (
+    MAX_ELASTICITY,
+    PriceResponse,
+    fit_price_response,
+    response_shape,
+)
+from models.pricing.guardrails import Guardrails
+from models.pricing.optimizer import DemandCurves, optimize_prices
+
+WEEKS = 52
+
+
+def series_rows(item: str, channel: str, elasticity: float, base: float, ratios: np.ndarray,
+                rng: np.random.Generator, curvature: float = 1.0,
+                category: str = "sewing") -> pd.DataFrame:
+    """Weekly Poisson sales of one series at price ratios `ratios` (to its reference) with a
+    known base level and elasticity."""
+    x = np.log(ratios)
+    mean = base * np.exp(-elasticity * response_shape(x, curvature))
+    return pd.DataFrame({"item_id": item, "channel": channel, "category": category,
+                         "units": rng.poisson(mean).astype(float),
+                         "log_base": np.log(base), "log_price_ratio": x})
+
+
+def history_with_tests(rng: np.random.Generator, weeks: int = WEEKS, tests: int = 6) -> np.ndarray:
+    """A flat list price with `tests` two-week price tests at -20% to +30%."""
+    ratios = np.ones(weeks)
+    for start in rng.choice(weeks - 2, tests, replace=False):
+        ratios[start:start + 2] = rng.choice([0.8, 0.9, 1.15, 1.3])
+    return ratios
+
+
+def market_rows(rng, elasticities, base=8.0, curvature=1.0) -> pd.DataFrame:
+    return pd.concat([series_rows(f"i{n}", "web", e, base, history_with_tests(rng), rng, curvature)
+                      for n, e in enumerate(elasticities)], ignore_index=True)
+
+
+def test_price_response_recovers_the_elasticities_and_the_curvature():
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0.8, 3.0, 120)
+    response = fit_price_response(market_rows(rng, truth, base=40.0))
+
+    estimate = response.table.set_index("item_id").loc[[f"i{n}" for n in range(120)]]
+    assert response.curvature == 1.0
+    assert np.corrcoef(estimate["elasticity"], truth)[0, 1] > 0.8
+    assert abs(estimate["elasticity"].mean() - truth.mean()) < 0.15
+    inside = ((estimate["elasticity"] - 1.3 * estimate["elasticity_sd"] <= truth)
+              & (truth <= estimate["elasticity"] + 1.3 * estimate["elasticity_sd"]))
+    assert inside.mean() > 0.7  # an 80% interval holds the truth about that often
+
+
+def test_pooled_estimate_moves_towards_the_series_own_as_its_evidence_grows():
+    rng = np.random.default_rng(2)
+    others = market_rows(rng, rng.uniform(1.0, 1.6, 60))
+    group_mean = None
+    shares, estimates = [], []
+    for weeks_of_tests in (0, 2, 8, 30):
+        ratios = np.ones(WEEKS)
+        ratios[:weeks_of_tests] = np.tile([0.8, 1.3], WEEKS)[:weeks_of_tests]
+        target = series_rows("target", "web", 4.0, 8.0, ratios, np.random.default_rng(9))
+        response = fit_price_response(pd.concat([others, target], ignore_index=True))
+        row = response.table.set_index("item_id").loc["target"]
+        shares.append(row["evidence_share"])
+        estimates.append(row["elasticity"])
+        if weeks_of_tests == 0:
+            group_mean = response.table["elasticity"].iloc[:-1].mean()
+
+    # Never repriced: the group's prior, no evidence of its own; then more weight, nearer 4.
+    assert shares[0] == 0
+    assert estimates[0] == pytest.approx(group_mean, abs=0.15)
+    assert shares == sorted(shares) and shares[1] > 0 and shares[-1] < 1
+    assert estimates == sorted(estimates)
+    assert estimates[-1] > 3.0
+
+
+def test_elasticities_stay_within_zero_and_the_cap():
+    rng = np.random.default_rng(3)
+    ratios = np.tile([0.7, 1.3], WEEKS // 2)
+    rising = series_rows("rising", "web", 0.0, 8.0, ratios, rng).assign(
+        units=lambda rows: np.where(np.log(ratios) > 0, 30.0, 2.0))  # sells more when dearer
+    steep = series_rows("steep", "web", 0.0, 8.0, ratios, rng).assign(
+        units=lambda rows: np.where(np.log(ratios) > 0, 0.0, 200.0))
+    response = fit_price_response(pd.concat([rising, steep, market_rows(rng, [1.5] * 20)],
+                                            ignore_index=True))
+    table = response.table.set_index("item_id")
+    assert table.loc["rising", "elasticity"] == 0.0
+    assert table.loc["steep", "elasticity"] == MAX_ELASTICITY
+
+
+def test_unseen_series_take_their_group_then_channel_then_shop_prior():
+    rng = np.random.default_rng(4)
+    rows = pd.concat([market_rows(rng, [2.0] * 30),
+                      market_rows(rng, [1.0] * 30).assign(channel="etsy")], ignore_index=True)
+    response = PriceResponse.from_dict(fit_price_response(rows).to_dict())  # as registered
+    unseen = pd.DataFrame({"item_id": ["new", "new", "new"], "channel": ["web", "etsy", "ebay"],
+                           "category": ["sewing", "quilting", "sewing"]})
+    found = response.for_rows(unseen)
+    assert (found["evidence_share"] == 0).all()
+    assert found["elasticity"].iloc[0] == pytest.approx(2.0, abs=0.2)  # web|sewing
+    assert found["elasticity"].iloc[1] == pytest.approx(1.0, abs=0.2)  # etsy, other category
+    assert 1.0 < found["elasticity"].iloc[2] < 2.0  # a channel never seen: the shop's
+    assert found["elasticity_sd"].iloc[2] > found["elasticity_sd"].iloc[0]
+
+
+def offer_frame(current: float = 10.0) -> pd.DataFrame:
+    return pd.DataFrame({
+        "item_id": ["i1"], "channel": ["web"], "unit_cost": [2.0], "fee_percent": [0.0],
+        "fee_fixed": [0.0], "current_price": [current], "min_price": [1.0],
+        "max_price": [np.nan], "observed_min_price": [current], "observed_max_price": [current],
+    })
+
+
+def constant_elasticity(elasticity: float):
+    def expected_units(rows, prices):
+        current = rows["current_price"].to_numpy(dtype=float)
+        return 10.0 * (np.asarray(prices) / current) ** -elasticity
+    return expected_units
+
+
+RULES = Guardrails(max_change_percent=20, trust_band_percent=50, price_endings=())
+
+
+def test_the_decision_rule_keeps_a_price_whose_gain_is_uncertain():
+    # Expected elasticity 1.1 says raise (profit-maximising markup far above 10 at cost 2), but
+    # the interval reaches 2.4, where raising loses: the price is kept.
+    curves = DemandCurves(constant_elasticity(1.1),
+                          scenarios=(constant_elasticity(0.2), constant_elasticity(2.4)))
+    kept = optimize_prices(offer_frame(), curves, RULES, "test").suggestions.iloc[0]
+    assert kept["suggested_price"] == kept["current_price"] == 10.0
+    assert kept["explanation"].startswith("Keep web price 10.00: raising to 12.00 would gain")
+    assert "includes a loss" in kept["explanation"]
+    assert kept["expected_profit_gain_low"] == kept["expected_profit_gain_high"] == 0
+
+    narrow = DemandCurves(constant_elasticity(1.1),
+                          scenarios=(constant_elasticity(1.0), constant_elasticity(1.2)))
+    moved = optimize_prices(offer_frame(), narrow, RULES, "test").suggestions.iloc[0]
+    assert moved["suggested_price"] == 12.0
+    assert 0 < moved["expected_profit_gain_low"] < moved["expected_profit_gain_high"]
+    gain = moved["expected_profit_suggested"] - moved["expected_profit_current"]
+    assert moved["expected_profit_gain_low"] <= gain <= moved["expected_profit_gain_high"]
+
+
+def test_a_series_never_repriced_keeps_its_price_in_a_heterogeneous_group():
+    rng = np.random.default_rng(5)
+    panel = []
+    for n, elasticity in enumerate(rng.uniform(0.5, 3.0, 40)):
+        ratios = np.ones(WEEKS) if n == 0 else history_with_tests(rng)
+        rows = series_rows(f"i{n}", "web", elasticity, 6.0, ratios, rng)
+        panel.append(rows)
+    panel = pd.concat(panel, ignore_index=True)
+    weeks = np.tile(np.arange(WEEKS), 40)
+    panel = panel.assign(
+        period_start=pd.Timestamp("2025-01-06", tz="UTC") + pd.to_timedelta(weeks, unit="W"),
+        age_periods=weeks + 1, reference_price=10.0,
+        price=10.0 * np.exp(panel["log_price_ratio"]), price_ratio=np.exp(panel["log_price_ratio"]),
+        log_reference_price=np.log(10.0), units_lag1=6.0, units_mean4=6.0, units_mean13=6.0,
+        units_mean_all=6.0, sale_share=1.0, periods_since_sale=1.0, channel_trend=0.0,
+        doy_sin=0.0, doy_cos=1.0, week_of_year=1.0, day_of_week=0.0)
+    model = DemandModel(n_estimators=20).fit(panel)
+    last = panel[weeks == WEEKS - 1].reset_index(drop=True)
+    offers = last.assign(unit_cost=1.0, fee_percent=0.0, fee_fixed=0.0, current_price=10.0,
+                         min_price=1.0, max_price=np.nan, observed_min_price=8.0,
+                         observed_max_price=13.0, reference_price=10.0)
+    curves = demand_curves(model, offers, 80)
+    never = curves.evidence.iloc[0]
+    assert never["evidence_share"] == 0 and never["price_levels"] == 1
+    result = optimize_prices(offers, curves, RULES, "test").suggestions
+    assert result.iloc[0]["suggested_price"] == 10.0
+    assert "never repriced" in result.iloc[0]["explanation"]
+    assert (result["suggested_price"] != 10.0).any()  # series with evidence do move
