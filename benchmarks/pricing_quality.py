@@ -1,18 +1,20 @@
-"""Pricing quality on simulated markets, and demand-model quality on real data.
+"""Pricing quality on simulated markets of every demand family, and demand-model quality on
+real data.
 
-Pricing, per seed and period: `evaluate_pricing` on a simulated market with the default
-guardrails; the expected true profit of the suggestions as a fraction of the oracle's (the
-optimizer on the true demand under the same guardrails). Baselines, in the same run: keeping
-the current prices and the model's unconstrained argmax. Target: oracle fraction >= 0.95 and
->= keeping current prices, no guardrail violation. Weekly ("W") is the pipeline's period;
-daily ("D") rows are for comparison.
+Pricing: `evaluate_families` (the code behind `tailor evaluate pricing`) on a simulated market
+per demand family x seed, weekly, default guardrails. Each market's suggestions are scored by
+the true expected profit beside keeping the current prices and the oracle (the optimizer on
+the true demand under the same guardrails): uplift capture = (suggested - keep) / (oracle -
+keep), the share of moved offers whose true profit fell, violations. Targets (issue #14), per
+family over its seeds: profit at least keep on every seed, mean uplift capture >= 0.5, at most
+15% of moved offers losing, 0 violations.
 
 Demand: `evaluate_demand` (weekly) on the whole shared export at each split; WAPE and MAE of
 the model beside the `last_week` and `mean_4w` baselines.
 
 Writes `benchmarks/results/pricing_quality.json` and `.md`.
 Run from the repository root: python -m benchmarks.pricing_quality [--seeds 1 2 3]
-[--periods W D] [--splits 2011-08-01 2011-07-01] [--csv PATH]
+[--families exponential isoelastic logit linear] [--splits 2011-08-01 2011-07-01] [--csv PATH]
 """
 
 import argparse
@@ -21,7 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import get_args
 
 from rich.console import Console
 from rich.table import Table
@@ -29,32 +30,26 @@ from rich.table import Table
 from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance
 from features.event_log import EventLog
 from features.ingest import import_online_retail, read_catalog
-from features.simulator import simulate_market, write_simulation
-from models.pricing.demand import Period
-from training.pricing.evaluate import evaluate_pricing
+from features.simulator import DEMAND_FAMILIES
+from training.pricing.evaluate import evaluate_families, family_summary
 from training.pricing.evaluate_demand import evaluate_demand
 
 RESULTS = RESULTS_DIR / "pricing_quality.json"
 MARKDOWN = RESULTS.with_suffix(".md")
 DAYS, USERS, ITEMS = 365, 2000, 200
-ORACLE_FRACTION_TARGET = 0.95
-PRICING_COLUMNS = ("oracle_fraction", "keep_current_fraction", "naive_argmax_fraction",
-                   "violations", "suggestions", "skipped")
-console = Console(width=None if sys.stdout.isatty() else 130)
+TARGETS = {"mean_uplift_capture": 0.5, "max_moved_losing_share": 0.15, "violations": 0,
+           "worst_gain_over_keep": 0.0}
+MARKET_COLUMNS = ("family", "seed", "uplift_capture", "moved", "moved_losing_share",
+                  "oracle_fraction", "keep_current_fraction", "violations", "skipped")
+FAMILY_COLUMNS = ("family", "seeds", "mean_uplift_capture", "worst_gain_over_keep",
+                  "max_moved_losing_share", "violations", "target")
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
-def pricing_row(seed: int, period: Period, workdir: Path) -> dict:
-    folder = workdir / f"seed-{seed}"
-    if not folder.exists():
-        write_simulation(simulate_market(DAYS, USERS, ITEMS, seed), folder)
-    started = time.perf_counter()
-    report = evaluate_pricing(folder, period=period)
-    report.pop("prices")
-    met = (report["oracle_fraction"] >= ORACLE_FRACTION_TARGET
-           and report["oracle_fraction"] >= report["keep_current_fraction"]
-           and report["violations"] == 0)
-    return {"seed": seed, **report, "target_met": met,
-            "seconds": round(time.perf_counter() - started, 1)}
+def target_met(row: dict) -> bool:
+    return (row["mean_uplift_capture"] >= TARGETS["mean_uplift_capture"]
+            and row["max_moved_losing_share"] <= TARGETS["max_moved_losing_share"]
+            and row["violations"] == 0 and row["worst_gain_over_keep"] >= 0)
 
 
 def demand_rows(csv: Path, splits: list[str]) -> list[dict]:
@@ -76,25 +71,20 @@ def _cell(row: dict, column: str) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def pricing_tables(rows: list[dict]) -> list[str]:
-    title = (f"Pricing on simulated markets ({DAYS} days, {USERS} users, {ITEMS} items, "
-             f"3 channels; default guardrails)")
-    header = ("seed", "period", *PRICING_COLUMNS, "target")
+def markdown_table(title: str, rows: list[dict], columns: tuple[str, ...]) -> list[str]:
+    """Print `rows` as a rich table and return them as Markdown lines."""
     table = Table(title=title)
-    for name in header:
-        table.add_column(name, justify="left" if name in ("period", "target") else "right")
-    lines = [title + ":", "", "| " + " | ".join(header) + " |",
-             "|---:|---|" + "---:|" * len(PRICING_COLUMNS) + "---|"]
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("family", "target") else "right")
+    lines = [title + ":", "", "| " + " | ".join(columns) + " |",
+             "|" + "|".join("---" if c in ("family", "target") else "---:" for c in columns)
+             + "|"]
     for row in rows:
-        cells = [str(row["seed"]), row["period"], *(_cell(row, c) for c in PRICING_COLUMNS),
-                 "met" if row["target_met"] else "MISSED"]
+        cells = [_cell(row, column) for column in columns]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
     console.print(table)
-    target = (f"Target: oracle_fraction >= {ORACLE_FRACTION_TARGET} and >= "
-              "keep_current_fraction, violations 0.")
-    console.print(target)
-    return [*lines, "", target, ""]
+    return [*lines, ""]
 
 
 def demand_tables(results: list[dict]) -> list[str]:
@@ -120,20 +110,29 @@ def demand_tables(results: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--periods", nargs="+", choices=get_args(Period),
-                        default=list(get_args(Period)))
+    parser.add_argument("--families", nargs="+", choices=DEMAND_FAMILIES,
+                        default=list(DEMAND_FAMILIES))
     parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
     parser.add_argument("--splits", nargs="+", default=["2011-08-01", "2011-07-01"])
     args = parser.parse_args()
     if not args.csv.is_file():
         parser.error(f"the Online Retail export is missing at {args.csv} (pass --csv PATH)")
 
-    pricing = []
-    with tempfile.TemporaryDirectory(prefix="tailor-pricing-sim-") as workdir:
-        for seed in args.seeds:
-            for period in args.periods:
-                pricing.append(pricing_row(seed, period, Path(workdir)))
-    lines = pricing_tables(pricing)
+    started = time.perf_counter()
+    with (tempfile.TemporaryDirectory(prefix="tailor-pricing-sim-") as workdir,
+          console.status("simulating and scoring markets")):
+        markets = evaluate_families(args.families, args.seeds, Path(workdir), DAYS, USERS, ITEMS)
+    families = [{**row, "target": "met" if target_met(row) else "MISSED"}
+                for row in family_summary(markets)]
+    pricing_seconds = round(time.perf_counter() - started, 1)
+    title = f"simulated markets ({DAYS} days, {USERS} users, {ITEMS} items, 3 channels)"
+    lines = markdown_table(f"Pricing per market, {title}", markets, MARKET_COLUMNS)
+    lines += markdown_table("Per family", families, FAMILY_COLUMNS)
+    target = ("Targets per family: profit >= keeping current prices on every seed "
+              "(worst_gain_over_keep >= 0), mean uplift capture >= 0.5, at most 15% of moved "
+              "offers losing, 0 violations.")
+    console.print(target)
+    lines += [target, ""]
     demand = demand_rows(args.csv, args.splits)
     lines += demand_tables(demand)
 
@@ -141,10 +140,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps({
         "benchmark": "pricing_quality", **provenance(),
         "simulation": {"days": DAYS, "users": USERS, "items": ITEMS},
-        "targets": {"oracle_fraction": ORACLE_FRACTION_TARGET,
-                    "oracle_fraction_at_least_keep_current": True, "violations": 0},
-        "pricing": pricing,
-        "demand": demand,
+        "targets": TARGETS, "pricing_seconds": pricing_seconds,
+        "markets": markets, "families": families, "demand": demand,
     }, indent=2, default=str))
     MARKDOWN.write_text("\n".join(lines))
     console.print(f"wrote {RESULTS.relative_to(ROOT)} and {MARKDOWN.relative_to(ROOT)}")

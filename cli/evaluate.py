@@ -2,6 +2,8 @@
 registered or stored)."""
 
 import json
+import tempfile
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,11 +13,17 @@ import typer
 
 from cli import inputs
 from cli.inputs import CatalogOption, EventsOption, JsonFlag, PeriodOption, SplitOption
-from cli.output import demand_table, fail, metrics_table, out, table
+from cli.output import demand_table, fail, metrics_table, out, records_table, table
 from features.errors import InputError
 from features.event_log import EventLog
 from features.progress import stages
-from training.pricing.evaluate import evaluate_pricing
+from features.simulator import DEMAND_FAMILIES
+from training.pricing.evaluate import (
+    SWEEP_COLUMNS,
+    evaluate_families,
+    evaluate_pricing,
+    family_summary,
+)
 from training.pricing.evaluate_demand import evaluate_demand
 from training.recs.evaluate import evaluate_recs
 
@@ -100,25 +108,60 @@ def evaluate_demand_command(
 
 @app.command("pricing")
 def evaluate_pricing_command(
-    sim: Annotated[Path, typer.Option("--sim", exists=True, file_okay=False,
-                                      help="A market written by `tailor data simulate`")],
+    sim: Annotated[Path | None, typer.Option(
+        "--sim", exists=True, file_okay=False,
+        help="A market written by `tailor data simulate`; default: simulate every --family "
+             "x --seed")] = None,
+    families: Annotated[list[str] | None, typer.Option(
+        "--family", help=f"Demand family to simulate (repeatable): "
+                         f"{', '.join(DEMAND_FAMILIES)}; default: all")] = None,
+    seeds: Annotated[list[int] | None, typer.Option(
+        "--seed", min=0, help="Simulation seed (repeatable); default: 1 2 3")] = None,
+    days: Annotated[int, typer.Option(min=30, help="Days of each simulated market")] = 365,
+    items: Annotated[int, typer.Option(min=1, help="Items of each simulated market")] = 200,
+    users: Annotated[int, typer.Option(min=1, help="Users of each simulated market")] = 2000,
+    work_dir: Annotated[Path | None, typer.Option(
+        "--work-dir", file_okay=False,
+        help="Where simulated markets are written and reused; default: a temporary folder")]
+    = None,
     period: PeriodOption = "W",
     as_json: JsonFlag = False,
 ) -> None:
-    """Score price suggestions on a simulated market against its hidden truth.
+    """Score price suggestions on simulated markets against their hidden truth.
 
-    Profit as a fraction of the oracle's (the true optimum under the same guardrails).
+    Uplift capture = (suggested - keep) / (oracle - keep) profit, the oracle being the true
+    optimum under the same guardrails; also the share of moved offers whose profit fell.
     """
-    inputs.simulated_market(sim)
-    with stages(["training, suggesting and scoring"]) as done:
-        result = evaluate_pricing(sim, period=period)
-        done()
-    keys = ("oracle_fraction", "keep_current_fraction", "naive_argmax_fraction", "violations",
-            "suggestions", "skipped")
-    summary = {key: result[key] for key in keys}
-    if as_json:
-        print(json.dumps(summary))
+    if sim is not None:
+        if families or seeds:
+            fail("--sim scores one market; --family and --seed simulate others: pass either")
+        inputs.simulated_market(sim)
+        with stages(["training, suggesting and scoring"]) as done:
+            result = evaluate_pricing(sim, period=period)
+            done()
+        summary = {key: result[key] for key in SWEEP_COLUMNS if key in result}
+        if as_json:
+            print(json.dumps(summary))
+            return
+        out.print(table(f"Pricing against the simulator's truth ({sim})", {
+            key: f"{value:.4f}" if isinstance(value, float) else value
+            for key, value in summary.items()}))
         return
-    out.print(table(f"Pricing against the simulator's truth ({sim})", {
-        key: f"{value:.4f}" if isinstance(value, float) else value
-        for key, value in summary.items()}))
+    unknown = sorted(set(families or []) - set(DEMAND_FAMILIES))
+    if unknown:
+        fail(f"--family must be one of {', '.join(DEMAND_FAMILIES)}, got {', '.join(unknown)}")
+    families = families or list(DEMAND_FAMILIES)
+    seeds = seeds or [1, 2, 3]
+    with ExitStack() as stack:
+        folder = work_dir or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="tailor-evaluate-pricing-")))
+        names = [f"{family} seed {seed}" for family in families for seed in seeds]
+        with stages(names) as done:
+            rows = evaluate_families(families, seeds, folder, days, users, items,
+                                     period=period, progress=done)
+    per_family = family_summary(rows)
+    if as_json:
+        print(json.dumps({"markets": rows, "families": per_family}))
+        return
+    out.print(records_table("Pricing per simulated market", rows, SWEEP_COLUMNS[:10]))
+    out.print(records_table("Per family", per_family, tuple(per_family[0])))

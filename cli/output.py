@@ -1,6 +1,6 @@
 """What the commands print: tables on stdout, `error:` lines on stderr (exit code 2)."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 import typer
@@ -46,6 +46,18 @@ def demand_table(title: str, rows: Mapping[str, Mapping[str, float]]) -> Table:
         result.add_column(column, justify="left" if column == "method" else "right")
     for name, values in rows.items():
         result.add_row(name, f"{values['wape']:.4f}", f"{values['mae']:.3f}")
+    return result
+
+
+def records_table(title: str, records: Sequence[Mapping[str, object]],
+                  columns: Sequence[str]) -> Table:
+    """One row per record, the given columns; floats with four decimals."""
+    result = Table(title=title)
+    for column in columns:
+        result.add_column(column, justify="left" if column == "family" else "right")
+    for record in records:
+        result.add_row(*(f"{record[c]:.4f}" if isinstance(record[c], float) else str(record[c])
+                         for c in columns))
     return result
 
 

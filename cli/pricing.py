@@ -36,20 +36,28 @@ def suggest_command(
         rich_help_panel=inputs.INPUTS,
         help="Guardrails YAML; default: the defaults of guardrails.example.yaml")] = None,
     channel_prices: ChannelPricesOption = None,
+    items: Annotated[str | None, typer.Option(
+        help="Comma-separated item ids: price just these (a targeted run, e.g. after a stock "
+             "change), with the registered champion when there is one")] = None,
     period: PeriodOption = "W",
     as_json: JsonFlag = False,
 ) -> None:
     """Suggest a price per item x channel and store the batch as pending for review.
 
-    Trains the demand model first, as `tailor train pricing` does; prices obey the guardrails.
+    Trains the demand model first, as `tailor train pricing` does (with --items, only when no
+    champion is registered); prices obey the guardrails.
     """
+    named = None if items is None else [item.strip() for item in items.split(",")
+                                        if item.strip()]
+    if named is not None and not named:
+        fail("--items names no item id")
     market = inputs.market(events, catalog, channels, guardrails, channel_prices)
     try:
         with stages(["training, suggesting and storing"]) as done:
             batch_id, result = run_suggest(
                 get_settings(), events_dir=market.events.path, catalog_file=market.catalog,
                 channels_file=market.channels, guardrails_file=guardrails, period=period,
-                channel_prices_file=market.channel_prices)
+                channel_prices_file=market.channel_prices, items=named)
             done()
     except (OSError, InputError) as error:
         fail(str(error))

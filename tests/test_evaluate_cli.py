@@ -8,6 +8,7 @@ import db
 from cli.main import app
 from db import suggestions
 from features.settings import get_settings
+from training.pricing.evaluate import SWEEP_COLUMNS
 
 runner = CliRunner()
 
@@ -63,12 +64,34 @@ def test_evaluate_pricing_scores_suggestions_against_the_oracle(small_market):
     result = runner.invoke(app, ["evaluate", "pricing", "--sim", str(small_market), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report) == {"oracle_fraction", "keep_current_fraction", "naive_argmax_fraction",
-                           "violations", "suggestions", "skipped"}
+    assert set(report) == set(SWEEP_COLUMNS) - {"seed"}
     assert report["violations"] == 0
     assert 0 < report["oracle_fraction"] <= 1 + 1e-9
-    assert report["naive_argmax_fraction"] < report["oracle_fraction"]
     assert report["suggestions"] + report["skipped"] == 12 * 3
+    assert 0 <= report["moved_losing_share"] <= 1
+    if report["moved"] == 0:
+        assert report["suggestions_profit"] == pytest.approx(report["keep_current_profit"])
+
+
+def test_evaluate_pricing_sweeps_families_and_seeds(tmp_path):
+    result = runner.invoke(app, [
+        "evaluate", "pricing", "--family", "isoelastic", "--family", "linear", "--seed", "4",
+        "--days", "120", "--items", "6", "--users", "50", "--work-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [(row["family"], row["seed"]) for row in report["markets"]] == [
+        ("isoelastic", 4), ("linear", 4)]
+    assert [row["family"] for row in report["families"]] == ["isoelastic", "linear"]
+    assert all(row["violations"] == 0 for row in report["markets"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "isoelastic-4-120d-6i-50u", "linear-4-120d-6i-50u"]  # markets kept for a re-run
+
+
+def test_evaluate_pricing_rejects_an_unknown_family():
+    result = runner.invoke(app, ["evaluate", "pricing", "--family", "cubic"])
+    assert result.exit_code == 2
+    assert "--family must be one of exponential, isoelastic, logit, linear, got cubic" in (
+        result.stderr)
 
 
 def test_pricing_suggest_stores_a_pending_batch(small_market, tmp_path, monkeypatch):
@@ -89,3 +112,25 @@ def test_pricing_suggest_stores_a_pending_batch(small_market, tmp_path, monkeypa
     stored = suggestions.list_suggestions(engine, status="pending", batch_id=report["batch_id"])
     engine.dispose()
     assert len(stored) == len(report["suggestions"])
+
+
+def test_pricing_suggest_items_prices_just_those_with_the_champion(small_market, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("TAILOR_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    files = ["--events", str(small_market / "events"), "--catalog",
+             str(small_market / "catalog.csv"), "--channels", str(small_market / "channels.csv")]
+    first = runner.invoke(app, ["pricing", "suggest", *files, "--json"])
+    targeted = runner.invoke(app, ["pricing", "suggest", *files, "--items", "P0002, P0005",
+                                   "--json"])
+    unknown = runner.invoke(app, ["pricing", "suggest", *files, "--items", "P9999"])
+    get_settings.cache_clear()
+    assert first.exit_code == 0 and targeted.exit_code == 0, targeted.output
+    report = json.loads(targeted.stdout.strip().splitlines()[-1])
+    assert {row["item_id"] for row in report["suggestions"]} == {"P0002", "P0005"}
+    engine = db.engine_for(f"sqlite:///{tmp_path / 'data' / 'tailor.db'}")
+    batch = suggestions.get_batch(engine, report["batch_id"])
+    engine.dispose()
+    assert batch["model_version"] == "demand-model:1"  # the champion: nothing was retrained
+    assert unknown.exit_code == 2
+    assert "--items: no sales before" in unknown.stderr and "P9999" in unknown.stderr

@@ -63,6 +63,11 @@ class Guardrails(BaseModel):
     confidence interval of the demand model's price response (80: the gain's lower bound at
     90%); otherwise the current price is kept. 0 moves on the expected gain alone."""
 
+    min_evidence_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.2
+    """A price moves (unless a rule forces it) only when at least this share of its price
+    response comes from its own sales (the rest is pooled from its category and channel): a
+    series that was never repriced, or barely, keeps its price."""
+
     @field_validator("price_endings")
     @classmethod
     def _sorted_unique(cls, endings: tuple[float, ...]) -> tuple[float, ...]:

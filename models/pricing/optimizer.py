@@ -624,6 +624,9 @@ def optimize_prices(
     must_move = np.ones(len(offers), dtype=bool)
     must_move[points.row[points.is_current & candidate]] = False
     confident = points.is_current | (points.gain_low > 0)
+    if demand.evidence is not None:  # a move needs the offer's own evidence, not just a prior
+        own = demand.evidence["evidence_share"].to_numpy(dtype=float)
+        confident &= points.is_current | (own[points.row] >= guardrails.min_evidence_share)
     if not demand.scenarios:
         confident = np.ones(len(points.row), dtype=bool)
     eligible = candidate & (confident | must_move[points.row])

@@ -6,13 +6,19 @@ suggestions, keeping current prices, the model's unconstrained argmax, and the o
 optimizer on the true demand under the same guardrails).
 """
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from features.simulator import TRUTH_PARAMETERS, expected_daily_units
+from features.simulator import (
+    TRUTH_PARAMETERS,
+    expected_daily_units,
+    simulate_market,
+    write_simulation,
+)
 from features.timestamps import to_utc
 from models.pricing.demand import Period, demand_curves
 from models.pricing.guardrails import Guardrails
@@ -173,3 +179,42 @@ def evaluate_pricing(
             oracle_price=strategies["oracle"],
         ),
     }
+
+
+SWEEP_COLUMNS = ("family", "seed", "uplift_capture", "moved", "moved_losing_share",
+                 "oracle_fraction", "keep_current_fraction", "violations", "suggestions",
+                 "skipped", "suggestions_profit", "keep_current_profit", "oracle_profit")
+
+
+def evaluate_families(
+    families: Sequence[str], seeds: Sequence[int], workdir: Path, days: int = 365,
+    users: int = 2000, items: int = 200, guardrails: Guardrails | None = None,
+    period: Period = "W", progress: Callable[[], None] | None = None,
+) -> list[dict]:
+    """`evaluate_pricing` on a simulated market of every family x seed (written under
+    `workdir`, reused when already there): one row per market with `SWEEP_COLUMNS`."""
+    rows = []
+    for family in families:
+        for seed in seeds:
+            folder = Path(workdir) / f"{family}-{seed}-{days}d-{items}i-{users}u"
+            if not (folder / "ground_truth.parquet").is_file():
+                write_simulation(simulate_market(days, users, items, seed, family=family),
+                                 folder)
+            report = evaluate_pricing(folder, guardrails, period)
+            rows.append({"seed": seed, **{key: report[key] for key in SWEEP_COLUMNS
+                                          if key != "seed"}})
+            if progress is not None:
+                progress()
+    return rows
+
+
+def family_summary(rows: list[dict]) -> list[dict]:
+    """Per family: mean uplift capture, the worst seed's profit over keeping current prices,
+    the largest share of moved offers that lost profit, and the violations."""
+    frame = pd.DataFrame(rows)
+    frame["gain_over_keep"] = frame["suggestions_profit"] - frame["keep_current_profit"]
+    summary = frame.groupby("family", sort=False).agg(
+        seeds=("seed", "count"), mean_uplift_capture=("uplift_capture", "mean"),
+        worst_gain_over_keep=("gain_over_keep", "min"),
+        max_moved_losing_share=("moved_losing_share", "max"), violations=("violations", "sum"))
+    return summary.reset_index().to_dict("records")
