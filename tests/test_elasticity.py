@@ -173,3 +173,14 @@ def test_a_series_never_repriced_keeps_its_price_in_a_heterogeneous_group():
     assert result.iloc[0]["suggested_price"] == 10.0
     assert "never repriced" in result.iloc[0]["explanation"]
     assert (result["suggested_price"] != 10.0).any()  # series with evidence do move
+
+
+def test_a_channel_of_thin_series_pools_their_evidence_into_one_elasticity():
+    rng = np.random.default_rng(6)
+    thin = pd.concat([series_rows(f"i{n}", "web", 2.0, 0.4, history_with_tests(rng, tests=10),
+                                  rng) for n in range(300)], ignore_index=True)
+    response = fit_price_response(thin, (1.0,))
+    assert (response.table["evidence_share"] < 0.5).all()  # no series informs on its own
+    prior = response.priors.set_index("key").loc["web"]
+    assert prior["mean"] == pytest.approx(2.0, abs=0.5)
+    assert response.table["elasticity"].mean() == pytest.approx(2.0, abs=0.5)

@@ -403,7 +403,8 @@ class DemandModel:
             self._matrix(rows), raw_score=True, num_iteration=self.best_iteration))
 
     def predict(self, panel: pd.DataFrame) -> np.ndarray:
-        """Expected units of each panel row at its own price."""
+        """Expected units of each panel row at its own price; the rows' recent-demand features
+        must be the model's (`normalized`)."""
         return np.exp(self._log_base(panel) + _offset(panel, self.price_response))
 
     def predict_at_prices(self, rows: pd.DataFrame, prices) -> np.ndarray:

@@ -208,6 +208,39 @@ def _item_effects(deviation: np.ndarray, information: np.ndarray, item_of: np.nd
     return others_sum / precision, 1.0 / precision, sigma_v2
 
 
+def _common_elasticity(series: np.ndarray, units: np.ndarray, offset: np.ndarray,
+                       shape: np.ndarray, pool: np.ndarray, pools: int,
+                       dispersion: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per pool (row -> pool index), the elasticity common to all its series, each series with
+    its own level (profiled out), and its variance; a pool without price variation gets 0
+    with `UNSEEN_CHANNEL_VARIANCE`."""
+    n = int(series.max()) + 1 if len(series) else 0
+    elasticity = np.ones(pools)
+    information = np.zeros(pools, dtype=float)
+    sold = np.bincount(series, units, n)
+    for _ in range(NEWTON_STEPS):
+        drop = np.minimum(offset - elasticity[pool] * shape, MAX_EXPONENT)
+        level = np.log(np.maximum(sold, 1e-12) / np.bincount(series, np.exp(drop), n))
+        mu = np.exp(np.minimum(drop + level[series], MAX_EXPONENT))
+        score = -np.bincount(pool, (units - mu) * shape, pools)
+        weighted = np.bincount(series, mu * shape, n)
+        mass = np.bincount(series, mu, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            profiled = np.where(mass > 0, weighted**2 / mass, 0.0)
+        series_pool = np.zeros(n, dtype=int)
+        series_pool[series] = pool
+        information = np.asarray(np.bincount(pool, mu * shape**2, pools)
+                                 - np.bincount(series_pool, profiled, pools), dtype=float)
+        step = np.where(information > 1e-9, score / np.maximum(information, 1e-9), 0.0)
+        elasticity = np.clip(elasticity + np.clip(step, -MAX_STEP, MAX_STEP), 0, MAX_ELASTICITY)
+        if np.abs(step).max(initial=0) < 1e-7:
+            break
+    identified = information > 1e-9
+    return (np.where(identified, elasticity, 0.0),
+            np.where(identified, dispersion / np.maximum(information, 1e-9),
+                     UNSEEN_CHANNEL_VARIANCE))
+
+
 def _fit_at_curvature(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: np.ndarray,
                       groups: int, channel_of_group: np.ndarray, channels: int,
                       item_of: np.ndarray, curvature: float):
@@ -229,17 +262,17 @@ def _fit_at_curvature(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: 
     seen = ~np.isnan(group_mean)
     channel_mean, channel_var, omega2 = _random_effects(
         group_mean[seen], group_var[seen], channel_of_group[seen], channels)
-    shop_mean, shop_var, _ = _random_effects(channel_mean[~np.isnan(channel_mean)],
-                                             channel_var[~np.isnan(channel_mean)],
-                                             np.zeros(int((~np.isnan(channel_mean)).sum()), int),
-                                             1)
-    if not np.isfinite(shop_mean[0]):  # nothing was ever repriced: a weak prior of 1
-        shop_mean, shop_var = np.array([1.0]), np.array([1.0])
+    seen_channels = ~np.isnan(channel_mean)
+    shop_mean, shop_var, _ = _random_effects(channel_mean[seen_channels],
+                                             channel_var[seen_channels],
+                                             np.zeros(int(seen_channels.sum()), int), 1)
+    if not seen_channels.any():  # no series informs on its own: one elasticity for the shop,
+        shop_mean, shop_var = _common_elasticity(  # the evidence of all its series pooled
+            series, units, offset, shape, np.zeros(len(units), dtype=int), 1, dispersion)
     # A channel without evidence takes the shop's mean; a group is shrunk towards its channel.
-    unseen = np.isnan(channel_mean)
-    channel_mean = np.where(unseen, shop_mean[0], channel_mean)
-    channel_var = np.where(unseen, shop_var[0] + max(omega2, UNSEEN_CHANNEL_VARIANCE),
-                           channel_var)
+    channel_mean = np.where(seen_channels, channel_mean, shop_mean[0])
+    channel_var = np.where(seen_channels, channel_var,
+                           shop_var[0] + max(omega2, UNSEEN_CHANNEL_VARIANCE))
     parent_mean, parent_var = channel_mean[channel_of_group], channel_var[channel_of_group] + omega2
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(seen, 1.0 / group_var, 0.0) + 1.0 / parent_var

@@ -12,9 +12,11 @@ passes `DemandCurves` with `scenarios`: the expected units at the two ends of ea
 confidence interval of the response, both equal to the expected units at the current price.
 A price other than the current one is then eligible only when its expected profit gain over
 the current price is positive in every scenario (and expected): the lower bound of the gain
-is positive at that confidence. Otherwise the price is kept, with the best rejected move and
-its gain interval in the explanation. An offer whose current price breaks a rule must move,
-and takes its most profitable allowed price whatever the confidence.
+is positive at that confidence. With `evidence`, the offer also needs
+`Guardrails.min_evidence_share` of its response from its own sales. Otherwise the price is
+kept, with the best rejected move and its gain interval in the explanation. An offer whose
+current price breaks a rule must move, and takes its most profitable allowed price whatever
+the confidence.
 
 Candidates. The allowed grid is every `k + e` for whole `k` and an allowed ending `e` (or every
 multiple of `price_step` when `price_endings` is empty). An offer's candidates are the positive

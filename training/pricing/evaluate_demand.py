@@ -79,9 +79,10 @@ def evaluate_demand(
         model = DemandModel(**params).fit(train)
 
     actual = test["units"].to_numpy(dtype=float)
+    rows = model.normalized(panel).loc[test.index]
     if test_price == "reference":
-        test = with_price(test, test["reference_price"].to_numpy(dtype=float))
-    forecasts = {"model": model.predict(test), **naive_forecasts(test).to_dict("series")}
+        rows = with_price(rows, rows["reference_price"].to_numpy(dtype=float))
+    forecasts = {"model": model.predict(rows), **naive_forecasts(test).to_dict("series")}
     rows = [
         {"name": name, "wape": wape(actual, predicted), "mae": mae(actual, predicted)}
         for name, predicted in forecasts.items()

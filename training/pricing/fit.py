@@ -52,6 +52,7 @@ def fit_demand(
     model = DemandModel(**{"n_estimators": MAX_ROUNDS, **params})
     model.fit(train, valid)
     baselines = naive_forecasts(valid)
-    metrics = {"model": score_rows(valid, model.predict(valid)),
+    predicted = model.predict(model.normalized(panel).loc[valid.index])
+    metrics = {"model": score_rows(valid, predicted),
                **{name: score_rows(valid, baselines[name]) for name in baselines.columns}}
     return FittedDemand(model, panel, valid, valid_start, metrics)

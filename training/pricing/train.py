@@ -68,7 +68,8 @@ def _champion_score(settings: Settings, fitted: FittedDemand,
         return registry.ChampionScore(champion.version, None, (
             f"champion v{champion.version} predicts '{champion.period}' periods, not "
             f"'{period}': not comparable, the challenger replaces it"))
-    predicted = champion.model.predict(fitted.valid)
+    rows = champion.model.normalized(fitted.panel).loc[fitted.valid.index]
+    predicted = champion.model.predict(rows)
     return registry.ChampionScore(champion.version,
                                   score_rows(fitted.valid, predicted)[GATING_METRIC])
 
