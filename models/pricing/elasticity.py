@@ -241,20 +241,29 @@ def _common_elasticity(series: np.ndarray, units: np.ndarray, offset: np.ndarray
                      UNSEEN_CHANNEL_VARIANCE))
 
 
-def _fit_at_curvature(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: np.ndarray,
-                      groups: int, channel_of_group: np.ndarray, channels: int,
-                      item_of: np.ndarray, curvature: float):
+def _unpooled(rows: pd.DataFrame, series: np.ndarray, n: int,
+              curvature: float) -> tuple[_Posterior, float]:
+    """Each series on its own (a flat prior), its information divided by the shop's
+    overdispersion, and that dispersion: the curvature's likelihood and the hyperparameters'
+    data."""
     units = rows["units"].to_numpy(dtype=float)
-    offset = rows["log_base"].to_numpy(dtype=float)
     shape = response_shape(rows["log_price_ratio"].to_numpy(dtype=float), curvature)
-
-    # Each series on its own (unpooled) for the hyperparameters.
-    weak = _newton(series, n, units, offset, shape, np.ones(n), np.full(n, FLAT_PRIOR_VARIANCE),
-                   nonnegative=False)
+    weak = _newton(series, n, units, rows["log_base"].to_numpy(dtype=float), shape, np.ones(n),
+                   np.full(n, FLAT_PRIOR_VARIANCE), nonnegative=False)
     # Real orders come in lots (a wholesale order of 100): counts vary more than Poisson ones,
     # so the evidence of each series is divided by the shop's overdispersion.
     dispersion = max(1.0, weak.pearson / max(len(units) - 2 * n, 1))
-    weak = dataclasses.replace(weak, information=weak.information / dispersion)
+    return dataclasses.replace(weak, information=weak.information / dispersion), dispersion
+
+
+def _pooled(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: np.ndarray, groups: int,
+            channel_of_group: np.ndarray, channels: int, item_of: np.ndarray, curvature: float,
+            weak: _Posterior, dispersion: float):
+    """The posterior of every series under the hierarchical prior learnt from `weak`, its
+    prior variance, and the priors of unseen groups, channels and the shop."""
+    units = rows["units"].to_numpy(dtype=float)
+    offset = rows["log_base"].to_numpy(dtype=float)
+    shape = response_shape(rows["log_price_ratio"].to_numpy(dtype=float), curvature)
     informed = weak.information > MIN_INFORMATION
     estimate, variance = weak.elasticity[informed], 1.0 / weak.information[informed]
     group_mean, group_var, tau2 = _random_effects(estimate, variance, group_of[informed], groups,
@@ -291,13 +300,15 @@ def _fit_at_curvature(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: 
         "channel_mean": channel_mean, "channel_var": channel_var + omega2 + tau2,
         "shop": (float(shop_mean[0]), float(shop_var[0] + omega2 + tau2)),
     }
-    return posterior, prior_var, priors, weak.log_likelihood
+    return posterior, prior_var, priors
 
 
 def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceResponse:
     """Fit the pooled price response on panel rows with `units`, `log_base` (the base model's
     log prediction, the price effect left out), `log_price_ratio`, item_id, channel and
-    category; the curvature with the highest posterior log-likelihood wins."""
+    category. The curvature whose unpooled fit has the highest likelihood wins when it beats
+    `DEFAULT_CURVATURE`'s by `LIKELIHOOD_RATIO_THRESHOLD`; the series are then pooled at that
+    curvature only."""
     if rows.empty:
         raise ValueError("no rows to fit the price response on")
     series_keys = rows[["item_id", "channel"]].astype(str)
@@ -314,15 +325,15 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
     item_of = pd.factorize(uniques.get_level_values(0))[0]
     channel_of_group, channel_index = pd.factorize(group_channel.to_numpy())
 
-    fits = {curvature: _fit_at_curvature(rows, series, n, np.asarray(group_of),
-                                         len(group_index), np.asarray(channel_of_group),
-                                         len(channel_index), np.asarray(item_of), curvature)
-            for curvature in curvatures}
-    curvature = max(fits, key=lambda k: fits[k][3])
-    default = fits.get(DEFAULT_CURVATURE)
-    if default is not None and fits[curvature][3] - default[3] < LIKELIHOOD_RATIO_THRESHOLD:
+    fits = {curvature: _unpooled(rows, series, n, curvature) for curvature in curvatures}
+    likelihood = {curvature: weak.log_likelihood for curvature, (weak, _) in fits.items()}
+    curvature = max(likelihood, key=likelihood.__getitem__)
+    if (DEFAULT_CURVATURE in likelihood and likelihood[curvature]
+            - likelihood[DEFAULT_CURVATURE] < LIKELIHOOD_RATIO_THRESHOLD):
         curvature = DEFAULT_CURVATURE
-    posterior, prior_var, priors, _ = fits[curvature]
+    posterior, prior_var, priors = _pooled(
+        rows, series, n, np.asarray(group_of), len(group_index), np.asarray(channel_of_group),
+        len(channel_index), np.asarray(item_of), curvature, *fits[curvature])
 
     prices = rows["log_price_ratio"].round(3)
     levels = prices.groupby(series).nunique().reindex(range(n), fill_value=0).to_numpy()
