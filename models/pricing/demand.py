@@ -276,9 +276,10 @@ class DemandModel:
     """Expected units = a base level (LightGBM, Poisson: seasonality, trend, recent demand; no
     price feature) x the pooled price response of `models.pricing.elasticity`.
 
-    `fit` runs two rounds: the base level without a price effect, the price response on its
-    predictions (the curvature chosen among `curvatures`), then the base level again with that
-    price effect as its offset and the price response once more on the new base.
+    `fit` runs `FIT_ROUNDS` rounds: first the base level without a price effect and the price
+    response on its predictions (the curvature chosen among `curvatures`); then, each round,
+    the base level again, its recent-demand features measured at the reference price and the
+    last response as its offset, and the response once more on the new base.
     """
 
     def __init__(self, features: Sequence[str] = FEATURES,
@@ -338,9 +339,9 @@ class DemandModel:
             held_out = periods == fold
             if not held_out.any() or held_out.all():
                 continue
-            fold, intercept = self._new_booster(train[~held_out], None, response,
-                                                n_estimators=self.fitted_rounds)
-            log_base[held_out] = intercept + np.asarray(fold.booster_.predict(
+            booster, intercept = self._new_booster(train[~held_out], None, response,
+                                                   n_estimators=self.fitted_rounds)
+            log_base[held_out] = intercept + np.asarray(booster.booster_.predict(
                 self._matrix(train[held_out]), raw_score=True))
         if (periods == periods[0]).all():  # one period: nothing to hold out
             log_base = self._log_base(train)
@@ -350,8 +351,8 @@ class DemandModel:
         """Fit on panel rows (a series' first period is skipped); with `panel_valid`, the base
         level stops early on its Poisson deviance. Returns self.
 
-        The price response is fitted on cross-fitted base levels (`_cross_fitted_log_base`), in
-        two rounds: without a price effect, then with the first round's as the offset."""
+        The price response is fitted on cross-fitted base levels (`_cross_fitted_log_base`),
+        `FIT_ROUNDS` times, each round's base level taking the previous response."""
         if not (panel_train["age_periods"] > 0).any():
             raise InputError("no training rows: every series needs a period after its first")
         history = pd.concat([panel_train.assign(in_train=True),

@@ -12,7 +12,7 @@ passes `DemandCurves` with `scenarios`: the expected units at the two ends of ea
 confidence interval of the response, both equal to the expected units at the current price.
 A price other than the current one is then eligible only when its expected profit gain over
 the current price is positive in every scenario (and expected): the lower bound of the gain
-is positive at that confidence. With `evidence`, the offer also needs
+is positive at that confidence; with `evidence` too, the offer also needs
 `Guardrails.min_evidence_share` of its response from its own sales. Otherwise the price is
 kept, with the best rejected move and its gain interval in the explanation. An offer whose
 current price breaks a rule must move, and takes its most profitable allowed price whatever
@@ -22,9 +22,10 @@ Candidates. The allowed grid is every `k + e` for whole `k` and an allowed endin
 multiple of `price_step` when `price_endings` is empty). An offer's candidates are the positive
 grid prices that satisfy every rule: at or above the min margin floor (`Guardrails.margin_floor`)
 and the catalog `min_price`, at or below the catalog `max_price`, within `max_change_percent` of
-the current price and within the trust band around the observed prices. The current price is a
-candidate only when it satisfies every rule, its ending included. Each offer takes its most
-profitable candidate; ties go to the price nearest the current one, then to the lower price.
+the current price and within the trust band around the observed prices and the current price.
+The current price is a candidate only when it satisfies every rule, its ending included. Each
+offer takes its most profitable candidate; ties go to the price nearest the current one, then
+to the lower price.
 
 Channel spread. When an item's per-channel choices spread more than `max_channel_spread_percent`,
 its channels are chosen jointly to maximise the item's total expected profit: every candidate
@@ -622,15 +623,15 @@ def optimize_prices(
     points = _evaluated(offers, *grid, demand)
     broken = _broken_rules(points, bounds)
     candidate = np.asarray(~broken.any(axis=1))
-    # A move must gain in every scenario; an offer whose current price breaks a rule must move.
+    # An offer whose current price breaks a rule must move, whatever the confidence.
     must_move = np.ones(len(offers), dtype=bool)
     must_move[points.row[points.is_current & candidate]] = False
-    confident = points.is_current | (points.gain_low > 0)
-    if demand.evidence is not None:  # a move needs the offer's own evidence, not just a prior
-        own = demand.evidence["evidence_share"].to_numpy(dtype=float)
-        confident &= points.is_current | (own[points.row] >= guardrails.min_evidence_share)
-    if not demand.scenarios:
-        confident = np.ones(len(points.row), dtype=bool)
+    confident = np.ones(len(points.row), dtype=bool)
+    if demand.scenarios:  # a move must gain in every scenario, on the offer's own evidence
+        confident = points.is_current | (points.gain_low > 0)
+        if demand.evidence is not None:
+            own = demand.evidence["evidence_share"].to_numpy(dtype=float)
+            confident &= points.is_current | (own[points.row] >= guardrails.min_evidence_share)
     eligible = candidate & (confident | must_move[points.row])
     best = _best_per_row(points, eligible)
     reasons |= {row: _no_grid_price_reason(bounds.loc[row], guardrails)
