@@ -13,6 +13,7 @@ from models.pricing.guardrails import Guardrails
 from models.pricing.optimizer import DemandCurves, optimize_prices
 
 WEEKS = 52
+REFERENCE_PRICE = 10.0  # every series' list price: its prices are this x the ratios
 
 
 def series_rows(item: str, channel: str, elasticity: float, base: float, ratios: np.ndarray,
@@ -22,9 +23,11 @@ def series_rows(item: str, channel: str, elasticity: float, base: float, ratios:
     known base level and elasticity."""
     x = np.log(ratios)
     mean = base * np.exp(-elasticity * response_shape(x, curvature))
+    weeks = pd.Timestamp("2025-01-06", tz="UTC") + pd.to_timedelta(np.arange(len(x)), unit="W")
     return pd.DataFrame({"item_id": item, "channel": channel, "category": category,
-                         "units": rng.poisson(mean).astype(float),
-                         "log_base": np.log(base), "log_price_ratio": x})
+                         "units": rng.poisson(mean).astype(float), "log_base": np.log(base),
+                         "log_price_ratio": x, "price": REFERENCE_PRICE * ratios,
+                         "period_start": weeks})
 
 
 def history_with_tests(rng: np.random.Generator, weeks: int = WEEKS, tests: int = 6) -> np.ndarray:
@@ -98,9 +101,11 @@ def test_unseen_series_take_their_group_then_channel_then_shop_prior():
                       market_rows(rng, [1.0] * 30).assign(channel="etsy")], ignore_index=True)
     response = PriceResponse.from_dict(fit_price_response(rows).to_dict())  # as registered
     unseen = pd.DataFrame({"item_id": ["new", "new", "new"], "channel": ["web", "etsy", "ebay"],
-                           "category": ["sewing", "quilting", "sewing"]})
+                           "category": ["sewing", "quilting", "sewing"],
+                           "reference_price": [4.0, 5.0, 6.0]})
     found = response.for_rows(unseen)
     assert (found["evidence_share"] == 0).all()
+    assert found["reference_price"].tolist() == [4.0, 5.0, 6.0]  # their own, none learnt
     assert found["elasticity"].iloc[0] == pytest.approx(2.0, abs=0.2)  # web|sewing
     assert found["elasticity"].iloc[1] == pytest.approx(1.0, abs=0.2)  # etsy, other category
     assert 1.0 < found["elasticity"].iloc[2] < 2.0  # a channel never seen: the shop's

@@ -51,7 +51,12 @@ import pandas as pd
 
 from features.errors import InputError
 from features.timestamps import to_utc
-from models.pricing.elasticity import CURVATURES, PriceResponse, fit_price_response, response_shape
+from models.pricing.elasticity import (
+    CURVATURES,
+    PriceResponse,
+    fit_price_response,
+    price_ratio,
+)
 from models.pricing.optimizer import DemandCurves, ExpectedUnits
 
 Period = Literal["W", "D"]
@@ -76,7 +81,6 @@ FEATURES = (  # of the base level; the price enters through the price response
     "day_of_week",
     *CATEGORICAL_FEATURES,
 )
-MIN_RATIO = 1e-3  # price ratios are floored here before the log (a price of 0 stays finite)
 DAYS_PER_YEAR = 365.25
 DEFAULT_PARAMS = {
     "objective": "poisson",
@@ -248,19 +252,13 @@ def with_price(rows: pd.DataFrame, price: np.ndarray) -> pd.DataFrame:
     """A copy of panel `rows` priced at `price`: the price features recomputed from the row's
     `reference_price`, everything else as is."""
     price = np.asarray(price, dtype=float)
-    ratio = _price_ratio(price, rows["reference_price"].to_numpy(dtype=float))
+    ratio = price_ratio(price, rows["reference_price"].to_numpy(dtype=float))
     return rows.assign(
         price=price,
         price_ratio=ratio,
         log_price_ratio=np.log(ratio),
         log_reference_price=np.log(rows["reference_price"].to_numpy(dtype=float)),
     )
-
-
-def _price_ratio(price: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(reference > 0, price / reference, np.nan)
-    return np.maximum(ratio, MIN_RATIO)
 
 
 def naive_forecasts(panel: pd.DataFrame) -> pd.DataFrame:
@@ -421,9 +419,7 @@ class DemandModel:
             raise ValueError("prices must be a scalar, one price per row or a (rows, k) array")
         response = self.price_response
         found = response.for_rows(rows)
-        reference = rows["reference_price"].to_numpy(dtype=float)
-        ratio = _price_ratio(prices, reference if prices.ndim == 1 else reference[:, None])
-        shape = response_shape(np.log(ratio), response.curvature)
+        shape = response.shape(rows, prices)
         if prices.ndim == 2:
             level = self._log_base(rows)[:, None]
             elasticity = found["elasticity"].to_numpy()[:, None]
@@ -453,13 +449,12 @@ def _normalized(panel: pd.DataFrame, response: PriceResponse | None) -> pd.DataF
 
 def _offset(rows: pd.DataFrame, response: PriceResponse | None) -> np.ndarray:
     """The price response's log-demand term of each row at its own price (0 without one).
-    The response's level corrections (alpha) stay inside its own fit: the base level fits
-    each series' level itself."""
+    The response's nuisance terms (level, season, trend) stay inside its own fit: the base
+    level fits them itself."""
     if response is None:
         return np.zeros(len(rows))
     found = response.for_rows(rows)
-    shape = response_shape(rows["log_price_ratio"].to_numpy(dtype=float), response.curvature)
-    return -found["elasticity"].to_numpy() * shape
+    return -found["elasticity"].to_numpy() * response.shape(rows, rows["price"])
 
 
 def _elasticity_at(model: DemandModel, rows: pd.DataFrame, shift: float) -> np.ndarray:
@@ -472,15 +467,12 @@ def _elasticity_at(model: DemandModel, rows: pd.DataFrame, shift: float) -> np.n
 def _pinned_units(model: DemandModel, shift: float) -> ExpectedUnits:
     """Expected units that equal the model's at each row's current price and respond to a
     price change with the row's elasticity moved `shift` posterior sds."""
-    curvature = model.price_response.curvature
+    response = model.price_response
 
     def expected_units(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
-        reference = rows["reference_price"].to_numpy(dtype=float)
         current = rows["current_price"].to_numpy(dtype=float)
         at_current = model.predict_at_prices(rows, current)
-        move = (response_shape(np.log(_price_ratio(np.asarray(prices, float), reference)),
-                               curvature)
-                - response_shape(np.log(_price_ratio(current, reference)), curvature))
+        move = response.shape(rows, prices) - response.shape(rows, current)
         return at_current * np.exp(-_elasticity_at(model, rows, shift) * move)
 
     return expected_units
@@ -494,8 +486,8 @@ def demand_curves(model: DemandModel, offers: pd.DataFrame,
     price with that interval and its evidence."""
     z = NormalDist().inv_cdf(0.5 + confidence_percent / 200)
     found = model.price_response.for_rows(offers)
-    ratio = _price_ratio(offers["current_price"].to_numpy(dtype=float),
-                         offers["reference_price"].to_numpy(dtype=float))
+    ratio = price_ratio(offers["current_price"].to_numpy(dtype=float),
+                        found["reference_price"].to_numpy(dtype=float))
     at_current = np.exp(model.price_response.curvature * np.log(ratio))
     low, high = _elasticity_at(model, offers, -z), _elasticity_at(model, offers, z)
     evidence = pd.DataFrame({

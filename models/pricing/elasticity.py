@@ -36,7 +36,12 @@ MAX_ELASTICITY = 6.0  # elasticities are kept in [0, 6]: demand never rises with
 # estimate beyond 6 (a price variation confounded with order size, say) is not believed
 MAX_LOG_RATIO = float(np.log(3.0))  # prices beyond 3x or below 1/3 of the reference respond
 # as at those bounds
-ALPHA_PRIOR_SD = 1.0  # level corrections: the base model already fits each series' level
+# Prior sds of each series' nuisance coefficients (`_nuisance_columns`): a level correction
+# (the base model already fits each series' level), the annual season's sine and cosine and a
+# trend per year. They absorb what the base level misses of the series' own season and trend,
+# which would otherwise pass for a price effect when a price change falls on a seasonal swing.
+NUISANCE_PRIOR_SD = np.array([1.0, 0.5, 0.5, 0.5])
+DAYS_PER_YEAR = 365.25
 MIN_TAU2 = 0.01  # series elasticities are never pooled tighter than +-0.1 around their group
 MIN_INFORMATION = 1.0  # series whose own estimate has an sd above 1 do not inform the
 # hyperparameters (their unpooled estimates are mostly noise, some diverge)
@@ -46,7 +51,17 @@ MAX_STEP = 1.0
 MAX_EXPONENT = 30.0  # log-demand is clipped here so a wild step cannot overflow
 UNSEEN_CHANNEL_VARIANCE = 0.25  # a channel with no repriced series: +-0.5 around the shop
 MIN_PEARSON_MEAN = 0.5  # a sale where the fit expects ~0 does not make the whole shop noisy
+SLOPE_PRIOR_SD = 1.0  # of the prior's slopes on a series' relative price and volume
+VOLUME_FLOOR = 0.05  # units per period added before the log of a series' mean volume
+MIN_RATIO = 1e-3  # price ratios are floored here before the log (a price of 0 stays finite)
 UNSEEN = "*"  # the group and channel key of nothing seen in training
+
+
+def price_ratio(price: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """price / reference, floored at `MIN_RATIO` (NaN where the reference is not positive)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(reference > 0, price / reference, np.nan)
+    return np.maximum(ratio, MIN_RATIO)
 
 
 def response_shape(x: np.ndarray, curvature: float) -> np.ndarray:
@@ -60,56 +75,88 @@ def response_shape(x: np.ndarray, curvature: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Posterior:
-    alpha: np.ndarray
     elasticity: np.ndarray
     variance: np.ndarray  # of the elasticity, at the mode
-    information: np.ndarray  # of the elasticity from the series' own data (profiled over alpha)
+    information: np.ndarray  # of the elasticity from the series' own data (nuisance profiled out)
     log_likelihood: float
     pearson: float  # sum of squared Pearson residuals (means floored at MIN_PEARSON_MEAN)
 
 
-def _newton(series: np.ndarray, n: int, units: np.ndarray, offset: np.ndarray,
-            shape: np.ndarray, prior_mean: np.ndarray, prior_var: np.ndarray,
-            nonnegative: bool, dispersion: float = 1.0) -> _Posterior:
-    """Posterior mode of (alpha_s, elasticity_s) for every series at once, under the
+@dataclass(frozen=True)
+class _Design:
+    """The rows of a response fit: each row's series, units, log base level, response shape
+    g(x) and nuisance columns (`NUISANCE`: level, annual season, trend)."""
+
+    series: np.ndarray
+    n: int
+    units: np.ndarray
+    offset: np.ndarray
+    shape: np.ndarray
+    nuisance: np.ndarray  # (rows, len(NUISANCE_PRIOR_SD))
+
+
+def _nuisance_columns(period_start: pd.Series) -> np.ndarray:
+    """Per row: 1 (level), sin and cos of the day of year (season) and years from the middle
+    of the history (trend)."""
+    ts = pd.to_datetime(period_start, utc=True)
+    angle = 2 * np.pi * (ts.dt.dayofyear.to_numpy(dtype=float) - 1) / DAYS_PER_YEAR
+    years = ((ts - ts.min()) / pd.Timedelta(days=DAYS_PER_YEAR)).to_numpy(dtype=float)
+    years = years - years.max() / 2 if len(years) else years
+    return np.column_stack([np.ones(len(ts)), np.sin(angle), np.cos(angle), years])
+
+
+def _newton(design: _Design, prior_mean: np.ndarray, prior_var: np.ndarray, nonnegative: bool,
+            dispersion: float = 1.0) -> _Posterior:
+    """Posterior mode of every series' nuisance coefficients and elasticity at once, under the
     quasi-Poisson likelihood with `dispersion` (variance = dispersion x mean)."""
-    alpha, elasticity = np.zeros(n), prior_mean.copy()
+    series, n = design.series, design.n
+    columns = np.column_stack([design.nuisance, -design.shape])
+    k = columns.shape[1]
+    prior_precision = np.column_stack([np.tile(1.0 / NUISANCE_PRIOR_SD**2, (n, 1)),
+                                       1.0 / prior_var])
+    center = np.column_stack([np.zeros((n, k - 1)), prior_mean])
+    beta = center.copy()
     if nonnegative:
-        elasticity = np.clip(elasticity, 0.0, MAX_ELASTICITY)
-    alpha_precision = 1.0 / ALPHA_PRIOR_SD**2
+        beta[:, -1] = np.clip(beta[:, -1], 0.0, MAX_ELASTICITY)
+
+    def curvature_matrix(mu: np.ndarray) -> np.ndarray:
+        hessian = np.empty((n, k, k))
+        for a in range(k):
+            for b in range(a, k):
+                hessian[:, a, b] = hessian[:, b, a] = np.bincount(
+                    series, mu * columns[:, a] * columns[:, b], n)
+        return hessian
+
     for _ in range(NEWTON_STEPS):
-        eta = np.minimum(offset + alpha[series] - elasticity[series] * shape, MAX_EXPONENT)
+        eta = np.minimum(design.offset + np.einsum("rk,rk->r", columns, beta[series]),
+                         MAX_EXPONENT)
         mu = np.exp(eta)
-        residual = (units - mu) / dispersion
-        mu = mu / dispersion
-        grad_alpha = np.bincount(series, residual, n) - alpha * alpha_precision
-        grad_elasticity = (-np.bincount(series, residual * shape, n)
-                           - (elasticity - prior_mean) / prior_var)
-        h_aa = np.bincount(series, mu, n) + alpha_precision
-        h_ae = -np.bincount(series, mu * shape, n)
-        h_ee = np.bincount(series, mu * shape**2, n) + 1.0 / prior_var
-        det = h_aa * h_ee - h_ae**2
-        step_alpha = np.clip((h_ee * grad_alpha - h_ae * grad_elasticity) / det, -MAX_STEP,
-                             MAX_STEP)
-        step_elasticity = np.clip((h_aa * grad_elasticity - h_ae * grad_alpha) / det,
-                                  -MAX_STEP, MAX_STEP)
-        alpha = alpha + step_alpha
-        elasticity = elasticity + step_elasticity
+        residual = (design.units - mu) / dispersion
+        gradient = (np.column_stack([np.bincount(series, residual * columns[:, a], n)
+                                     for a in range(k)])
+                    - prior_precision * (beta - center))
+        hessian = curvature_matrix(mu / dispersion)
+        hessian[:, np.arange(k), np.arange(k)] += prior_precision
+        step = np.clip(np.linalg.solve(hessian, gradient[..., None])[..., 0], -MAX_STEP, MAX_STEP)
+        beta = beta + step
         if nonnegative:
-            elasticity = np.clip(elasticity, 0.0, MAX_ELASTICITY)
-        if max(np.abs(step_alpha).max(initial=0), np.abs(step_elasticity).max(initial=0)) < 1e-7:
+            beta[:, -1] = np.clip(beta[:, -1], 0.0, MAX_ELASTICITY)
+        if np.abs(step).max(initial=0) < 1e-7:
             break
-    eta = np.minimum(offset + alpha[series] - elasticity[series] * shape, MAX_EXPONENT)
+    eta = np.minimum(design.offset + np.einsum("rk,rk->r", columns, beta[series]), MAX_EXPONENT)
     mu = np.exp(eta)
-    log_likelihood = float(np.sum(units * eta - mu))
-    pearson = float(np.sum((units - mu) ** 2 / np.maximum(mu, MIN_PEARSON_MEAN)))
-    mu = mu / dispersion
-    h_aa = np.bincount(series, mu, n) + alpha_precision
-    h_ae = -np.bincount(series, mu * shape, n)
-    information = np.bincount(series, mu * shape**2, n) - h_ae**2 / h_aa
-    variance = 1.0 / (np.maximum(information, 0.0) + 1.0 / prior_var)
-    return _Posterior(alpha, elasticity, variance, np.maximum(information, 0.0), log_likelihood,
-                      pearson)
+    log_likelihood = float(np.sum(design.units * eta - mu))
+    pearson = float(np.sum((design.units - mu) ** 2 / np.maximum(mu, MIN_PEARSON_MEAN)))
+    # The elasticity's information from the series' own data, the nuisance profiled out.
+    hessian = curvature_matrix(mu / dispersion)
+    nuisance = hessian[:, :-1, :-1] + np.einsum(
+        "nk,kj->nkj", prior_precision[:, :-1], np.eye(k - 1))
+    cross = hessian[:, :-1, -1]
+    information = hessian[:, -1, -1] - np.einsum(
+        "nk,nk->n", cross, np.linalg.solve(nuisance, cross[..., None])[..., 0])
+    information = np.maximum(information, 0.0)
+    variance = 1.0 / (information + 1.0 / prior_var)
+    return _Posterior(beta[:, -1], variance, information, log_likelihood, pearson)
 
 
 def _random_effects(estimate: np.ndarray, variance: np.ndarray, group: np.ndarray, groups: int,
@@ -143,9 +190,10 @@ class PriceResponse:
     log_likelihood: float
 
     def for_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Per row (item_id, channel, category): alpha, elasticity, elasticity_sd,
-        evidence_share and price_levels; series unseen in training take their group's prior
-        (their channel's, the shop's when those are unseen too) with no evidence."""
+        """Per row (item_id, channel, category, reference_price): the series' reference price,
+        elasticity (at that price), elasticity_sd, evidence_share and price_levels; series
+        unseen in training take their row's reference price and their group's prior (their
+        channel's, the shop's when those are unseen too) with no evidence."""
         key = pd.MultiIndex.from_frame(rows[["item_id", "channel"]])
         found = self.table.set_index(["item_id", "channel"]).reindex(key).reset_index(drop=True)
         missing = found["elasticity"].isna().to_numpy()
@@ -159,12 +207,23 @@ class PriceResponse:
                 chosen = next(k for k in (group, channel, UNSEEN) if k in prior.index)
                 mean.append(prior.at[chosen, "mean"])
                 var.append(prior.at[chosen, "variance"])
-            found.loc[missing, "alpha"] = 0.0
+            found.loc[missing, "reference_price"] = rows["reference_price"].to_numpy(
+                dtype=float)[missing]
             found.loc[missing, "elasticity"] = np.maximum(mean, 0.0)
             found.loc[missing, "elasticity_sd"] = np.sqrt(var)
             found.loc[missing, "evidence_share"] = 0.0
             found.loc[missing, "price_levels"] = 0
-        return found[["alpha", "elasticity", "elasticity_sd", "evidence_share", "price_levels"]]
+        return found[["reference_price", "elasticity", "elasticity_sd", "evidence_share",
+                      "price_levels"]]
+
+    def shape(self, rows: pd.DataFrame, prices) -> np.ndarray:
+        """g(x) of each row at `prices` (one per row, or a (rows, k) array): x the log ratio of
+        the price to the row's reference price (`for_rows`)."""
+        prices = np.asarray(prices, dtype=float)
+        reference = self.for_rows(rows)["reference_price"].to_numpy(dtype=float)
+        if prices.ndim == 2:
+            reference = reference[:, None]
+        return response_shape(np.log(price_ratio(prices, reference)), self.curvature)
 
     def to_dict(self) -> dict:
         """A JSON-ready form (`from_dict` reads it back)."""
@@ -208,12 +267,12 @@ def _item_effects(deviation: np.ndarray, information: np.ndarray, item_of: np.nd
     return others_sum / precision, 1.0 / precision, sigma_v2
 
 
-def _common_elasticity(series: np.ndarray, units: np.ndarray, offset: np.ndarray,
-                       shape: np.ndarray, pool: np.ndarray, pools: int,
+def _common_elasticity(design: _Design, pool: np.ndarray, pools: int,
                        dispersion: float) -> tuple[np.ndarray, np.ndarray]:
     """Per pool (row -> pool index), the elasticity common to all its series, each series with
     its own level (profiled out), and its variance; a pool without price variation gets 0
     with `UNSEEN_CHANNEL_VARIANCE`."""
+    series, units, offset, shape = design.series, design.units, design.offset, design.shape
     n = int(series.max()) + 1 if len(series) else 0
     elasticity = np.ones(pools)
     information = np.zeros(pools, dtype=float)
@@ -241,33 +300,45 @@ def _common_elasticity(series: np.ndarray, units: np.ndarray, offset: np.ndarray
                      UNSEEN_CHANNEL_VARIANCE))
 
 
-def _unpooled(rows: pd.DataFrame, series: np.ndarray, n: int,
-              curvature: float) -> tuple[_Posterior, float]:
+def _unpooled(design: _Design) -> tuple[_Posterior, float]:
     """Each series on its own (a flat prior), its information divided by the shop's
     overdispersion, and that dispersion: the curvature's likelihood and the hyperparameters'
     data."""
-    units = rows["units"].to_numpy(dtype=float)
-    shape = response_shape(rows["log_price_ratio"].to_numpy(dtype=float), curvature)
-    weak = _newton(series, n, units, rows["log_base"].to_numpy(dtype=float), shape, np.ones(n),
-                   np.full(n, FLAT_PRIOR_VARIANCE), nonnegative=False)
+    n = design.n
+    weak = _newton(design, np.ones(n), np.full(n, FLAT_PRIOR_VARIANCE), nonnegative=False)
     # Real orders come in lots (a wholesale order of 100): counts vary more than Poisson ones,
     # so the evidence of each series is divided by the shop's overdispersion.
-    dispersion = max(1.0, weak.pearson / max(len(units) - 2 * n, 1))
+    parameters = n * (design.nuisance.shape[1] + 1)
+    dispersion = max(1.0, weak.pearson / max(len(design.units) - parameters, 1))
     return dataclasses.replace(weak, information=weak.information / dispersion), dispersion
 
 
-def _pooled(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: np.ndarray, groups: int,
-            channel_of_group: np.ndarray, channels: int, item_of: np.ndarray, curvature: float,
-            weak: _Posterior, dispersion: float):
-    """The posterior of every series under the hierarchical prior learnt from `weak`, its
-    prior variance, and the priors of unseen groups, channels and the shop."""
-    units = rows["units"].to_numpy(dtype=float)
-    offset = rows["log_base"].to_numpy(dtype=float)
-    shape = response_shape(rows["log_price_ratio"].to_numpy(dtype=float), curvature)
+def _covariate_slopes(estimate: np.ndarray, variance: np.ndarray, group: np.ndarray, groups: int,
+                      covariates: np.ndarray) -> np.ndarray:
+    """Weighted least squares slopes of the estimates on the covariates within groups (a
+    mean per group), ridge-penalised by `SLOPE_PRIOR_SD`: 0 when nothing informs them."""
+    weight = 1.0 / variance
+    design = np.column_stack([np.eye(groups)[group], covariates])
+    penalty = np.r_[np.zeros(groups), np.full(covariates.shape[1], 1.0 / SLOPE_PRIOR_SD**2)]
+    normal = design.T @ (design * weight[:, None]) + np.diag(penalty)
+    normal[np.arange(groups), np.arange(groups)] += 1e-9  # groups without informed series
+    return np.linalg.solve(normal, design.T @ (weight * estimate))[groups:]
+
+
+def _pooled(design: _Design, group_of: np.ndarray, groups: int, channel_of_group: np.ndarray,
+            channels: int, item_of: np.ndarray, covariates: np.ndarray, weak: _Posterior,
+            dispersion: float):
+    """The posterior of every series under the hierarchical prior learnt from `weak` (group
+    means plus `covariates` x slopes), its prior variance, and the priors of unseen groups,
+    channels and the shop."""
     informed = weak.information > MIN_INFORMATION
     estimate, variance = weak.elasticity[informed], 1.0 / weak.information[informed]
-    group_mean, group_var, tau2 = _random_effects(estimate, variance, group_of[informed], groups,
-                                                  MIN_TAU2)
+    _, _, tau2 = _random_effects(estimate, variance, group_of[informed], groups, MIN_TAU2)
+    slopes = _covariate_slopes(estimate, variance + tau2, group_of[informed], groups,
+                               covariates[informed])
+    explained = covariates @ slopes
+    group_mean, group_var, tau2 = _random_effects(estimate - explained[informed], variance,
+                                                  group_of[informed], groups, MIN_TAU2)
     seen = ~np.isnan(group_mean)
     channel_mean, channel_var, omega2 = _random_effects(
         group_mean[seen], group_var[seen], channel_of_group[seen], channels)
@@ -277,7 +348,7 @@ def _pooled(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: np.ndarray
                                              np.zeros(int(seen_channels.sum()), int), 1)
     if not seen_channels.any():  # no series informs on its own: one elasticity for the shop,
         shop_mean, shop_var = _common_elasticity(  # the evidence of all its series pooled
-            series, units, offset, shape, np.zeros(len(units), dtype=int), 1, dispersion)
+            design, np.zeros(len(design.units), dtype=int), 1, dispersion)
     # A channel without evidence takes the shop's mean; a group is shrunk towards its channel.
     channel_mean = np.where(seen_channels, channel_mean, shop_mean[0])
     channel_var = np.where(seen_channels, channel_var,
@@ -289,12 +360,11 @@ def _pooled(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: np.ndarray
                        + parent_mean / parent_var) / precision
     pooled_var = 1.0 / precision
 
-    item_mean, item_var, sigma_v2 = _item_effects(weak.elasticity - pooled_mean[group_of],
-                                                   weak.information, item_of, tau2)
-    prior_mean = pooled_mean[group_of] + item_mean
+    item_mean, item_var, sigma_v2 = _item_effects(
+        weak.elasticity - pooled_mean[group_of] - explained, weak.information, item_of, tau2)
+    prior_mean = pooled_mean[group_of] + explained + item_mean
     prior_var = pooled_var[group_of] + item_var + sigma_v2
-    posterior = _newton(series, n, units, offset, shape, prior_mean, prior_var, nonnegative=True,
-                        dispersion=dispersion)
+    posterior = _newton(design, prior_mean, prior_var, nonnegative=True, dispersion=dispersion)
     priors = {
         "group_mean": pooled_mean, "group_var": pooled_var + tau2,
         "channel_mean": channel_mean, "channel_var": channel_var + omega2 + tau2,
@@ -303,12 +373,26 @@ def _pooled(rows: pd.DataFrame, series: np.ndarray, n: int, group_of: np.ndarray
     return posterior, prior_var, priors
 
 
+def _covariates(reference: np.ndarray, units: np.ndarray, series: np.ndarray, n: int,
+                group_of: np.ndarray) -> np.ndarray:
+    """Per series, its log reference price and log mean units per period, each centred on
+    its group's mean: a series priced above its peers, or selling less than them, sits
+    higher on its demand curve, where demand is usually more elastic."""
+    volume = np.log(np.bincount(series, units, n) / np.maximum(np.bincount(series, None, n), 1)
+                    + VOLUME_FLOOR)
+    values = np.column_stack([np.log(reference), volume])
+    means = np.stack([np.bincount(group_of, column) / np.bincount(group_of)
+                      for column in values.T], axis=1)
+    return values - means[group_of]
+
+
 def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceResponse:
     """Fit the pooled price response on panel rows with `units`, `log_base` (the base model's
-    log prediction, the price effect left out), `log_price_ratio`, item_id, channel and
-    category. The curvature whose unpooled fit has the highest likelihood wins when it beats
-    `DEFAULT_CURVATURE`'s by `LIKELIHOOD_RATIO_THRESHOLD`; the series are then pooled at that
-    curvature only."""
+    log prediction at the series' reference price, the price effect left out), `price`,
+    `period_start`, item_id, channel and category. Each series' reference price is the median
+    of its prices in `rows`. The curvature whose unpooled fit has the highest likelihood wins
+    when it beats `DEFAULT_CURVATURE`'s by `LIKELIHOOD_RATIO_THRESHOLD`; the series are then
+    pooled at that curvature only."""
     if rows.empty:
         raise ValueError("no rows to fit the price response on")
     series_keys = rows[["item_id", "channel"]].astype(str)
@@ -325,24 +409,35 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
     item_of = pd.factorize(uniques.get_level_values(0))[0]
     channel_of_group, channel_index = pd.factorize(group_channel.to_numpy())
 
-    fits = {curvature: _unpooled(rows, series, n, curvature) for curvature in curvatures}
+    price = rows["price"].to_numpy(dtype=float)
+    reference = pd.Series(price).groupby(series).median().reindex(range(n)).to_numpy()
+    log_ratio = np.log(price_ratio(price, reference[series]))
+    nuisance = _nuisance_columns(rows["period_start"])
+
+    def design(curvature: float) -> _Design:
+        return _Design(series, n, rows["units"].to_numpy(dtype=float),
+                       rows["log_base"].to_numpy(dtype=float),
+                       response_shape(log_ratio, curvature), nuisance)
+
+    fits = {curvature: _unpooled(design(curvature)) for curvature in curvatures}
     likelihood = {curvature: weak.log_likelihood for curvature, (weak, _) in fits.items()}
     curvature = max(likelihood, key=likelihood.__getitem__)
     if (DEFAULT_CURVATURE in likelihood and likelihood[curvature]
             - likelihood[DEFAULT_CURVATURE] < LIKELIHOOD_RATIO_THRESHOLD):
         curvature = DEFAULT_CURVATURE
     posterior, prior_var, priors = _pooled(
-        rows, series, n, np.asarray(group_of), len(group_index), np.asarray(channel_of_group),
-        len(channel_index), np.asarray(item_of), curvature, *fits[curvature])
+        design(curvature), np.asarray(group_of), len(group_index), np.asarray(channel_of_group),
+        len(channel_index), np.asarray(item_of),
+        _covariates(reference, rows["units"].to_numpy(dtype=float), series, n,
+                    np.asarray(group_of)), *fits[curvature])
 
-    prices = rows["log_price_ratio"].round(3)
-    levels = prices.groupby(series).nunique().reindex(range(n), fill_value=0).to_numpy()
+    levels = pd.Series(np.round(price, 2)).groupby(series).nunique()
     table = pd.DataFrame({
         "item_id": uniques.get_level_values(0), "channel": uniques.get_level_values(1),
-        "group": group_names, "alpha": posterior.alpha, "elasticity": posterior.elasticity,
-        "elasticity_sd": np.sqrt(posterior.variance),
+        "group": group_names, "reference_price": reference,
+        "elasticity": posterior.elasticity, "elasticity_sd": np.sqrt(posterior.variance),
         "evidence_share": posterior.information / (posterior.information + 1.0 / prior_var),
-        "price_levels": levels,
+        "price_levels": levels.reindex(range(n), fill_value=0).to_numpy(),
     })
     prior_rows = [
         *({"key": key, "mean": m, "variance": v} for key, m, v in
