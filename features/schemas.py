@@ -77,6 +77,10 @@ class CatalogItem(BaseModel):
     currency: CurrencyCode
     min_price: Price
     max_price: Price | None = None
+    stock_on_hand: Annotated[int, Field(ge=0)] | None = None
+    """Units in stock across all channels; missing when stock is not tracked (a download)."""
+    restock_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    """Days until the stock is replenished; missing: the guardrails' `restock_days`."""
 
     @model_validator(mode="after")
     def _price_inside_its_bounds(self) -> "CatalogItem":
@@ -89,6 +93,7 @@ class CatalogItem(BaseModel):
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(Event.model_fields)
 CATALOG_COLUMNS: tuple[str, ...] = tuple(CatalogItem.model_fields)
+OPTIONAL_CATALOG_COLUMNS = ("stock_on_hand", "restock_days")  # a catalog file may leave them out
 
 EVENT_ARROW_SCHEMA = pa.schema(
     [
@@ -114,6 +119,8 @@ CATALOG_ARROW_SCHEMA = pa.schema(
         ("currency", pa.string()),
         ("min_price", pa.float64()),
         ("max_price", pa.float64()),
+        ("stock_on_hand", pa.int64()),
+        ("restock_days", pa.float64()),
     ]
 )
 
@@ -131,8 +138,9 @@ class InvalidRecordsError(InputError):
         super().__init__(f"{total} invalid {kind} record(s):\n{shown}{more}")
 
 
-def _check_columns(frame: pd.DataFrame, expected: tuple[str, ...], kind: str) -> None:
-    missing = [c for c in expected if c not in frame.columns]
+def _check_columns(frame: pd.DataFrame, expected: tuple[str, ...], kind: str,
+                   optional: tuple[str, ...] = ()) -> None:
+    missing = [c for c in expected if c not in frame.columns and c not in optional]
     unknown = [c for c in frame.columns if c not in expected]
     problems = [f"missing column '{c}'" for c in missing]
     problems += [f"unknown column '{c}'" for c in unknown]
@@ -159,11 +167,12 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def _validate(frame: pd.DataFrame, model: type[BaseModel], kind: str, schema: pa.Schema):
-    _check_columns(frame, tuple(model.model_fields), kind)
+def _validate(frame: pd.DataFrame, model: type[BaseModel], kind: str, schema: pa.Schema,
+              optional: tuple[str, ...] = ()):
+    _check_columns(frame, tuple(model.model_fields), kind, optional)
     adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[model])  # type: ignore[valid-type]
     try:
-        rows = adapter.validate_python(_records(frame[list(model.model_fields)]))
+        rows = adapter.validate_python(_records(frame.reindex(columns=list(model.model_fields))))
     except ValidationError as error:
         problems = []
         for detail in error.errors()[:MAX_REPORTED_ERRORS]:
@@ -181,7 +190,8 @@ def validate_events(frame: pd.DataFrame) -> pd.DataFrame:
 
 def validate_catalog(frame: pd.DataFrame) -> pd.DataFrame:
     """Validate a catalog table against `CatalogItem`; item ids must be unique."""
-    catalog = _validate(frame, CatalogItem, "catalog", CATALOG_ARROW_SCHEMA)
+    catalog = _validate(frame, CatalogItem, "catalog", CATALOG_ARROW_SCHEMA,
+                        OPTIONAL_CATALOG_COLUMNS)
     duplicated = catalog.index[catalog["item_id"].duplicated()].tolist()
     if duplicated:
         problems = [f"row {r}, field 'item_id': duplicate item id" for r in duplicated]

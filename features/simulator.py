@@ -422,6 +422,8 @@ def _draw_catalog(rng: np.random.Generator, items: int):
         "currency": CURRENCY,
         "min_price": np.round(unit_cost * 1.25 + 0.5, 2),
         "max_price": np.round(reference_price * 2.5, 2),
+        "stock_on_hand": np.nan,  # stock is not simulated: every item sells what it is asked
+        "restock_days": np.nan,
     })
     return catalog, category, designer, printed, reference_price
 

@@ -192,6 +192,12 @@ def test_build_offers_takes_the_catalog_price_and_the_purchase_range():
     assert (offers["period_start"] == pd.Timestamp("2011-01-10", tz="UTC")).all()
     assert offers.loc["i1", "units_lag1"] == 3  # 1 + 2 units in the week of Jan 3
     assert offers.loc["i1", "category"] == "kitchen"
+    assert offers["stock_on_hand"].isna().all() and (offers["period_days"] == 7).all()
+    stocked = build_offers(events, catalog.assign(stock_on_hand=[5, None], restock_days=[14, None]),
+                           channels, "2011-01-10", "D").set_index("item_id")
+    assert stocked.loc["i1", ["stock_on_hand", "restock_days", "period_days"]].tolist() == [
+        5, 14, 1]
+    assert stocked.loc["i2", ["stock_on_hand", "restock_days"]].isna().all()
 
     per_channel = pd.DataFrame({"item_id": ["i1"], "channel": ["web"], "current_price": [2.99]})
     priced = build_offers(events, catalog, channels, "2011-01-10", channel_prices=per_channel)

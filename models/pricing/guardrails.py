@@ -11,7 +11,15 @@ from typing import Annotated
 
 import numpy as np
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from features.errors import InputError
 
@@ -67,6 +75,25 @@ class Guardrails(BaseModel):
     """A price moves (unless a rule forces it) only when at least this share of its price
     response comes from its own sales (the rest is pooled from its category and channel): a
     series that was never repriced, or barely, keeps its price."""
+
+    restock_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 28.0
+    """Stock on hand must last this many days (an item's catalog `restock_days` overrides it).
+    An item whose stock sells out sooner at its current prices is scarce: none of its prices
+    goes down, and the units any price can sell are capped by the stock."""
+
+    overstock_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0
+    """An item whose stock lasts longer than this at its current prices is overstocked: its
+    units are costed at `overstock_cost_share` of their unit cost (the rest is sunk), which
+    favours prices that clear it. The min margin floor still uses the full unit cost."""
+
+    overstock_cost_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
+    """The share of the unit cost an overstocked unit still costs (in [0, 1])."""
+
+    @model_validator(mode="after")
+    def _overstock_beyond_restock(self) -> "Guardrails":
+        if self.overstock_days <= self.restock_days:
+            raise ValueError("overstock_days must be greater than restock_days")
+        return self
 
     @field_validator("price_endings")
     @classmethod

@@ -50,7 +50,8 @@ def build_offers(
     `channel_prices` (`CHANNEL_PRICE_COLUMNS`) when it lists the pair, else the catalog's
     `current_price` of the item. Sales only tell which prices were observed (the trust band):
     a price raised after the last sale is current, not the price that sold. With `model`, the
-    recent-demand features are the model's (`DemandModel.normalized`)."""
+    recent-demand features are the model's (`DemandModel.normalized`). The catalog's stock
+    columns and the period's length in days (`period_days`) feed stock-aware pricing."""
     as_of = to_utc(as_of)
     events = events.assign(ts=pd.to_datetime(events["ts"], utc=True))
     history = events[events["ts"] < as_of]
@@ -68,9 +69,9 @@ def build_offers(
     if unknown_channels:
         raise InputError("events sell on channel(s) missing from the channels file: "
                          f"{_named(unknown_channels)}")
-    items = catalog.drop_duplicates("item_id")[
-        ["item_id", "category", "unit_cost", "current_price", "min_price", "max_price"]
-    ]
+    items = catalog.drop_duplicates("item_id").reindex(columns=[
+        "item_id", "category", "unit_cost", "current_price", "min_price", "max_price",
+        "stock_on_hand", "restock_days"])
     offers = offers.merge(items, on="item_id", how="left").merge(
         channels[list(CHANNEL_COLUMNS)], on="channel", how="left")
     if channel_prices is not None:
@@ -88,6 +89,7 @@ def build_offers(
         columns=["category", "units", "price", "price_source"])
     offers = offers.merge(rows, on=SERIES_KEYS, how="left", validate="one_to_one")
     offers = with_price(offers, offers["current_price"].to_numpy(dtype=float))
+    offers["period_days"] = PERIOD_LENGTHS[period] / pd.Timedelta(days=1)
     columns = [*OFFER_COLUMNS, "category"]
     offers = offers[columns + [c for c in offers.columns if c not in columns]]
     return offers.sort_values(SERIES_KEYS, ignore_index=True)

@@ -27,6 +27,15 @@ The current price is a candidate only when it satisfies every rule, its ending i
 offer takes its most profitable candidate; ties go to the price nearest the current one, then
 to the lower price.
 
+Stock. Offers may carry `STOCK_COLUMNS`: an item's stock on hand serves all its channels and,
+at current prices, lasts its days of cover. An item whose stock sells out before its restock
+horizon (`restock_days`, else `Guardrails.restock_days`) is scarce: none of its prices goes down
+(the "stock" rule) and each channel's expected units are capped at its share of the stock over
+the horizon, so a price rise that only loses units the stock could not serve costs nothing.
+An item with more than `Guardrails.overstock_days` of cover is overstocked: its units are
+costed at `Guardrails.overstock_cost_share` of the unit cost, which favours prices that clear
+it (the min margin floor keeps the full cost). Items without stock are priced as before.
+
 Channel spread. When an item's per-channel choices spread more than `max_channel_spread_percent`,
 its channels are chosen jointly to maximise the item's total expected profit: every candidate
 price is tried as the item's lowest price L, each channel takes its best candidate in
@@ -69,8 +78,8 @@ class DemandCurves:
     evidence: pd.DataFrame | None = field(default=None)
 
 RULES = (
-    "min_margin", "min_price", "max_price", "max_change", "trust_band", "channel_spread",
-    "price_endings",
+    "min_margin", "min_price", "max_price", "max_change", "trust_band", "stock",
+    "channel_spread", "price_endings",
 )
 PRICE_RULES = tuple(rule for rule in RULES if rule != "channel_spread")  # checked price by price
 OFFER_COLUMNS = (
@@ -78,6 +87,10 @@ OFFER_COLUMNS = (
     "max_price", "observed_min_price", "observed_max_price",
 )
 NUMERIC_OFFER_COLUMNS = OFFER_COLUMNS[2:]
+# Optional offer columns of stock-aware pricing: the item's stock on hand (units, missing when
+# not tracked), its own restock horizon in days (missing: Guardrails.restock_days) and the
+# length in days of the period the expected units are for.
+STOCK_COLUMNS = ("stock_on_hand", "restock_days", "period_days")
 SUGGESTION_COLUMNS = (
     "item_id", "channel", "current_price", "suggested_price", "expected_units_current",
     "expected_units_suggested", "expected_revenue_current", "expected_revenue_suggested",
@@ -98,6 +111,7 @@ _LOWER_BOUNDS = {
     "min_price": ("min_price", "the catalog min price"),
     "max_change": ("change_low", "the max change's bottom"),
     "trust_band": ("trust_low", "the trust band's bottom"),
+    "stock": ("stock_low", "the current price (stock sells out before restock)"),
 }
 _UPPER_BOUNDS = {
     "max_price": ("max_price", "the catalog max price"),
@@ -145,13 +159,86 @@ def _checked_offers(offers: pd.DataFrame) -> pd.DataFrame:
             | (observed_max.notna() & ~np.isfinite(observed_max))
             | (observed_min > observed_max),
     }
+    if "stock_on_hand" in checked.columns:
+        checked = checked.astype(dict.fromkeys(
+            [column for column in STOCK_COLUMNS if column in checked.columns], float))
+        tracked = checked["stock_on_hand"].notna()
+        problems |= {
+            "stock_on_hand must be missing or finite and >= 0":
+                tracked & ~finite_at_least("stock_on_hand", 0),
+            "restock_days must be missing or finite and > 0": _optional_positive(
+                checked, "restock_days"),
+            "period_days must be finite and > 0 where stock is tracked": tracked & (
+                ~_column(checked, "period_days").pipe(np.isfinite)
+                | (_column(checked, "period_days") <= 0)),
+        }
     broken = [f"{rule} ({mask.sum()} row(s))" for rule, mask in problems.items() if mask.any()]
     if broken:
         raise ValueError("invalid offers: " + "; ".join(broken))
     return checked
 
 
-def _rule_bounds(offers: pd.DataFrame, guardrails: Guardrails) -> pd.DataFrame:
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A float column of `frame`, all missing when absent."""
+    if name in frame.columns:
+        return frame[name].astype(float)
+    return pd.Series(np.nan, index=frame.index)
+
+
+def _optional_positive(frame: pd.DataFrame, name: str) -> pd.Series:
+    values = _column(frame, name)
+    return values.notna() & (~np.isfinite(values) | (values <= 0))
+
+
+@dataclass(frozen=True)
+class _Stock:
+    """Per offer: the units a period can sell (inf when stock is not tracked), the unit cost
+    the profit counts, and whether the item is scarce or overstocked, with its days of cover
+    at current prices."""
+
+    cap: np.ndarray
+    unit_cost: np.ndarray
+    scarce: np.ndarray
+    overstocked: np.ndarray
+    days_of_cover: np.ndarray
+
+
+def _stock(offers: pd.DataFrame, demand: "DemandCurves", guardrails: Guardrails) -> _Stock:
+    """Stock-aware pricing. An item's stock serves all its channels; at current prices it
+    lasts `days_of_cover` = stock / (the item's expected units per day). Shorter than its
+    restock horizon: scarce (no price goes down; each channel sells at most its share of the
+    stock over the horizon, shares in proportion to expected units at current prices). Longer
+    than `Guardrails.overstock_days`: overstocked (units cost `overstock_cost_share` of their
+    unit cost)."""
+    unit_cost = offers["unit_cost"].fillna(0).to_numpy(dtype=float)
+    count = len(offers)
+    untracked = _Stock(np.full(count, np.inf), unit_cost, np.zeros(count, bool),
+                       np.zeros(count, bool), np.full(count, np.nan))
+    stock = _column(offers, "stock_on_hand").to_numpy()
+    tracked = ~np.isnan(stock)
+    if not tracked.any():
+        return untracked
+    current = offers["current_price"].to_numpy(dtype=float)
+    per_day = np.zeros(count)
+    rows = np.flatnonzero(tracked)
+    per_day[rows] = (_predicted_units(offers, rows, current[rows], demand.expected_units)
+                     / offers["period_days"].to_numpy(dtype=float)[rows])
+    item_per_day = pd.Series(per_day).groupby(offers["item_id"].to_numpy()).transform("sum")
+    item_per_day = item_per_day.to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cover = np.where(tracked, stock / item_per_day, np.nan)
+        share = np.where(item_per_day > 0, per_day / item_per_day, 0.0)
+    horizon = _column(offers, "restock_days").fillna(guardrails.restock_days).to_numpy()
+    scarce = tracked & (cover < horizon)
+    overstocked = tracked & ~scarce & (cover > guardrails.overstock_days)
+    period = _column(offers, "period_days").to_numpy()
+    cap = np.where(scarce, stock * share * period / horizon, np.inf)
+    cost = np.where(overstocked, unit_cost * guardrails.overstock_cost_share, unit_cost)
+    return _Stock(cap, cost, scarce, overstocked, cover)
+
+
+def _rule_bounds(offers: pd.DataFrame, guardrails: Guardrails,
+                 scarce: np.ndarray) -> pd.DataFrame:
     """Per offer, the bound each rule puts on the price and the tightest lower and upper bound
     with the rule that sets it (trust band bounds are NaN without observations)."""
     current = offers["current_price"].to_numpy()
@@ -167,6 +254,7 @@ def _rule_bounds(offers: pd.DataFrame, guardrails: Guardrails) -> pd.DataFrame:
         "change_high": current * (1 + change),
         "trust_low": np.minimum(offers["observed_min_price"].to_numpy(), current) * (1 - trust),
         "trust_high": np.maximum(offers["observed_max_price"].to_numpy(), current) * (1 + trust),
+        "stock_low": np.where(scarce, current, -np.inf),
     })
     for side, rules, empty, pick in (("lower", _LOWER_BOUNDS, -np.inf, np.argmax),
                                      ("upper", _UPPER_BOUNDS, np.inf, np.argmin)):
@@ -270,18 +358,21 @@ def _gain(profit: np.ndarray, rows: np.ndarray, is_current: np.ndarray,
 
 def _evaluated(
     offers: pd.DataFrame, rows: np.ndarray, prices: np.ndarray, is_current: np.ndarray,
-    ending_allowed: np.ndarray, demand: DemandCurves,
+    ending_allowed: np.ndarray, demand: DemandCurves, stock: _Stock | None = None,
 ) -> _Points:
-    """The points with their expected units, profit, distance to the current price and the
-    range of their profit gain over the scenarios."""
+    """The points with their expected units (at most what the stock allows), profit,
+    distance to the current price and the range of their profit gain over the scenarios."""
     fee_share = offers["fee_percent"].to_numpy()[rows] / 100
-    unit_cost = offers["unit_cost"].fillna(0).to_numpy()[rows]
+    if stock is None:
+        unit_cost, cap = offers["unit_cost"].fillna(0).to_numpy()[rows], np.inf
+    else:
+        unit_cost, cap = stock.unit_cost[rows], stock.cap[rows]
     margin = prices * (1 - fee_share) - offers["fee_fixed"].to_numpy()[rows] - unit_cost
     distance = np.abs(prices - offers["current_price"].to_numpy()[rows])
-    units = _predicted_units(offers, rows, prices, demand.expected_units)
+    units = np.minimum(_predicted_units(offers, rows, prices, demand.expected_units), cap)
     gains = [_gain(margin * units, rows, is_current, len(offers))]
     for scenario in demand.scenarios:
-        scenario_units = _predicted_units(offers, rows, prices, scenario)
+        scenario_units = np.minimum(_predicted_units(offers, rows, prices, scenario), cap)
         gains.append(_gain(margin * scenario_units, rows, is_current, len(offers)))
     return _Points(rows, prices, is_current, ending_allowed, units, margin * units, distance,
                    np.min(gains, axis=0), np.max(gains, axis=0))
@@ -302,6 +393,7 @@ def _broken_rules(points: _Points, bounds: pd.DataFrame) -> np.ndarray:
         | (prices > bound("change_high") + TOLERANCE),
         "trust_band": (prices < bound("trust_low") - TOLERANCE)
         | (prices > bound("trust_high") + TOLERANCE),
+        "stock": prices < bound("stock_low") - TOLERANCE,
         "price_endings": ~points.ending_allowed,
     }
     return np.column_stack([outside[rule] for rule in PRICE_RULES])
@@ -459,6 +551,7 @@ def _rule_text(rule: str, bound: pd.Series, guardrails: Guardrails) -> str:
         "max_price": f"catalog max price {bound['max_price']:.2f}",
         "max_change": f"max change {guardrails.max_change_percent:g}%",
         "trust_band": f"trust band {bound['trust_low']:.2f}-{bound['trust_high']:.2f}",
+        "stock": "stock sells out before restock: no discount",
         "channel_spread": f"channel spread {guardrails.max_channel_spread_percent:g}%",
         "price_endings": f"price endings {_endings_text(guardrails)}",
     }
@@ -515,6 +608,17 @@ def _explanation(channel: str, current: _Move, suggested: _Move, rejected: _Move
     return head + bound + _evidence_text(evidence)
 
 
+def _stock_text(stock: _Stock, row: int, guardrails: Guardrails) -> str:
+    """The item's stock position, when it changed how its price was chosen."""
+    cover = stock.days_of_cover[row]
+    if stock.scarce[row]:
+        return f"; scarce: stock lasts {cover:.0f} days at current prices, sales capped by it"
+    if stock.overstocked[row]:
+        return (f"; overstocked: {cover:.0f} days of stock, units costed at "
+                f"{guardrails.overstock_cost_share:.0%} of unit cost")
+    return ""
+
+
 def _move(points: _Points, position: int) -> _Move:
     return _Move(float(points.price[position]), float(points.profit[position]),
                  float(points.gain_low[position]), float(points.gain_high[position]))
@@ -533,7 +637,8 @@ class _Decisions:
 
 def _suggestions(
     offers: pd.DataFrame, points: _Points, decisions: _Decisions, broken: np.ndarray,
-    bounds: pd.DataFrame, guardrails: Guardrails, demand: DemandCurves, model_version: str,
+    bounds: pd.DataFrame, guardrails: Guardrails, demand: DemandCurves, stock: _Stock,
+    model_version: str,
 ) -> pd.DataFrame:
     chosen = decisions.chosen.sort_index()
     rows, suggested = chosen.index.to_numpy(), chosen.to_numpy()
@@ -560,7 +665,8 @@ def _suggestions(
         explanations.append(_explanation(
             channel, _move(points, now), _move(points, new), rejected, interval,
             [_rule_text(rule, bounds.loc[row], guardrails) for rule in rules],
-            evidence.loc[row] if demand.evidence is not None else None))
+            evidence.loc[row] if demand.evidence is not None else None)
+            + _stock_text(stock, row, guardrails))
     kept = suggested == current
     return pd.DataFrame({
         "item_id": offers["item_id"].to_numpy()[rows],
@@ -603,7 +709,8 @@ def optimize_prices(
     offers = _checked_offers(offers)
     if demand.evidence is not None and len(demand.evidence) != len(offers):
         raise ValueError("demand evidence must have one row per offer")
-    bounds = _rule_bounds(offers, guardrails)
+    stock = _stock(offers, demand, guardrails)
+    bounds = _rule_bounds(offers, guardrails, stock.scarce)
     observed = offers["observed_min_price"].notna().to_numpy()
     crossed = bounds["lower"].to_numpy() > bounds["upper"].to_numpy() + TOLERANCE
     reasons: dict[int, str] = dict.fromkeys(
@@ -620,7 +727,7 @@ def optimize_prices(
         np.maximum(current * high, bounds["upper"].to_numpy()[open_rows]),
         guardrails,
     )
-    points = _evaluated(offers, *grid, demand)
+    points = _evaluated(offers, *grid, demand, stock)
     broken = _broken_rules(points, bounds)
     candidate = np.asarray(~broken.any(axis=1))
     # An offer whose current price breaks a rule must move, whatever the confidence.
@@ -643,7 +750,7 @@ def optimize_prices(
     decisions = _Decisions(chosen, best, _best_per_row(points, candidate),
                            _best_per_row(points, confident | must_move[points.row]))
     suggestions = _suggestions(offers, points, decisions, broken, bounds, guardrails, demand,
-                               model_version)
+                               stock, model_version)
     skipped_rows = sorted(reasons)
     skipped = pd.DataFrame({
         "item_id": offers["item_id"].to_numpy()[skipped_rows],
