@@ -29,7 +29,7 @@ SuggestionStatus = Literal["pending", "approved", "rejected", "edited"]
 """A suggestion's review state."""
 STATUSES: tuple[SuggestionStatus, ...] = get_args(SuggestionStatus)
 GuardrailRule = Literal["min_margin", "min_price", "max_price", "max_change", "trust_band",
-                        "channel_spread", "price_endings"]
+                        "stock", "channel_spread", "price_endings"]
 """A guardrail the optimizer applies (`models.pricing.optimizer.RULES`)."""
 RULES_TEXT = ", ".join(get_args(GuardrailRule))
 
