@@ -105,7 +105,7 @@ def test_build_panel_features_ignore_later_periods():
     assert spike_week["units_lag1"] == 1
     assert spike_week["units_mean_all"] == 1
     assert spike_week["reference_price"] == 2.0  # its own price (7.94) is not in its reference
-    assert spike_week["price_ratio"] == pytest.approx((2.0 + 100 * 8.0) / 101 / 2.0)
+    assert spike_week["price"] == pytest.approx((2.0 + 100 * 8.0) / 101)  # quantity-weighted
     week_after = series(full, "i1").iloc[12]
     assert week_after["units_lag1"] == 101  # the spike is visible one period later
 

@@ -162,7 +162,7 @@ def test_a_series_never_repriced_keeps_its_price_in_a_heterogeneous_group():
     panel = panel.assign(
         period_start=pd.Timestamp("2025-01-06", tz="UTC") + pd.to_timedelta(weeks, unit="W"),
         age_periods=weeks + 1, reference_price=10.0,
-        price=10.0 * np.exp(panel["log_price_ratio"]), price_ratio=np.exp(panel["log_price_ratio"]),
+        price=10.0 * np.exp(panel["log_price_ratio"]),
         log_reference_price=np.log(10.0), units_lag1=6.0, units_mean4=6.0, units_mean13=6.0,
         units_mean_all=6.0, sale_share=1.0, periods_since_sale=1.0, channel_trend=0.0,
         doy_sin=0.0, doy_cos=1.0, week_of_year=1.0, day_of_week=0.0)

@@ -14,7 +14,8 @@ from models.pricing.elasticity import PriceResponse
 
 MODEL_NAME = "demand-model"
 METADATA_ARTIFACT = "demand_model.json"
-METADATA_FORMAT = 2  # 2: a base-level booster and a pooled price response
+METADATA_FORMAT = 3  # 2: a base-level booster and a pooled price response; 3: the response
+# carries its own reference price per series (no per-series level)
 
 
 class IncompatibleDemandModelError(ValueError):

@@ -17,8 +17,8 @@ features, which describe the price set for the period itself (the decision being
 - `reference_price`: median of the series' observed ("sales"/"events") period prices up to the
   previous period (an expanding median, so no future leak); the series' first period, which has
   no history, uses its own price.
-- `price_ratio` = price / reference_price and `log_price_ratio` = its log: the price decision,
-  which only the price response reads (not a feature of the base level).
+- `price`: the period's price (the decision), which only the price response reads, against
+  its own fixed reference per series (not a feature of the base level).
 - `log_reference_price`: the item x channel's price level (cheap items sell more units).
 - `units_lag1`: units of the previous period; `units_mean4` / `units_mean13`: mean units of the
   previous 4 / 13 periods (fewer at the start of a series); `units_mean_all`: mean units of all
@@ -54,6 +54,7 @@ from features.timestamps import to_utc
 from models.pricing.elasticity import (
     CURVATURES,
     PriceResponse,
+    annual_angle,
     fit_price_response,
     price_ratio,
 )
@@ -63,7 +64,6 @@ Period = Literal["W", "D"]
 """A demand period: `W`, weeks starting on Monday (UTC), or `D`, days."""
 PERIOD_LENGTHS: dict[str, pd.Timedelta] = {"D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}
 SERIES_KEYS = ["item_id", "channel"]
-PRICE_FEATURES = ("log_price_ratio", "price_ratio")
 CATEGORICAL_FEATURES = ("item_id", "channel", "category")
 FEATURES = (  # of the base level; the price enters through the price response
     "log_reference_price",
@@ -81,7 +81,6 @@ FEATURES = (  # of the base level; the price enters through the price response
     "day_of_week",
     *CATEGORICAL_FEATURES,
 )
-DAYS_PER_YEAR = 365.25
 DEFAULT_PARAMS = {
     "objective": "poisson",
     "n_estimators": 300,  # a cap: with a validation set, early stopping picks the rounds
@@ -240,7 +239,7 @@ def _add_features(
     panel["channel_trend"] = _channel_trend(panel) if len(panel) else np.nan
 
     middle = panel["period_start"] + step / 2
-    angle = 2 * np.pi * (middle.dt.dayofyear - 1) / DAYS_PER_YEAR
+    angle = annual_angle(middle)
     panel["doy_sin"] = np.sin(angle)
     panel["doy_cos"] = np.cos(angle)
     panel["week_of_year"] = middle.dt.isocalendar().week.to_numpy(dtype=float)
@@ -249,14 +248,10 @@ def _add_features(
 
 
 def with_price(rows: pd.DataFrame, price: np.ndarray) -> pd.DataFrame:
-    """A copy of panel `rows` priced at `price`: the price features recomputed from the row's
+    """A copy of panel `rows` priced at `price`, with `log_reference_price` from the row's
     `reference_price`, everything else as is."""
-    price = np.asarray(price, dtype=float)
-    ratio = price_ratio(price, rows["reference_price"].to_numpy(dtype=float))
     return rows.assign(
-        price=price,
-        price_ratio=ratio,
-        log_price_ratio=np.log(ratio),
+        price=np.asarray(price, dtype=float),
         log_reference_price=np.log(rows["reference_price"].to_numpy(dtype=float)),
     )
 
@@ -419,7 +414,7 @@ class DemandModel:
             raise ValueError("prices must be a scalar, one price per row or a (rows, k) array")
         response = self.price_response
         found = response.for_rows(rows)
-        shape = response.shape(rows, prices)
+        shape = response.shape(found, prices)
         if prices.ndim == 2:
             level = self._log_base(rows)[:, None]
             elasticity = found["elasticity"].to_numpy()[:, None]
@@ -454,12 +449,12 @@ def _offset(rows: pd.DataFrame, response: PriceResponse | None) -> np.ndarray:
     if response is None:
         return np.zeros(len(rows))
     found = response.for_rows(rows)
-    return -found["elasticity"].to_numpy() * response.shape(rows, rows["price"])
+    return -found["elasticity"].to_numpy() * response.shape(found, rows["price"])
 
 
-def _elasticity_at(model: DemandModel, rows: pd.DataFrame, shift: float) -> np.ndarray:
-    """Each row's response elasticity moved `shift` posterior sds (kept >= 0)."""
-    found = model.price_response.for_rows(rows)
+def _elasticity_at(found: pd.DataFrame, shift: float) -> np.ndarray:
+    """Each row's response elasticity (`PriceResponse.for_rows`) moved `shift` posterior sds
+    (kept >= 0)."""
     return np.maximum(found["elasticity"].to_numpy() + shift * found["elasticity_sd"].to_numpy(),
                       0.0)
 
@@ -471,9 +466,10 @@ def _pinned_units(model: DemandModel, shift: float) -> ExpectedUnits:
 
     def expected_units(rows: pd.DataFrame, prices: np.ndarray) -> np.ndarray:
         current = rows["current_price"].to_numpy(dtype=float)
-        at_current = model.predict_at_prices(rows, current)
-        move = response.shape(rows, prices) - response.shape(rows, current)
-        return at_current * np.exp(-_elasticity_at(model, rows, shift) * move)
+        found = response.for_rows(rows)
+        move = response.shape(found, prices) - response.shape(found, current)
+        return (model.predict_at_prices(rows, current)
+                * np.exp(-_elasticity_at(found, shift) * move))
 
     return expected_units
 
@@ -489,7 +485,7 @@ def demand_curves(model: DemandModel, offers: pd.DataFrame,
     ratio = price_ratio(offers["current_price"].to_numpy(dtype=float),
                         found["reference_price"].to_numpy(dtype=float))
     at_current = np.exp(model.price_response.curvature * np.log(ratio))
-    low, high = _elasticity_at(model, offers, -z), _elasticity_at(model, offers, z)
+    low, high = _elasticity_at(found, -z), _elasticity_at(found, z)
     evidence = pd.DataFrame({
         "elasticity": found["elasticity"].to_numpy() * at_current,
         "elasticity_low": low * at_current,

@@ -41,7 +41,6 @@ MAX_LOG_RATIO = float(np.log(3.0))  # prices beyond 3x or below 1/3 of the refer
 # trend per year. They absorb what the base level misses of the series' own season and trend,
 # which would otherwise pass for a price effect when a price change falls on a seasonal swing.
 NUISANCE_PRIOR_SD = np.array([1.0, 0.5, 0.5, 0.5])
-DAYS_PER_YEAR = 365.25
 MIN_TAU2 = 0.01  # series elasticities are never pooled tighter than +-0.1 around their group
 MIN_INFORMATION = 1.0  # series whose own estimate has an sd above 1 do not inform the
 # hyperparameters (their unpooled estimates are mostly noise, some diverge)
@@ -55,6 +54,7 @@ SLOPE_PRIOR_SD = 1.0  # of the prior's slopes on a series' relative price and vo
 VOLUME_FLOOR = 0.05  # units per period added before the log of a series' mean volume
 MIN_RATIO = 1e-3  # price ratios are floored here before the log (a price of 0 stays finite)
 UNSEEN = "*"  # the group and channel key of nothing seen in training
+DAYS_PER_YEAR = 365.25
 
 
 def price_ratio(price: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -85,7 +85,7 @@ class _Posterior:
 @dataclass(frozen=True)
 class _Design:
     """The rows of a response fit: each row's series, units, log base level, response shape
-    g(x) and nuisance columns (`NUISANCE`: level, annual season, trend)."""
+    g(x) and nuisance columns (`_nuisance_columns`: level, annual season, trend)."""
 
     series: np.ndarray
     n: int
@@ -95,11 +95,16 @@ class _Design:
     nuisance: np.ndarray  # (rows, len(NUISANCE_PRIOR_SD))
 
 
+def annual_angle(ts: pd.Series) -> np.ndarray:
+    """The day of year of each timestamp as an angle on the unit circle (radians)."""
+    return 2 * np.pi * (ts.dt.dayofyear.to_numpy(dtype=float) - 1) / DAYS_PER_YEAR
+
+
 def _nuisance_columns(period_start: pd.Series) -> np.ndarray:
     """Per row: 1 (level), sin and cos of the day of year (season) and years from the middle
     of the history (trend)."""
     ts = pd.to_datetime(period_start, utc=True)
-    angle = 2 * np.pi * (ts.dt.dayofyear.to_numpy(dtype=float) - 1) / DAYS_PER_YEAR
+    angle = annual_angle(ts)
     years = ((ts - ts.min()) / pd.Timedelta(days=DAYS_PER_YEAR)).to_numpy(dtype=float)
     years = years - years.max() / 2 if len(years) else years
     return np.column_stack([np.ones(len(ts)), np.sin(angle), np.cos(angle), years])
@@ -149,8 +154,8 @@ def _newton(design: _Design, prior_mean: np.ndarray, prior_var: np.ndarray, nonn
     pearson = float(np.sum((design.units - mu) ** 2 / np.maximum(mu, MIN_PEARSON_MEAN)))
     # The elasticity's information from the series' own data, the nuisance profiled out.
     hessian = curvature_matrix(mu / dispersion)
-    nuisance = hessian[:, :-1, :-1] + np.einsum(
-        "nk,kj->nkj", prior_precision[:, :-1], np.eye(k - 1))
+    nuisance = hessian[:, :-1, :-1].copy()
+    nuisance[:, np.arange(k - 1), np.arange(k - 1)] += prior_precision[:, :-1]
     cross = hessian[:, :-1, -1]
     information = hessian[:, -1, -1] - np.einsum(
         "nk,nk->n", cross, np.linalg.solve(nuisance, cross[..., None])[..., 0])
@@ -216,11 +221,11 @@ class PriceResponse:
         return found[["reference_price", "elasticity", "elasticity_sd", "evidence_share",
                       "price_levels"]]
 
-    def shape(self, rows: pd.DataFrame, prices) -> np.ndarray:
-        """g(x) of each row at `prices` (one per row, or a (rows, k) array): x the log ratio of
-        the price to the row's reference price (`for_rows`)."""
+    def shape(self, found: pd.DataFrame, prices) -> np.ndarray:
+        """g(x) at `prices` (one per row, or a (rows, k) array) of the rows `found` describes
+        (`for_rows`): x the log ratio of the price to the row's reference price."""
         prices = np.asarray(prices, dtype=float)
-        reference = self.for_rows(rows)["reference_price"].to_numpy(dtype=float)
+        reference = found["reference_price"].to_numpy(dtype=float)
         if prices.ndim == 2:
             reference = reference[:, None]
         return response_shape(np.log(price_ratio(prices, reference)), self.curvature)

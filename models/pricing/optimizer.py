@@ -163,14 +163,14 @@ def _checked_offers(offers: pd.DataFrame) -> pd.DataFrame:
         checked = checked.astype(dict.fromkeys(
             [column for column in STOCK_COLUMNS if column in checked.columns], float))
         tracked = checked["stock_on_hand"].notna()
+        restock, period = _column(checked, "restock_days"), _column(checked, "period_days")
         problems |= {
             "stock_on_hand must be missing or finite and >= 0":
                 tracked & ~finite_at_least("stock_on_hand", 0),
-            "restock_days must be missing or finite and > 0": _optional_positive(
-                checked, "restock_days"),
-            "period_days must be finite and > 0 where stock is tracked": tracked & (
-                ~_column(checked, "period_days").pipe(np.isfinite)
-                | (_column(checked, "period_days") <= 0)),
+            "restock_days must be missing or finite and > 0":
+                restock.notna() & ~(np.isfinite(restock) & (restock > 0)),
+            "period_days must be finite and > 0 where stock is tracked":
+                tracked & ~(np.isfinite(period) & (period > 0)),
         }
     broken = [f"{rule} ({mask.sum()} row(s))" for rule, mask in problems.items() if mask.any()]
     if broken:
@@ -183,11 +183,6 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     if name in frame.columns:
         return frame[name].astype(float)
     return pd.Series(np.nan, index=frame.index)
-
-
-def _optional_positive(frame: pd.DataFrame, name: str) -> pd.Series:
-    values = _column(frame, name)
-    return values.notna() & (~np.isfinite(values) | (values <= 0))
 
 
 @dataclass(frozen=True)
@@ -203,7 +198,7 @@ class _Stock:
     days_of_cover: np.ndarray
 
 
-def _stock(offers: pd.DataFrame, demand: "DemandCurves", guardrails: Guardrails) -> _Stock:
+def _stock(offers: pd.DataFrame, demand: DemandCurves, guardrails: Guardrails) -> _Stock:
     """Stock-aware pricing. An item's stock serves all its channels; at current prices it
     lasts `days_of_cover` = stock / (the item's expected units per day). Shorter than its
     restock horizon: scarce (no price goes down; each channel sells at most its share of the
@@ -211,18 +206,15 @@ def _stock(offers: pd.DataFrame, demand: "DemandCurves", guardrails: Guardrails)
     than `Guardrails.overstock_days`: overstocked (units cost `overstock_cost_share` of their
     unit cost)."""
     unit_cost = offers["unit_cost"].fillna(0).to_numpy(dtype=float)
-    count = len(offers)
-    untracked = _Stock(np.full(count, np.inf), unit_cost, np.zeros(count, bool),
-                       np.zeros(count, bool), np.full(count, np.nan))
     stock = _column(offers, "stock_on_hand").to_numpy()
     tracked = ~np.isnan(stock)
-    if not tracked.any():
-        return untracked
-    current = offers["current_price"].to_numpy(dtype=float)
-    per_day = np.zeros(count)
+    period = _column(offers, "period_days").to_numpy()
+    per_day = np.zeros(len(offers))
     rows = np.flatnonzero(tracked)
-    per_day[rows] = (_predicted_units(offers, rows, current[rows], demand.expected_units)
-                     / offers["period_days"].to_numpy(dtype=float)[rows])
+    if rows.size:
+        current = offers["current_price"].to_numpy(dtype=float)[rows]
+        per_day[rows] = (_predicted_units(offers, rows, current, demand.expected_units)
+                         / period[rows])
     item_per_day = pd.Series(per_day).groupby(offers["item_id"].to_numpy()).transform("sum")
     item_per_day = item_per_day.to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -231,7 +223,6 @@ def _stock(offers: pd.DataFrame, demand: "DemandCurves", guardrails: Guardrails)
     horizon = _column(offers, "restock_days").fillna(guardrails.restock_days).to_numpy()
     scarce = tracked & (cover < horizon)
     overstocked = tracked & ~scarce & (cover > guardrails.overstock_days)
-    period = _column(offers, "period_days").to_numpy()
     cap = np.where(scarce, stock * share * period / horizon, np.inf)
     cost = np.where(overstocked, unit_cost * guardrails.overstock_cost_share, unit_cost)
     return _Stock(cap, cost, scarce, overstocked, cover)

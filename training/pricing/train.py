@@ -75,14 +75,15 @@ def _champion_score(settings: Settings, fitted: FittedDemand,
 
 
 def price_response_figure(model: DemandModel, rows: pd.DataFrame, title: str) -> Figure:
-    """Predicted units vs price / reference price (0.5 to 2.0) of some offers' rows."""
+    """Predicted units vs price / the price response's reference price (0.5 to 2.0) of some
+    offers' rows."""
     figure = Figure(figsize=(8, 5), layout="tight")
     axis = figure.subplots()
-    reference = rows["reference_price"].to_numpy(dtype=float)
+    reference = model.price_response.for_rows(rows)["reference_price"].to_numpy(dtype=float)
     units = model.predict_at_prices(rows, reference[:, None] * CURVE_RATIOS[None, :])
-    for (_, row), curve in zip(rows.iterrows(), units, strict=True):
+    for (_, row), curve, price in zip(rows.iterrows(), units, reference, strict=True):
         axis.plot(CURVE_RATIOS, curve, label=f"{row['item_id']} {row['channel']} "
-                                             f"(ref {row['reference_price']:.2f})")
+                                             f"(ref {price:.2f})")
     axis.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
     axis.set_xlabel("price / reference price")
     axis.set_ylabel("predicted units per period")
