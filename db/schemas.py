@@ -25,13 +25,21 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-SuggestionStatus = Literal["pending", "approved", "rejected", "edited"]
-"""A suggestion's review state."""
+SuggestionStatus = Literal["pending", "approved", "rejected", "edited", "superseded"]
+"""A suggestion's review state: `pending` until decided; `approved` at the suggested price,
+`edited` (approved at a merchandiser's price) or `rejected`; `superseded` when a newer batch
+priced the same item x channel while it was still pending."""
 STATUSES: tuple[SuggestionStatus, ...] = get_args(SuggestionStatus)
 GuardrailRule = Literal["min_margin", "min_price", "max_price", "max_change", "trust_band",
                         "stock", "channel_spread", "price_endings"]
 """A guardrail the optimizer applies (`models.pricing.optimizer.RULES`)."""
 RULES_TEXT = ", ".join(get_args(GuardrailRule))
+Role = Literal["storefront", "merchandiser", "admin"]
+"""An API key's role: `storefront` reads recommendations and sends events, `merchandiser`
+reviews prices, `admin` may do everything (reload, retrain, manage keys)."""
+ROLES: tuple[Role, ...] = get_args(Role)
+DecisionAction = Literal["approved", "rejected", "edited", "superseded"]
+"""What a decision did to a pending suggestion."""
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False), WithJsonSchema({"type": "number"})]
 """A price: finite and > 0."""
@@ -102,12 +110,33 @@ class PriceSuggestion(BaseModel):
         description="Share (0 to 1) of the elasticity estimate that comes from the offer's "
                     "own sales rather than its category and channel (1 - shrinkage); 0 when "
                     "the offer was never repriced; null when the model gives none")
+    # The review (revision 0003). Appended: the fields above keep their published order.
+    price_floor: Price | None = Field(
+        default=None, description="The lowest price the guardrails allowed when the batch was "
+                                  "made (an edited price is checked against it); null on "
+                                  "batches made before bounds were stored")
+    price_floor_rule: GuardrailRule | None = Field(
+        default=None, description="The guardrail that sets price_floor")
+    price_ceiling: Price | None = Field(
+        default=None, description="The highest price the guardrails allowed when the batch was "
+                                  "made; null on batches made before bounds were stored")
+    price_ceiling_rule: GuardrailRule | None = Field(
+        default=None, description="The guardrail that sets price_ceiling")
+    approved_price: Price | None = Field(
+        default=None, description="The price approved: the suggested price, or the "
+                                  "merchandiser's edit; null until approved")
+    reviewed_by: str | None = Field(
+        default=None, description="Who decided: an API key's name, `policy` (the approval "
+                                  "policy) or `system` (superseded by a newer batch)")
 
 
-ASSIGNED_ON_WRITE = ("id", "batch_id", "status", "created_at", "reviewed_at")
+ASSIGNED_ON_WRITE = ("id", "batch_id", "status", "created_at", "reviewed_at", "approved_price",
+                     "reviewed_by")
 """`PriceSuggestion` fields the store assigns (a new suggestion is `pending`, unreviewed)."""
 UNCERTAINTY_FIELDS = ("expected_profit_gain_low", "expected_profit_gain_high", "elasticity",
                       "elasticity_low", "elasticity_high", "evidence_share")
+BOUND_FIELDS = ("price_floor", "price_floor_rule", "price_ceiling", "price_ceiling_rule")
+"""`PriceSuggestion` fields of the guardrail bounds: missing or NaN is stored as null."""
 """`PriceSuggestion` fields that may be missing on write (a model without uncertainty, a
 frame without the columns): missing or NaN is stored as null."""
 
@@ -153,11 +182,12 @@ def _ordered(above: tuple[str, ...] = (), below: tuple[str, ...] = ()) -> Any:
 
 _WRITTEN_FIELDS: dict[str, Any] = {
     name: (field.annotation, field) for name, field in PriceSuggestion.model_fields.items()
-    if name not in (*ASSIGNED_ON_WRITE, *UNCERTAINTY_FIELDS, "bound_by", "category")}
+    if name not in (*ASSIGNED_ON_WRITE, *UNCERTAINTY_FIELDS, *BOUND_FIELDS, "bound_by",
+                    "category")}
 _OPTIONAL_FIELDS: dict[str, Any] = {  # in this order: a validator sees the fields before it
     name: (Annotated[PriceSuggestion.model_fields[name].annotation,
                      BeforeValidator(_none_if_missing)], None)
-    for name in UNCERTAINTY_FIELDS}
+    for name in (*UNCERTAINTY_FIELDS, *BOUND_FIELDS)}
 NewSuggestion = create_model(
     "NewSuggestion",
     __doc__="A suggestion as the optimizer hands it to the store: `PriceSuggestion` without "
@@ -172,6 +202,7 @@ NewSuggestion = create_model(
         "_elasticity_low": field_validator("elasticity_low")(_ordered(below=("elasticity",))),
         "_elasticity_high": field_validator("elasticity_high")(
             _ordered(above=("elasticity_low", "elasticity"))),
+        "_ceiling": field_validator("price_ceiling")(_ordered(above=("price_floor",))),
     },
 )
 
@@ -181,6 +212,7 @@ class StatusCounts(BaseModel):
     approved: int
     rejected: int
     edited: int
+    superseded: int = 0
 
 
 class SkippedOffer(BaseModel):
@@ -200,3 +232,23 @@ class SuggestionBatch(BaseModel):
     skipped_count: int
     status_counts: StatusCounts = Field(description="The batch's suggestions per review status")
     skipped: list[SkippedOffer] = Field(description="Offers left unpriced, by item and channel")
+
+
+class SuggestionDecision(BaseModel):
+    """One entry of the review's audit log: a decision on a suggestion."""
+
+    id: int
+    suggestion_id: int
+    batch_id: str
+    item_id: str
+    channel: str
+    action: DecisionAction
+    actor: str = Field(description="An API key's name, `policy` (the approval policy) or "
+                                   "`system` (superseded by a newer batch)")
+    decided_at: datetime
+    status_before: SuggestionStatus
+    status_after: SuggestionStatus
+    price_before: float = Field(description="The suggested price the decision was on")
+    price_after: float | None = Field(description="The price approved; null when rejected or "
+                                                  "superseded")
+    reason: str | None = Field(description="Why, when given (always for a rejection)")

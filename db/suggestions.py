@@ -21,7 +21,15 @@ from pydantic_core import ErrorDetails
 from sqlalchemy import Engine, Select, func, insert, select
 from sqlalchemy.orm import Session
 
-from db.schemas import RULES_TEXT, STATUSES, UNCERTAINTY_FIELDS, NewSuggestion, SkippedOffer
+from db.reviews import supersede_older
+from db.schemas import (
+    BOUND_FIELDS,
+    RULES_TEXT,
+    STATUSES,
+    UNCERTAINTY_FIELDS,
+    NewSuggestion,
+    SkippedOffer,
+)
 from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow
 from models.pricing.optimizer import SKIPPED_COLUMNS, SUGGESTION_COLUMNS
 
@@ -64,9 +72,10 @@ def _check_columns(frame: pd.DataFrame, columns: tuple[str, ...], kind: str) -> 
 
 def _suggestion_rows(frame: pd.DataFrame, categories: Mapping[str, str] | None,
                      batch_id: str, created_at: datetime) -> list[dict[str, Any]]:
-    required = tuple(column for column in SUGGESTION_COLUMNS if column not in UNCERTAINTY_FIELDS)
+    optional = (*UNCERTAINTY_FIELDS, *BOUND_FIELDS)
+    required = tuple(column for column in SUGGESTION_COLUMNS if column not in optional)
     _check_columns(frame, required, "suggestions")
-    columns = [*required, *(column for column in UNCERTAINTY_FIELDS if column in frame.columns)]
+    columns = [*required, *(column for column in optional if column in frame.columns)]
     rows = []
     for number, record in enumerate(frame[columns].to_dict("records")):
         category = (categories or {}).get(record["item_id"])
@@ -116,7 +125,8 @@ def save_batch(
     item ids to categories. Rows are validated first (ValueError naming the row and field,
     e.g. an interval's low end above its high end); the batch is written in one
     transaction, so a failure (e.g. an item x channel repeated in the batch) leaves nothing
-    behind.
+    behind. In the same transaction the older pending suggestions of the batch's item x
+    channels become `superseded` (`db.reviews.supersede_older`), each with an audit entry.
     """
     model_version = _text(model_version, "batch: field 'model_version'")
     guardrails = _guardrails_json(guardrails_dict)
@@ -133,12 +143,8 @@ def save_batch(
             session.execute(insert(PriceSuggestionRow), rows)
         if skipped:
             session.execute(insert(SkippedOfferRow), skipped)
+        supersede_older(session, batch_id, created_at)
     return batch_id
-
-
-def _suggestion_dict(suggestion: PriceSuggestionRow) -> dict[str, Any]:
-    return {column.key: getattr(suggestion, column.key)
-            for column in PriceSuggestionRow.__mapper__.column_attrs}
 
 
 def _matching(status: str | None, channel: str | None, category: str | None,
@@ -171,7 +177,7 @@ def list_suggestions(
         SuggestionBatchRow.created_at.desc(), SuggestionBatchRow.id, PriceSuggestionRow.item_id,
         PriceSuggestionRow.channel).offset(offset).limit(limit)
     with Session(engine) as session:
-        return [_suggestion_dict(row) for row in session.scalars(query)]
+        return [row.as_dict() for row in session.scalars(query)]
 
 
 def count_suggestions(

@@ -8,7 +8,18 @@ the engine that opens it.
   is one of `db.schemas.STATUSES`, new rows `pending`. Its uncertainty columns
   (`db.schemas.UNCERTAINTY_FIELDS`: the expected profit gain's interval, the elasticity with
   its interval, the evidence share; revision 0002) are null when the model gave none.
+  Revision 0003 adds the review: the bounds the guardrails put on the price when the batch
+  was made (`price_floor` / `price_ceiling` with the rule setting each; an edited price is
+  checked against them), the price approved (`approved_price`: the suggested one, or a
+  merchandiser's edit) and who decided (`reviewed_by`: an API key's name or `policy`).
 - `skipped_offers`: the offers of a batch no price could satisfy, with the reason.
+- `api_keys` (0003): the service's API keys, each with a unique `name` and a `role`
+  (`db.schemas.ROLES`); only the SHA-256 of a key is stored, never the key, with its first
+  characters (`key_prefix`) to tell keys apart; `revoked_at` is set when revoked.
+- `suggestion_decisions` (0003): the append-only audit log of the review, one row per
+  decision on a suggestion (who, when, the status and price before and after, the reason).
+  Rows are only ever inserted, and carry the suggestion's batch, item and channel
+  themselves (no foreign key), so they outlive a deleted batch.
 
 Invariants: timestamps are stored in UTC and read back timezone-aware on every database; a
 table changes only together with a migration in `db/migrations/versions/`
@@ -38,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.schemas import STATUSES
+from db.schemas import ROLES, STATUSES
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -63,7 +74,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    pass
+    def as_dict(self) -> dict[str, Any]:
+        """The row's column values by attribute name."""
+        return {column.key: getattr(self, column.key)
+                for column in self.__mapper__.column_attrs}
 
 
 class SuggestionBatchRow(Base):
@@ -86,6 +100,7 @@ class PriceSuggestionRow(Base):
             name="ck_price_suggestions_status",
         ),
         Index("ix_price_suggestions_status_channel", "status", "channel"),
+        Index("ix_price_suggestions_offer_status", "item_id", "channel", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -115,6 +130,13 @@ class PriceSuggestionRow(Base):
     elasticity_low: Mapped[float | None] = mapped_column(Double)
     elasticity_high: Mapped[float | None] = mapped_column(Double)
     evidence_share: Mapped[float | None] = mapped_column(Double)
+    # Revision 0003: the review.
+    price_floor: Mapped[float | None] = mapped_column(Double)
+    price_floor_rule: Mapped[str | None] = mapped_column(String(32))
+    price_ceiling: Mapped[float | None] = mapped_column(Double)
+    price_ceiling_rule: Mapped[str | None] = mapped_column(String(32))
+    approved_price: Mapped[float | None] = mapped_column(Double)
+    reviewed_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class SkippedOfferRow(Base):
@@ -126,6 +148,43 @@ class SkippedOfferRow(Base):
     item_id: Mapped[str] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("role IN (" + ", ".join(f"'{role}'" for role in ROLES) + ")",
+                        name="ck_api_keys_role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SuggestionDecisionRow(Base):
+    __tablename__ = "suggestion_decisions"
+    __table_args__ = (
+        Index("ix_suggestion_decisions_offer", "item_id", "channel"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    suggestion_id: Mapped[int] = mapped_column(Integer, index=True)
+    batch_id: Mapped[str] = mapped_column(String(36), index=True)
+    item_id: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_before: Mapped[str] = mapped_column(String(16))
+    status_after: Mapped[str] = mapped_column(String(16))
+    price_before: Mapped[float] = mapped_column(Double)
+    price_after: Mapped[float | None] = mapped_column(Double)
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db import engine_for, migrate
 from db.migrations import BASELINE, VERSION_TABLE, alembic_config, current_revision, head
-from db.schemas import UNCERTAINTY_FIELDS
+from db.schemas import BOUND_FIELDS, UNCERTAINTY_FIELDS
 from db.suggestions import get_batch, list_suggestions, save_batch
 from db.tables import Base, PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow
 
@@ -34,8 +34,10 @@ UNCERTAINTY = {  # SUGGESTION's: a gain of 13.1 - 12.5 = 0.6 within [-0.2, 1.4]
     "elasticity_low": 1.2, "elasticity_high": 2.5, "evidence_share": 0.35,
 }
 NO_UNCERTAINTY = dict.fromkeys(UNCERTAINTY_FIELDS)
+REVIEW_COLUMNS = (*BOUND_FIELDS, "approved_price", "reviewed_by")
+"""The columns revision 0003 adds to `price_suggestions`."""
 BASELINE_COLUMNS = [column.name for column in PriceSuggestionRow.__table__.columns
-                    if column.name not in UNCERTAINTY_FIELDS]
+                    if column.name not in (*UNCERTAINTY_FIELDS, *REVIEW_COLUMNS)]
 """The columns of `price_suggestions` at revision 0001."""
 
 
@@ -135,7 +137,8 @@ def test_migrate_upgrades_the_previous_revision_keeping_its_rows(engine):
     migrate(engine)
 
     assert revision(engine) == head()
-    assert suggestion_columns(engine) == set(BASELINE_COLUMNS) | set(UNCERTAINTY_FIELDS)
+    assert suggestion_columns(engine) == (set(BASELINE_COLUMNS) | set(UNCERTAINTY_FIELDS)
+                                          | set(REVIEW_COLUMNS))
     assert baseline_contents(engine, batch_id) == before  # old rows kept, uncertainty null
     assert list(uncertainty_by_id(engine).values()) == [NO_UNCERTAINTY] * 2
     assert [(row["item_id"], row["channel"]) for row in before[0]] == [("p1", "web"),
@@ -166,6 +169,26 @@ def test_downgrade_drops_the_uncertainty_keeping_the_rows(engine):
     assert schema_differences(engine) == []
     assert baseline_contents(engine, batch_id) == before
     assert list(uncertainty_by_id(engine).values()) == [NO_UNCERTAINTY] * 2
+
+
+def test_review_revision_admits_superseded_and_downgrades_it_to_rejected(engine):
+    migrate(engine)
+    store_rows(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE price_suggestions SET status = 'superseded' "
+                                "WHERE channel = 'web'"))
+    with pytest.raises(IntegrityError, match=r"(?i)check constraint"), engine.begin() as c:
+        c.execute(text("UPDATE price_suggestions SET status = 'done'"))
+
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0002")
+        statuses = dict(connection.execute(
+            text("SELECT channel, status FROM price_suggestions")).all())
+
+    assert statuses == {"web": "rejected", "etsy": "pending"}
+    assert not {"api_keys", "suggestion_decisions"} & set(inspect(engine).get_table_names())
+    with pytest.raises(IntegrityError, match=r"(?i)check constraint"), engine.begin() as c:
+        c.execute(text("UPDATE price_suggestions SET status = 'superseded'"))
 
 
 def test_migrate_makes_exactly_the_declared_tables(engine):

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, func, select
 from db import migrate
 from db.schemas import (
     ASSIGNED_ON_WRITE,
+    BOUND_FIELDS,
     UNCERTAINTY_FIELDS,
     NewSuggestion,
     PriceSuggestion,
@@ -42,11 +43,13 @@ def batch_count(engine: Engine) -> int:
 
 def test_entities_match_their_tables_and_the_optimizer_columns():
     assert set(PriceSuggestion.model_fields) == set(PriceSuggestionRow.__table__.columns.keys())
-    # The uncertainty columns are optional: the optimizer may or may not list them yet.
-    assert set(NewSuggestion.model_fields) == set(SUGGESTION_COLUMNS) | {"category"} | set(
-        UNCERTAINTY_FIELDS)
-    assert list(PriceSuggestion.model_fields) == PUBLISHED_FIELDS + list(UNCERTAINTY_FIELDS)
-    assert all(not NewSuggestion.model_fields[name].is_required() for name in UNCERTAINTY_FIELDS)
+    # The uncertainty and bound columns are optional: frames of older code lack them.
+    assert set(NewSuggestion.model_fields) == set(SUGGESTION_COLUMNS) | {"category"}
+    assert list(PriceSuggestion.model_fields) == (
+        PUBLISHED_FIELDS + list(UNCERTAINTY_FIELDS)
+        + [*BOUND_FIELDS, "approved_price", "reviewed_by"])
+    assert all(not NewSuggestion.model_fields[name].is_required()
+               for name in (*UNCERTAINTY_FIELDS, *BOUND_FIELDS))
     assert set(NewSuggestion.model_fields) | set(ASSIGNED_ON_WRITE) == set(
         PriceSuggestion.model_fields)
     assert set(SkippedOffer.model_fields) == set(SKIPPED_COLUMNS)

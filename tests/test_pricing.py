@@ -124,16 +124,20 @@ def test_save_batch_lists_back_rows_with_filters(store):
     approved = list_suggestions(store, status="approved")
     assert [(r["item_id"], r["channel"]) for r in approved] == [("p2", "web")]
     assert approved[0]["reviewed_at"].tzinfo is not None
-    assert len(list_suggestions(store, status="pending", channel="web")) == 2
+    # The newer batch priced p1 on the web again: the older pending suggestion is superseded.
+    assert [(r["batch_id"], r["reviewed_by"]) for r in list_suggestions(
+        store, status="superseded")] == [(older_id, "system")]
+    assert len(list_suggestions(store, status="pending", channel="web")) == 1
     assert list_suggestions(store, limit=2, offset=1) == list_suggestions(store)[1:3]
     assert count_suggestions(store) == 4
-    assert count_suggestions(store, status="pending", channel="web") == 2
+    assert count_suggestions(store, status="pending", channel="web") == 1
 
     batch = get_batch(store, newer_id)
     assert batch["model_version"] == "demand-model:7"
     assert batch["guardrails"]["max_change_percent"] == 20.0
     assert (batch["suggestion_count"], batch["skipped_count"]) == (3, 1)
-    assert batch["status_counts"] == {"pending": 2, "approved": 1, "rejected": 0, "edited": 0}
+    assert batch["status_counts"] == {"pending": 2, "approved": 1, "rejected": 0, "edited": 0,
+                                      "superseded": 0}
     assert batch["skipped"][0]["item_id"] == "p3"
     assert "no observed prices" in batch["skipped"][0]["reason"]
     assert get_batch(store, str(uuid.uuid4())) is None

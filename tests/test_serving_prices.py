@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from db import engine_for, migrate
 from db.migrations import current_revision, head
-from db.schemas import STATUSES, UNCERTAINTY_FIELDS
+from db.schemas import BOUND_FIELDS, STATUSES, UNCERTAINTY_FIELDS
 from db.suggestions import save_batch
 from db.tables import PriceSuggestionRow
 from features.settings import Settings
@@ -32,13 +32,13 @@ from tests.test_db_migrations import NO_UNCERTAINTY, baseline_database, store_ba
 
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens there
 FEES = {"web": (2.9, 0.30), "etsy": (6.5, 0.20), "amazon": (15.0, 0.0)}
-CATEGORIES = {"p1": "sewing", "p2": "quilting", "p3": "sewing"}
+CATEGORIES = {"p1": "sewing", "p2": "quilting", "p3": "sewing", "p4": "sewing"}
 FIELDS = {
     "id", "batch_id", "item_id", "channel", "category", "current_price", "suggested_price",
     "expected_units_current", "expected_units_suggested", "expected_revenue_current",
     "expected_revenue_suggested", "expected_profit_current", "expected_profit_suggested",
     "bound_by", "explanation", "model_version", "status", "created_at", "reviewed_at",
-    *UNCERTAINTY_FIELDS,
+    *UNCERTAINTY_FIELDS, *BOUND_FIELDS, "approved_price", "reviewed_by",
 }
 NUMBERS = [field for field in FIELDS if field.startswith(("current_", "suggested_", "expected_"))
            and field not in UNCERTAINTY_FIELDS]
@@ -112,7 +112,8 @@ def _stored_app(data_dir, database_url):
     try:
         migrate(engine)
         guardrails = Guardrails().model_dump(mode="json")
-        older = optimized([offer("p1", "web", 5.99)], "demand-model:6")
+        # An item the newer batch does not price: it stays pending (not superseded).
+        older = optimized([offer("p4", "web", 5.99)], "demand-model:6")
         # A model without uncertainty: the frame lacks the columns.
         older_suggestions = older.suggestions.drop(columns=list(UNCERTAINTY_FIELDS),
                                                    errors="ignore")
@@ -154,7 +155,7 @@ def test_list_pending_suggestions_with_every_field(stored):
 
     # Default: pending only, newest batch first, then item and channel.
     assert offers_of(body) == [("p1", "etsy"), ("p1", "web"), ("p2", "amazon"), ("p3", "etsy"),
-                               ("p1", "web")]
+                               ("p4", "web")]
     assert [item["batch_id"] for item in body["items"]] == [stored.newer_id] * 4 + [
         stored.older_id]
     assert (body["total"], body["limit"], body["offset"]) == (5, 100, 0)
@@ -204,11 +205,11 @@ def test_filter_by_status_channel_category_and_batch(stored):
 
     assert offers_of(listing(stored.client, channel="etsy")) == [("p1", "etsy"), ("p3", "etsy")]
     sewing = listing(stored.client, category="sewing", channel="web")
-    assert offers_of(sewing) == [("p1", "web"), ("p1", "web")]
+    assert offers_of(sewing) == [("p1", "web"), ("p4", "web")]
     assert {item["batch_id"] for item in sewing["items"]} == {stored.newer_id, stored.older_id}
     assert offers_of(listing(stored.client, category="quilting")) == [("p2", "amazon")]
     older = listing(stored.client, batch_id=stored.older_id)
-    assert offers_of(older) == [("p1", "web")]
+    assert offers_of(older) == [("p4", "web")]
     assert listing(stored.client, channel="ebay")["total"] == 0
 
     # Empty filters are ignored; an empty status means any status.
@@ -257,7 +258,8 @@ def test_batch_summary_and_unknown_batch(stored):
     assert batch["model_version"] == "demand-model:7"
     assert batch["guardrails"] == Guardrails().model_dump(mode="json")
     assert (batch["suggestion_count"], batch["skipped_count"]) == (5, 1)
-    assert batch["status_counts"] == {"pending": 4, "approved": 1, "rejected": 0, "edited": 0}
+    assert batch["status_counts"] == {"pending": 4, "approved": 1, "rejected": 0, "edited": 0,
+                                      "superseded": 0}
     assert [(s["item_id"], s["channel"]) for s in batch["skipped"]] == [("p9", "web")]
     assert "no observed prices" in batch["skipped"][0]["reason"]
     assert datetime.fromisoformat(batch["created_at"]).tzinfo is not None

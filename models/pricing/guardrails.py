@@ -100,6 +100,17 @@ class Guardrails(BaseModel):
     def _sorted_unique(cls, endings: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(sorted(set(endings)))
 
+    def on_grid(self, price: float, current: float) -> bool:
+        """Whether a price a person typed is one the optimizer could suggest: whole cents
+        with an allowed ending (any multiple of `price_step` when no endings are set; the
+        current price is always allowed then)."""
+        cents = round(price * 100)
+        if abs(price * 100 - cents) > 1e-6:
+            return False
+        if self.price_endings:
+            return cents % 100 in {round(ending * 100) for ending in self.price_endings}
+        return cents % round(self.price_step * 100) == 0 or abs(price - current) < 1e-9
+
     def margin_floor(self, unit_cost, fee_percent, fee_fixed) -> np.ndarray:
         """The lowest price meeting `min_margin_percent` (arrays; a NaN unit cost counts as 0)."""
         cost = np.nan_to_num(np.asarray(unit_cost, dtype=float), nan=0.0)

@@ -96,7 +96,8 @@ SUGGESTION_COLUMNS = (
     "expected_units_suggested", "expected_revenue_current", "expected_revenue_suggested",
     "expected_profit_current", "expected_profit_suggested", "expected_profit_gain_low",
     "expected_profit_gain_high", "elasticity", "elasticity_low", "elasticity_high",
-    "evidence_share", "bound_by", "model_version", "explanation",
+    "evidence_share", "bound_by", "model_version", "explanation", "price_floor",
+    "price_floor_rule", "price_ceiling", "price_ceiling_rule",
 )
 SKIPPED_COLUMNS = ("item_id", "channel", "reason")
 WIDE_GRID_FACTORS = (0.2, 4.0)  # the unconstrained grid spans these multiples of current price
@@ -677,6 +678,10 @@ def _suggestions(
         "bound_by": pd.Series(bound_by, dtype=object),
         "model_version": model_version,
         "explanation": pd.Series(explanations, dtype=object),
+        "price_floor": bounds["lower"].to_numpy()[rows],
+        "price_floor_rule": bounds["lower_rule"].to_numpy()[rows],
+        "price_ceiling": bounds["upper"].to_numpy()[rows],
+        "price_ceiling_rule": bounds["upper_rule"].to_numpy()[rows],
     }, columns=list(SUGGESTION_COLUMNS))
 
 
