@@ -41,9 +41,11 @@ $(DATA)/.trained-recs: $(DATA)/.features $(shell find models training/recs -name
 	touch $@
 
 run: $(VENV)/.installed-run $(DATA)/.trained-recs
+	$(BIN)/tailor keys demo
 	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(TAILOR_DATA_DIR)/mlflow/mlflow.db"
-	@echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops). Try, from another shell:"
-	@echo "  curl 'http://127.0.0.1:8000/v1/users/12347/recommendations?k=5'"
+	@echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops). Try, from another shell, with the"
+	@echo "demo-storefront key printed above (or one from 'tailor keys create --role storefront'):"
+	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/users/12347/recommendations?k=5'"
 	$(BIN)/tailor serve --clock model
 
 serve: $(VENV)/.installed-run

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from fastapi.testclient import TestClient
 from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
 from rich.console import Console
 
+import db
 from benchmarks.common import (
     ONLINE_RETAIL_CSV,
     REDIS_URL,
@@ -52,6 +54,7 @@ from benchmarks.common import (
     provenance,
     summary,
 )
+from db.keys import create_key
 from features.ingest import import_online_retail, read_catalog
 from features.settings import Settings
 from features.store import apply_definitions, feature_store, materialize, online_features
@@ -251,7 +254,7 @@ def in_process(settings: Settings, model: RegisteredRanker, catalog: Catalog, se
     checks: dict[str, Any] = {}
     users = list(dict.fromkeys(sequence))
     app = create_app(settings, ServingSettings(clock="model"))
-    with TestClient(app) as client:
+    with TestClient(app, headers=storefront_headers(settings)) as client:
         ready = client.get("/readyz")
         if ready.status_code != 200:
             raise RuntimeError(f"the app is not ready: {ready.text}")
@@ -449,12 +452,24 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-async def load(port: int, sequence: list[str], concurrency: int) -> dict:
+def storefront_headers(settings: Settings) -> dict[str, str]:
+    """The header of a new storefront key in the settings' service database."""
+    engine = db.engine_for(settings.database)
+    try:
+        db.migrate(engine)
+        key, _ = create_key(engine, "storefront", f"benchmark-{uuid.uuid4().hex[:8]}")
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def load(port: int, sequence: list[str], concurrency: int,
+               headers: dict[str, str]) -> dict:
     """`len(sequence)` requests, `concurrency` at a time over as many keep-alive
     connections, after a warm-up of `WARM_UP_REQUESTS` per connection (capped)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
-                                 timeout=60) as client:
+                                 timeout=60, headers=headers) as client:
         latencies: list[float] = []
         fallbacks = [0]
 
@@ -487,10 +502,11 @@ def over_http(settings: Settings, backend: str, workdir: Path, sequence: list[st
     try:
         seconds = wait_ready(process, log, port)
         step(f"  ready after {seconds:.1f} s")
+        headers = storefront_headers(settings)
         for concurrency in CONCURRENCIES:
             path = f"HTTP: uvicorn x{HTTP_WORKERS}, concurrency {concurrency}"
             step(f"  {path}")
-            results[path] = asyncio.run(load(port, sequence, concurrency))
+            results[path] = asyncio.run(load(port, sequence, concurrency, headers))
     finally:
         stop_server(process)
     return results

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
 from features.settings import Settings, get_settings
+from serving.auth import KeyCache
 from serving.config import ServingSettings
 from serving.deps import ServiceDatabase
 from serving.middleware import RequestIdMiddleware
@@ -37,6 +38,11 @@ model loaded). A well-formed recommendations request always gets 200.
 
 Price suggestions for merchandisers: the optimizer's stored batches, read from the service
 database (they need no recommender model; 503 while the database is unreachable).
+
+Every route but `/healthz`, `/readyz` and this schema needs an API key, sent as
+`Authorization: Bearer <key>`: `storefront` keys read recommendations, `merchandiser` keys
+review prices, `admin` keys may call every route. 401: no key, or an unknown or revoked one;
+403: the key's role does not grant the route. Keys are made with `tailor keys create`.
 
 Every response carries an `X-Request-ID` header; on recommendations it equals the body's
 `request_id`.
@@ -69,11 +75,13 @@ def create_app(settings: Settings | None = None,
 
     app = FastAPI(title="tailor recommendations", version=API_VERSION, description=DESCRIPTION,
                   lifespan=lifespan)
+    app.state.keys = KeyCache()
     app.add_middleware(RequestIdMiddleware)
     app.include_router(ops.router)
     app.include_router(recommendations.router)
     app.include_router(ops.admin)
     app.include_router(price_suggestions.router)
+    app.include_router(price_suggestions.decisions)
     return app
 
 

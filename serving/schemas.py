@@ -12,17 +12,40 @@ from pydantic import UUID4, BaseModel, ConfigDict, Field
 
 from db.schemas import (
     GuardrailRule,
+    Price,
     PriceSuggestion,
     SkippedOffer,
     StatusCounts,
     SuggestionBatch,
+    SuggestionDecision,
     SuggestionStatus,
+    Text,
 )
 
 __all__ = [
-    "FeatureStoreKind", "GuardrailRule", "Health", "NotReady", "PriceSuggestion",
-    "PriceSuggestionPage", "Problem", "Readiness", "Recommendations", "RecommendedItem",
-    "ReloadResult", "SkippedOffer", "Source", "StatusCounts", "SuggestionBatch",
+    "Approval",
+    "BulkDecision",
+    "BulkResult",
+    "DecisionPage",
+    "FeatureStoreKind",
+    "GuardrailProblem",
+    "GuardrailRule",
+    "Health",
+    "NotReady",
+    "PriceEdit",
+    "PriceSuggestion",
+    "PriceSuggestionPage",
+    "Problem",
+    "Readiness",
+    "Recommendations",
+    "RecommendedItem",
+    "Rejection",
+    "ReloadResult",
+    "SkippedOffer",
+    "Source",
+    "StatusCounts",
+    "SuggestionBatch",
+    "SuggestionDecision",
     "SuggestionStatus",
 ]
 
@@ -85,5 +108,63 @@ class PriceSuggestionPage(BaseModel):
     items: list[PriceSuggestion] = Field(description="Newest batch first, then by item and "
                                                      "channel")
     total: int = Field(description="Suggestions matching the filters, on every page")
+    limit: int
+    offset: int
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=2000,
+                               description="An optional note for the audit log")
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Text = Field(max_length=2000, description="Why the suggestion is rejected")
+
+
+class PriceEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    price: Price = Field(description="The price to approve instead of the suggested one; it "
+                                     "must keep every guardrail of the suggestion's batch")
+    reason: str | None = Field(default=None, max_length=2000,
+                               description="An optional note for the audit log")
+
+
+class BulkDecision(BaseModel):
+    """Approve or reject many pending suggestions at once: the listed `ids` (all must be
+    pending, or nothing is decided), or every pending suggestion matching the filters (at
+    least one filter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["approve", "reject"]
+    ids: list[int] | None = Field(default=None, description="Suggestion ids; without them, "
+                                                            "the filters choose")
+    channel: str | None = None
+    category: str | None = None
+    batch_id: str | None = None
+    reason: str | None = Field(default=None, max_length=2000,
+                               description="Required to reject; a note when approving")
+
+
+class BulkResult(BaseModel):
+    action: Literal["approve", "reject"]
+    decided: int = Field(description="How many suggestions this request decided")
+    ids: list[int] = Field(description="Their ids, ascending")
+
+
+class GuardrailProblem(BaseModel):
+    detail: str
+    rule: GuardrailRule | None = Field(description="The guardrail the edited price breaks; "
+                                                   "null when the bounds are unknown")
+
+
+class DecisionPage(BaseModel):
+    items: list[SuggestionDecision] = Field(description="Newest first")
+    total: int = Field(description="Entries matching the filters, on every page")
     limit: int
     offset: int

@@ -171,3 +171,20 @@ SAMPLE_EVENTS = [
     event("e7", "2011-01-04 12:00", "view", user_id="u1", item_id="i2", unit_price=None),
 ]
 SAMPLE_CATALOG = pd.DataFrame([catalog_row("i1", "kitchen"), catalog_row("i2", "toys")])
+
+
+def key_headers(settings: Settings, role: str, name: str | None = None) -> dict[str, str]:
+    """The `Authorization` header of a new API key with `role` (and `name`) in the settings'
+    service database (migrated first; the embedded SQLite file's folder is made)."""
+    from db import engine_for, migrate
+    from db.keys import create_key
+
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = engine_for(settings.database)
+    try:
+        migrate(engine)
+        key, _ = create_key(engine, role, name)
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {key}"}

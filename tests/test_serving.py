@@ -25,6 +25,7 @@ from models.recs.ranker import RankerParams
 from serving.app import create_app
 from serving.config import ServingSettings
 from serving.recs import Recommender
+from tests.conftest import key_headers
 from training.recs.train import train_recs
 
 CONTRACT = Path(__file__).resolve().parents[1] / "serving" / "openapi.json"
@@ -84,7 +85,8 @@ def serving_app(settings: Settings):
 
 @pytest.fixture(scope="module")
 def client(trained):
-    with TestClient(serving_app(trained.settings)) as client:
+    with TestClient(serving_app(trained.settings),
+                    headers=key_headers(trained.settings, "storefront")) as client:
         yield client
 
 
@@ -187,7 +189,7 @@ def test_report_unready_without_champion_while_recommending(trained, tmp_path):
     empty = trained.settings.model_copy(
         update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'empty-mlflow.db'}"})
 
-    with TestClient(serving_app(empty)) as client:
+    with TestClient(serving_app(empty), headers=key_headers(empty, "admin")) as client:
         ready = client.get("/readyz")
         known = recommend(client, trained.user, k=10)
         toys = recommend(client, UNKNOWN_USER, k=5, category="toys")
@@ -236,7 +238,8 @@ def test_reread_item_features_after_a_materialization_only(trained):
 
 def test_reload_champion_after_promotion(trained):
     """Kept last: it trains a second version (and moves the alias back afterwards)."""
-    with TestClient(serving_app(trained.settings)) as client:
+    with TestClient(serving_app(trained.settings),
+                    headers=key_headers(trained.settings, "admin")) as client:
         before = recommend(client, trained.user).json()["model_version"]
         registry.configure(trained.settings)
         second = train_recs(trained.settings, params=RankerParams(n_estimators=5), cutoffs=2)

@@ -27,7 +27,7 @@ from models.pricing.optimizer import RULES, optimize_prices
 from serving import schemas
 from serving.app import create_app
 from serving.config import ServingSettings
-from tests.conftest import postgres_schema
+from tests.conftest import key_headers, postgres_schema
 from tests.test_db_migrations import NO_UNCERTAINTY, baseline_database, store_baseline_rows
 
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens there
@@ -134,7 +134,8 @@ def _stored_app(data_dir, database_url):
                                       PriceSuggestionRow.item_id == "p2",
                                       PriceSuggestionRow.channel == "web")
                                .values(status="approved", reviewed_at=datetime.now(UTC)))
-        with TestClient(create_app(settings, ServingSettings())) as client:
+        with TestClient(create_app(settings, ServingSettings()),
+                        headers=key_headers(settings, "admin")) as client:
             yield Stored(client, older_id, newer_id, newer_suggestions, ("p2", "web"))
     finally:
         engine.dispose()
@@ -285,14 +286,37 @@ def test_database_unreachable_answers_503_while_recommending(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", database_url=UNREACHABLE_URL,
                         feast_project=f"t{uuid.uuid4().hex[:8]}")
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings),
+                    headers={"Authorization": "Bearer tlr_never-verified"}) as client:
         listed = client.get(URL)
         batch = client.get(f"{URL}/batches/{uuid.uuid4()}")
         recommendation = client.get("/v1/users/someone/recommendations")
 
-    assert listed.status_code == 503 and batch.status_code == 503
-    assert "service database is unavailable" in listed.json()["detail"]
-    assert recommendation.status_code == 200 and recommendation.json()["fallback"] is True
+    # No key can be verified: 503 (not 401: the key may well be valid).
+    for response in (listed, batch, recommendation):
+        assert response.status_code == 503
+        assert "service database is unavailable" in response.json()["detail"]
+
+
+def test_keys_verified_before_a_database_outage_keep_recommending(tmp_path):
+    folder = tmp_path / "db"
+    folder.mkdir()
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{folder / 'x.db'}",
+                        feast_project=f"t{uuid.uuid4().hex[:8]}")
+    storefront = key_headers(settings, "storefront")
+    merchandiser = key_headers(settings, "merchandiser")
+
+    with TestClient(create_app(settings)) as client:
+        client.app.state.keys.seconds = 0.0  # every request goes to the database
+        before = client.get("/v1/users/someone/recommendations", headers=storefront)
+        client.app.state.database.engine.dispose()
+        folder.rename(tmp_path / "gone")  # new connections fail from here on
+        during = client.get("/v1/users/someone/recommendations", headers=storefront)
+        listed = client.get(URL, headers=merchandiser)
+
+    assert before.status_code == 200 and during.status_code == 200
+    assert during.json()["fallback"] is True
+    assert listed.status_code == 503  # never verified: cannot be now
 
 
 def test_create_tables_once_the_database_is_reachable(tmp_path):
@@ -300,12 +324,15 @@ def test_create_tables_once_the_database_is_reachable(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{folder / 'x.db'}",
                         feast_project=f"t{uuid.uuid4().hex[:8]}")
 
+    unknown = {"Authorization": "Bearer tlr_unknown"}
     with TestClient(create_app(settings)) as client:
-        before = client.get(URL)
+        before = client.get(URL, headers=unknown)
         folder.mkdir()
-        after = client.get(URL)
+        refused = client.get(URL, headers=unknown)  # the service made the tables to look
+        after = client.get(URL, headers=key_headers(settings, "merchandiser"))
 
     assert before.status_code == 503
+    assert refused.status_code == 401
     assert after.status_code == 200
     assert after.json() == {"items": [], "total": 0, "limit": 100, "offset": 0}
     assert Path(folder / "x.db").exists()
@@ -324,10 +351,9 @@ def test_service_upgrades_a_database_made_before_migrations_at_start(tmp_path):
     batch_id = store_baseline_rows(engine)
 
     with TestClient(create_app(settings)) as client:
-        listed = client.get(URL)
-
-    with engine.connect() as connection:
-        assert current_revision(connection) == head()
+        with engine.connect() as connection:
+            assert current_revision(connection) == head()  # upgraded at start
+        listed = client.get(URL, headers=key_headers(settings, "admin"))
     engine.dispose()
     assert listed.status_code == 200
     items = listed.json()["items"]

@@ -2,15 +2,17 @@
 and the feature store are loaded) and `POST /v1/admin/reload` (serve the current champion;
 503 and the previous model keeps serving when loading fails)."""
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 
+from serving.auth import AUTH_RESPONSES, as_admin
 from serving.deps import RecommenderDep
 from serving.recs import ReloadError
 from serving.schemas import Health, NotReady, Problem, Readiness, ReloadResult
 
 router = APIRouter(tags=["ops"])
-admin = APIRouter(prefix="/v1/admin", tags=["admin"])
+admin = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(as_admin)],
+                  responses=AUTH_RESPONSES)
 
 
 @router.get("/healthz", response_model=Health, summary="The process is up")

@@ -1,23 +1,62 @@
-"""`/v1/price-suggestions`: the optimizer's stored batches for review, read from the service
-database (`db.suggestions`); 503 while it is unreachable, whatever the recommender's state."""
+"""`/v1/price-suggestions`: the optimizer's stored batches for review, and the review itself
+(`db.reviews`): approve, reject, edit, in bulk; `/v1/price-decisions`: the audit log. Every
+route needs a merchandiser key (`serving.auth`); 503 while the database is unreachable,
+whatever the recommender's state."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator
 
+from db.reviews import (
+    DecisionConflict,
+    GuardrailBreach,
+    SuggestionNotFound,
+    TooManyForBulk,
+    count_decisions,
+    decide,
+    decide_many,
+    get_suggestion,
+    list_decisions,
+)
 from db.suggestions import count_suggestions, get_batch, list_suggestions
+from serving.auth import AUTH_RESPONSES, MerchandiserKey, as_merchandiser
 from serving.deps import DatabaseDep, database_errors
 from serving.schemas import (
+    Approval,
+    BulkDecision,
+    BulkResult,
+    DecisionPage,
+    GuardrailProblem,
+    PriceEdit,
     PriceSuggestion,
     PriceSuggestionPage,
     Problem,
+    Rejection,
     SuggestionBatch,
+    SuggestionDecision,
     SuggestionStatus,
 )
 
 router = APIRouter(prefix="/v1/price-suggestions", tags=["price suggestions"],
-                   responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Problem}})
+                   dependencies=[Depends(as_merchandiser)],
+                   responses={**AUTH_RESPONSES,
+                              status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Problem}})
+decisions = APIRouter(prefix="/v1/price-decisions", tags=["price suggestions"],
+                      dependencies=[Depends(as_merchandiser)],
+                      responses={**AUTH_RESPONSES,
+                                 status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Problem}})
+SuggestionId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The suggestion's id")]
+DECIDE_RESPONSES: dict[int | str, dict] = {
+    status.HTTP_404_NOT_FOUND: {"model": Problem, "description": "No such suggestion"},
+    status.HTTP_409_CONFLICT: {"model": Problem,
+                               "description": "The suggestion is no longer pending: decided "
+                                              "(the first decision wins) or superseded"},
+}
 
 
 def _blank_to_none(value: object) -> object:
@@ -26,6 +65,25 @@ def _blank_to_none(value: object) -> object:
 
 Filter = Annotated[str | None, BeforeValidator(_blank_to_none)]
 """An optional exact-match filter; an empty value is no filter."""
+
+
+@contextmanager
+def review_errors() -> Iterator[None]:
+    """The review's refusals as HTTP answers: 404, 409, 413 and 422 (bad arguments); a
+    database outage as 503."""
+    with database_errors():
+        try:
+            yield
+        except SuggestionNotFound as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
+        except DecisionConflict as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        except TooManyForBulk as error:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                detail=str(error)) from error
+        except ValueError as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                detail=str(error)) from error
 
 
 @router.get(
@@ -70,3 +128,103 @@ def suggestion_batch(
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"no suggestion batch with id {batch_id!r}")
     return SuggestionBatch.model_validate(batch)
+
+
+@router.get("/{suggestion_id}", response_model=PriceSuggestion, summary="One suggestion",
+            responses={status.HTTP_404_NOT_FOUND: {"model": Problem}})
+def price_suggestion(database: DatabaseDep, suggestion_id: SuggestionId) -> PriceSuggestion:
+    with database_errors():
+        row = get_suggestion(database, suggestion_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"no price suggestion with id {suggestion_id}")
+    return PriceSuggestion.model_validate(row)
+
+
+@router.post("/{suggestion_id}/approve", response_model=PriceSuggestion,
+             summary="Approve a pending suggestion at its suggested price",
+             responses=DECIDE_RESPONSES)
+def approve(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
+            body: Approval | None = None) -> PriceSuggestion:
+    with review_errors():
+        row = decide(database, suggestion_id, "approve", caller.name,
+                     reason=body.reason if body else None)
+    return PriceSuggestion.model_validate(row)
+
+
+@router.post("/{suggestion_id}/reject", response_model=PriceSuggestion,
+             summary="Reject a pending suggestion, with a reason", responses=DECIDE_RESPONSES)
+def reject(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
+           body: Rejection) -> PriceSuggestion:
+    with review_errors():
+        row = decide(database, suggestion_id, "reject", caller.name, reason=body.reason)
+    return PriceSuggestion.model_validate(row)
+
+
+@router.post(
+    "/{suggestion_id}/edit", response_model=PriceSuggestion,
+    summary="Approve a pending suggestion at another price",
+    description="The price must keep every guardrail of the suggestion's batch: its floor "
+                "and ceiling, the price endings and the spread of the item's channel prices; "
+                "otherwise 422 names the rule it breaks.",
+    responses={**DECIDE_RESPONSES, status.HTTP_422_UNPROCESSABLE_CONTENT: {
+        "model": GuardrailProblem, "description": "The price breaks a guardrail"}})
+def edit(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
+         body: PriceEdit) -> PriceSuggestion | JSONResponse:
+    try:
+        with review_errors():
+            row = decide(database, suggestion_id, "edit", caller.name, reason=body.reason,
+                         price=body.price)
+    except GuardrailBreach as breach:
+        problem = GuardrailProblem(detail=str(breach), rule=breach.rule)  # type: ignore[arg-type]
+        return JSONResponse(jsonable_encoder(problem),
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return PriceSuggestion.model_validate(row)
+
+
+@router.post(
+    "/bulk", response_model=BulkResult, summary="Approve or reject many pending suggestions",
+    description="By `ids` (every one must exist and be pending, else nothing is decided: 404 "
+                "or 409) or, without ids, every pending suggestion matching the filters (at "
+                "least one). One transaction: all or nothing. At most 5,000 suggestions "
+                "(413 beyond).",
+    responses={**DECIDE_RESPONSES, status.HTTP_413_CONTENT_TOO_LARGE: {
+        "model": Problem, "description": "Too many suggestions for one request"}})
+def bulk(database: DatabaseDep, caller: MerchandiserKey, body: BulkDecision) -> BulkResult:
+    filters = {"channel": _blank_to_none(body.channel),
+               "category": _blank_to_none(body.category),
+               "batch_id": _blank_to_none(body.batch_id)}
+    if body.ids is None and not any(filters.values()):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="give 'ids' or at least one filter (channel, category, "
+                                   "batch_id)")
+    if body.ids is not None and any(filters.values()):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="give either 'ids' or filters, not both")
+    with review_errors():
+        ids = decide_many(database, body.action, caller.name, body.ids, reason=body.reason,
+                          **filters)  # type: ignore[arg-type]
+    return BulkResult(action=body.action, decided=len(ids), ids=ids)
+
+
+@decisions.get(
+    "", response_model=DecisionPage, summary="The review's audit log",
+    description="Every decision on a suggestion (approved, rejected, edited, superseded): "
+                "who, when, the price before and after and why; newest first; per item, "
+                "channel, batch or suggestion.")
+def decision_log(
+    database: DatabaseDep,
+    item_id: Annotated[Filter, Query(description="Only this item")] = None,
+    channel: Annotated[Filter, Query(description="Only this sales channel")] = None,
+    batch_id: Annotated[Filter, Query(description="Only this optimizer run")] = None,
+    suggestion_id: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                               description="Only this suggestion")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
+    offset: Annotated[int, Query(ge=0, description="Entries to skip")] = 0,
+) -> DecisionPage:
+    with database_errors():
+        rows = list_decisions(database, item_id, channel, batch_id, suggestion_id,
+                              limit=limit, offset=offset)
+        total = count_decisions(database, item_id, channel, batch_id, suggestion_id)
+    return DecisionPage(items=[SuggestionDecision.model_validate(row) for row in rows],
+                        total=total, limit=limit, offset=offset)

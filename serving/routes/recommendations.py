@@ -3,12 +3,14 @@ popularity fallback; a well-formed request always gets 200."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
+from serving.auth import AUTH_RESPONSES, as_storefront
 from serving.deps import ExcludeDep, RecommenderDep, RequestIdDep
 from serving.schemas import Recommendations, RecommendedItem
 
-router = APIRouter(prefix="/v1/users", tags=["recommendations"])
+router = APIRouter(prefix="/v1/users", tags=["recommendations"],
+                   dependencies=[Depends(as_storefront)], responses=AUTH_RESPONSES)
 
 
 @router.get(
