@@ -100,16 +100,18 @@ class Guardrails(BaseModel):
     def _sorted_unique(cls, endings: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(sorted(set(endings)))
 
-    def on_grid(self, price: float, current: float) -> bool:
-        """Whether a price a person typed is one the optimizer could suggest: whole cents
-        with an allowed ending (any multiple of `price_step` when no endings are set; the
-        current price is always allowed then)."""
-        cents = round(price * 100)
-        if abs(price * 100 - cents) > 1e-6:
-            return False
+    def on_grid(self, prices, current) -> np.ndarray:
+        """Per price (arrays, or scalars), whether it is one a suggestion may take: whole cents
+        with an allowed ending; when no endings are set, any multiple of `price_step` and the
+        current price."""
+        prices = np.asarray(prices, dtype=float)
+        cents = np.round(prices * 100)
+        whole_cents = np.abs(prices * 100 - cents) < 1e-6
         if self.price_endings:
-            return cents % 100 in {round(ending * 100) for ending in self.price_endings}
-        return cents % round(self.price_step * 100) == 0 or abs(price - current) < 1e-9
+            endings = [round(ending * 100) for ending in self.price_endings]
+            return whole_cents & np.isin(cents % 100, endings)
+        step = round(self.price_step * 100)
+        return (whole_cents & (cents % step == 0)) | (np.abs(prices - current) < 1e-9)
 
     def margin_floor(self, unit_cost, fee_percent, fee_fixed) -> np.ndarray:
         """The lowest price meeting `min_margin_percent` (arrays; a NaN unit cost counts as 0)."""

@@ -264,15 +264,6 @@ def _grid_cents(guardrails: Guardrails) -> tuple[int, np.ndarray]:
     return round(guardrails.price_step * 100), np.array([0])
 
 
-def _endings_allowed(prices: np.ndarray, guardrails: Guardrails) -> np.ndarray:
-    """Whether each price has an allowed ending (always, when no endings are set)."""
-    if not guardrails.price_endings:
-        return np.ones(len(prices), dtype=bool)
-    cents = np.round(prices * 100)
-    period, offsets = _grid_cents(guardrails)
-    return (np.abs(prices * 100 - cents) < 1e-6) & np.isin(cents % period, offsets)
-
-
 @dataclass(frozen=True)
 class _Points:
     """Prices evaluated by the demand model, one array entry per point, grouped by offer row."""
@@ -318,7 +309,7 @@ def _grid_prices(
     prices = np.concatenate([cents[keep] / 100, current])
     is_current = np.concatenate([np.zeros(grid_points, bool), np.ones(len(rows), bool)])
     ending_allowed = np.concatenate(
-        [np.ones(grid_points, bool), _endings_allowed(current, guardrails)]
+        [np.ones(grid_points, bool), guardrails.on_grid(current, current)]
     )
     return point_rows[order], prices[order], is_current[order], ending_allowed[order]
 
