@@ -454,12 +454,8 @@ def stop_server(process: subprocess.Popen) -> None:
 
 def storefront_headers(settings: Settings) -> dict[str, str]:
     """The header of a new storefront key in the settings' service database."""
-    engine = db.engine_for(settings.database)
-    try:
-        db.migrate(engine)
+    with db.service_database(settings) as engine:
         key, _ = create_key(engine, "storefront", f"benchmark-{uuid.uuid4().hex[:8]}")
-    finally:
-        engine.dispose()
     return {"Authorization": f"Bearer {key}"}
 
 

@@ -28,16 +28,11 @@ notes = Console(stderr=True)
 def service_database() -> Iterator[Engine]:
     """The service database, migrated to the newest revision (exit 2 when unreachable)."""
     settings = get_settings()
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = db.engine_for(settings.database)
     try:
-        db.migrate(engine)
-        yield engine
+        with db.service_database(settings) as engine:
+            yield engine
     except DBAPIError as error:
         fail(f"the service database is unavailable ({settings.database}): {error.orig}")
-    finally:
-        engine.dispose()
 
 
 @app.command("create")

@@ -176,15 +176,9 @@ SAMPLE_CATALOG = pd.DataFrame([catalog_row("i1", "kitchen"), catalog_row("i2", "
 def key_headers(settings: Settings, role: str, name: str | None = None) -> dict[str, str]:
     """The `Authorization` header of a new API key with `role` (and `name`) in the settings'
     service database (migrated first; the embedded SQLite file's folder is made)."""
-    from db import engine_for, migrate
+    from db import service_database
     from db.keys import create_key
 
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = engine_for(settings.database)
-    try:
-        migrate(engine)
+    with service_database(settings) as engine:
         key, _ = create_key(engine, role, name)
-    finally:
-        engine.dispose()
     return {"Authorization": f"Bearer {key}"}

@@ -75,14 +75,8 @@ def run_suggest(
                                               champion.period)
     result = suggest_prices(market, guardrails, model, model_version, as_of, model_period, items)
     categories = dict(zip(market.catalog["item_id"], market.catalog["category"], strict=True))
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = db.engine_for(settings.database)
-    try:
-        db.migrate(engine)
+    with db.service_database(settings) as engine:
         batch_id = suggestions.save_batch(engine, result.suggestions, result.skipped,
                                           model_version, guardrails.model_dump(mode="json"),
                                           categories)
-    finally:
-        engine.dispose()
     return batch_id, result
