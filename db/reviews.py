@@ -18,7 +18,12 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Select, and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from db.tables import PriceSuggestionRow, SuggestionBatchRow, SuggestionDecisionRow
+from db.tables import (
+    PriceSuggestionRow,
+    SuggestionBatchRow,
+    SuggestionDecisionRow,
+    where_equal,
+)
 from models.pricing.guardrails import Guardrails
 
 Action = Literal["approve", "reject", "edit"]
@@ -145,30 +150,26 @@ def decide(engine: Engine, suggestion_id: int, action: Action, actor: str,
         approved = None if action == "reject" else (price if action == "edit"
                                                     else row.suggested_price)
         before = row.as_dict()
+        decision = {"status": STATUS_AFTER[action], "approved_price": approved,
+                    "reviewed_at": now, "reviewed_by": actor}
         won = session.execute(
             update(PriceSuggestionRow)
             .where(PriceSuggestionRow.id == suggestion_id, PriceSuggestionRow.status == "pending")
-            .values(status=STATUS_AFTER[action], approved_price=approved, reviewed_at=now,
-                    reviewed_by=actor)
-            .returning(PriceSuggestionRow.id)
+            .values(**decision).returning(PriceSuggestionRow.id)
             .execution_options(synchronize_session=False)).first() is not None
         if won:
             _audit(session, [before | {"price_after": approved}], action, actor, now, reason)
-    with Session(engine) as session:
+            return before | decision
+    with Session(engine) as session:  # a concurrent decision came between the read and update
         decided = session.get(PriceSuggestionRow, suggestion_id)
         assert decided is not None
-        if not won:  # a concurrent decision came between the read and the update
-            raise DecisionConflict(_decided_text(decided))
-        return decided.as_dict()
+        raise DecisionConflict(_decided_text(decided))
 
 
 def _pending_matching(channel: str | None, category: str | None,
                       batch_id: str | None) -> Select[int]:
-    query = select(PriceSuggestionRow.id).where(PriceSuggestionRow.status == "pending")
-    for field, value in {"channel": channel, "category": category, "batch_id": batch_id}.items():
-        if value is not None:
-            query = query.where(getattr(PriceSuggestionRow, field) == value)
-    return query
+    return where_equal(select(PriceSuggestionRow.id), PriceSuggestionRow, status="pending",
+                       channel=channel, category=category, batch_id=batch_id)
 
 
 def decide_many(engine: Engine, action: Literal["approve", "reject"], actor: str,
@@ -252,12 +253,8 @@ def get_suggestion(engine: Engine, suggestion_id: int) -> dict[str, Any] | None:
 
 def _decisions_matching(item_id: str | None, channel: str | None, batch_id: str | None,
                         suggestion_id: int | None) -> Select[SuggestionDecisionRow]:
-    query = select(SuggestionDecisionRow)
-    for field, value in {"item_id": item_id, "channel": channel, "batch_id": batch_id,
-                         "suggestion_id": suggestion_id}.items():
-        if value is not None:
-            query = query.where(getattr(SuggestionDecisionRow, field) == value)
-    return query
+    return where_equal(select(SuggestionDecisionRow), SuggestionDecisionRow, item_id=item_id,
+                       channel=channel, batch_id=batch_id, suggestion_id=suggestion_id)
 
 
 def list_decisions(engine: Engine, item_id: str | None = None, channel: str | None = None,

@@ -30,7 +30,7 @@ from db.schemas import (
     NewSuggestion,
     SkippedOffer,
 )
-from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow
+from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow, where_equal
 from models.pricing.optimizer import SKIPPED_COLUMNS, SUGGESTION_COLUMNS
 
 _PROBLEMS = {
@@ -152,15 +152,13 @@ def _matching(status: str | None, channel: str | None, category: str | None,
     """Suggestions (joined to their batch) matching every filter given."""
     if status is not None and status not in STATUSES:
         raise ValueError(f"filter 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
-    query = select(PriceSuggestionRow).join(
-        SuggestionBatchRow, SuggestionBatchRow.id == PriceSuggestionRow.batch_id)
-    if status is not None:
-        query = query.where(PriceSuggestionRow.status == status)
     for field, value in {"channel": channel, "category": category, "batch_id": batch_id}.items():
         if value is not None:
             _text(value, f"filter '{field}'")
-            query = query.where(getattr(PriceSuggestionRow, field) == value)
-    return query
+    query = select(PriceSuggestionRow).join(
+        SuggestionBatchRow, SuggestionBatchRow.id == PriceSuggestionRow.batch_id)
+    return where_equal(query, PriceSuggestionRow, status=status, channel=channel,
+                       category=category, batch_id=batch_id)
 
 
 def list_suggestions(

@@ -40,6 +40,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Select,
     String,
     Text,
     TypeDecorator,
@@ -185,6 +186,15 @@ class SuggestionDecisionRow(Base):
     price_before: Mapped[float] = mapped_column(Double)
     price_after: Mapped[float | None] = mapped_column(Double)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+def where_equal(query: Select[Any], table: type[Base], **filters: object) -> Select[Any]:
+    """`query` narrowed to the rows of `table` whose column equals each filter given (a None
+    filter is no filter)."""
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(getattr(table, column) == value)
+    return query
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
