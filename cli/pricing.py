@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+import db
 from cli import inputs
 from cli.inputs import (
     CatalogOption,
@@ -16,6 +17,7 @@ from cli.inputs import (
     PeriodOption,
 )
 from cli.output import fail, out, table
+from db.suggestions import get_batch
 from features.errors import InputError
 from features.progress import stages
 from features.settings import get_settings
@@ -39,6 +41,11 @@ def suggest_command(
     items: Annotated[str | None, typer.Option(
         help="Comma-separated item ids: price just these (a targeted run, e.g. after a stock "
              "change), with the registered champion when there is one")] = None,
+    approval_policy: Annotated[Path | None, typer.Option(
+        rich_help_panel=inputs.INPUTS,
+        help="Approval policy YAML (see approval_policy.example.yaml): suggestions inside its "
+             "low-risk envelope are approved at once, by 'policy'; default: "
+             "$TAILOR_APPROVAL_POLICY, else none (every suggestion waits for a person)")] = None,
     period: PeriodOption = "W",
     as_json: JsonFlag = False,
 ) -> None:
@@ -57,7 +64,8 @@ def suggest_command(
             batch_id, result = run_suggest(
                 get_settings(), events_dir=market.events.path, catalog_file=market.catalog,
                 channels_file=market.channels, guardrails_file=guardrails, period=period,
-                channel_prices_file=market.channel_prices, items=named)
+                channel_prices_file=market.channel_prices, items=named,
+                approval_policy_file=approval_policy)
             done()
     except (OSError, InputError) as error:
         fail(str(error))
@@ -67,9 +75,12 @@ def suggest_command(
                           "suggestions": json.loads(suggested.to_json(orient="records")),
                           "skipped": json.loads(result.skipped.to_json(orient="records"))}))
         return
+    with db.service_database(get_settings()) as engine:
+        batch = get_batch(engine, batch_id)
+    approved = batch["status_counts"]["approved"] if batch else 0
     moved = suggested[suggested["suggested_price"] != suggested["current_price"]]
     gain = (suggested["expected_profit_suggested"] - suggested["expected_profit_current"]).sum()
     out.print(table(f"Price suggestions, batch {batch_id}", {
         "suggestions": len(suggested), "price changes": len(moved),
-        "skipped": len(result.skipped),
+        "skipped": len(result.skipped), "approved by the approval policy": approved,
         "expected profit change per period": f"{gain:+,.2f}"}))

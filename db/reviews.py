@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Select, and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
+from db.policy import POLICY, ApprovalPolicy
 from db.tables import (
     PriceSuggestionRow,
     SuggestionBatchRow,
@@ -109,16 +110,16 @@ def check_edit(session: Session, row: PriceSuggestionRow, price: float) -> None:
 
 
 def _audit(session: Session, rows: Sequence[dict[str, Any]], action: str, actor: str,
-           at: datetime, reason: str | None) -> None:
-    """Append one audit entry per decided suggestion (dicts of its row before the decision
-    and `price_after`)."""
+           at: datetime, reason: str | None = None) -> None:
+    """Append one audit entry per decided suggestion (dicts of its row before the decision,
+    `price_after` and, when the reasons differ, `reason`)."""
     status_after = STATUS_AFTER.get(action, action)
     session.execute(insert(SuggestionDecisionRow), [{
         "suggestion_id": row["id"], "batch_id": row["batch_id"], "item_id": row["item_id"],
         "channel": row["channel"], "action": status_after, "actor": actor, "decided_at": at,
         "status_before": "pending", "status_after": status_after,
         "price_before": row["suggested_price"], "price_after": row["price_after"],
-        "reason": reason,
+        "reason": row.get("reason", reason),
     } for row in rows])
 
 
@@ -242,6 +243,28 @@ def supersede_older(session: Session, batch_id: str, at: datetime) -> int:
     if rows:
         _audit(session, rows, "superseded", SYSTEM, at, f"superseded by batch {batch_id}")
     return len(rows)
+
+
+def approve_by_policy(session: Session, policy: ApprovalPolicy, batch_id: str,
+                      at: datetime) -> int:
+    """In the caller's transaction: approve the pending suggestions of batch `batch_id` that
+    `policy` approves, each with an audit entry by `policy` saying why. Returns how many."""
+    approved = []
+    for row in session.scalars(select(PriceSuggestionRow).where(
+            PriceSuggestionRow.batch_id == batch_id, PriceSuggestionRow.status == "pending")):
+        reason = policy.approves(row)
+        if reason is not None:
+            approved.append(row.as_dict() | {"price_after": row.suggested_price,
+                                             "reason": reason})
+    if approved:
+        session.execute(
+            update(PriceSuggestionRow)
+            .where(PriceSuggestionRow.id.in_([row["id"] for row in approved]))
+            .values(status="approved", approved_price=PriceSuggestionRow.suggested_price,
+                    reviewed_at=at, reviewed_by=POLICY)
+            .execution_options(synchronize_session=False))
+        _audit(session, approved, "approve", POLICY, at)
+    return len(approved)
 
 
 def get_suggestion(engine: Engine, suggestion_id: int) -> dict[str, Any] | None:

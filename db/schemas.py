@@ -135,10 +135,10 @@ ASSIGNED_ON_WRITE = ("id", "batch_id", "status", "created_at", "reviewed_at", "a
 """`PriceSuggestion` fields the store assigns (a new suggestion is `pending`, unreviewed)."""
 UNCERTAINTY_FIELDS = ("expected_profit_gain_low", "expected_profit_gain_high", "elasticity",
                       "elasticity_low", "elasticity_high", "evidence_share")
-BOUND_FIELDS = ("price_floor", "price_floor_rule", "price_ceiling", "price_ceiling_rule")
-"""`PriceSuggestion` fields of the guardrail bounds: missing or NaN is stored as null."""
 """`PriceSuggestion` fields that may be missing on write (a model without uncertainty, a
 frame without the columns): missing or NaN is stored as null."""
+BOUND_FIELDS = ("price_floor", "price_floor_rule", "price_ceiling", "price_ceiling_rule")
+"""`PriceSuggestion` fields of the guardrail bounds: missing or NaN is stored as null."""
 
 
 def _missing(value: Any) -> bool:

@@ -21,7 +21,8 @@ from pydantic_core import ErrorDetails
 from sqlalchemy import Engine, Select, func, insert, select
 from sqlalchemy.orm import Session
 
-from db.reviews import supersede_older
+from db.policy import ApprovalPolicy
+from db.reviews import approve_by_policy, supersede_older
 from db.schemas import (
     BOUND_FIELDS,
     RULES_TEXT,
@@ -116,7 +117,7 @@ def _text(value: object, what: str) -> str:
 def save_batch(
     engine: Engine, suggestions_df: pd.DataFrame, skipped_df: pd.DataFrame | None,
     model_version: str, guardrails_dict: Mapping[str, Any],
-    categories: Mapping[str, str] | None = None,
+    categories: Mapping[str, str] | None = None, approval_policy: ApprovalPolicy | None = None,
 ) -> str:
     """Store an optimizer result as a new batch of `pending` suggestions; returns the batch id.
 
@@ -126,7 +127,9 @@ def save_batch(
     e.g. an interval's low end above its high end); the batch is written in one
     transaction, so a failure (e.g. an item x channel repeated in the batch) leaves nothing
     behind. In the same transaction the older pending suggestions of the batch's item x
-    channels become `superseded` (`db.reviews.supersede_older`), each with an audit entry.
+    channels become `superseded` (`db.reviews.supersede_older`), each with an audit entry,
+    and, with an `approval_policy`, the suggestions inside its envelope are approved by it
+    (`db.reviews.approve_by_policy`).
     """
     model_version = _text(model_version, "batch: field 'model_version'")
     guardrails = _guardrails_json(guardrails_dict)
@@ -144,6 +147,8 @@ def save_batch(
         if skipped:
             session.execute(insert(SkippedOfferRow), skipped)
         supersede_older(session, batch_id, created_at)
+        if approval_policy is not None:
+            approve_by_policy(session, approval_policy, batch_id, created_at)
     return batch_id
 
 

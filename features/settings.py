@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the service database (e.g. `postgresql+psycopg://...`); default:
     SQLite at `<data dir>/tailor.db`."""
 
+    approval_policy: Path | None = None
+    """An approval policy YAML (`approval_policy.example.yaml`) applied to every batch of price
+    suggestions stored; default: none, every suggestion waits for a person."""
+
     @property
     def database(self) -> str:
         """The service database URL, the embedded SQLite one unless set."""

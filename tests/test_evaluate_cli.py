@@ -117,6 +117,9 @@ def test_pricing_suggest_stores_a_pending_batch(small_market, tmp_path, monkeypa
 def test_pricing_suggest_items_prices_just_those_with_the_champion(small_market, tmp_path,
                                                                    monkeypatch):
     monkeypatch.setenv("TAILOR_DATA_DIR", str(tmp_path / "data"))
+    policy = tmp_path / "approval_policy.yaml"
+    policy.write_text("max_change_percent: 100\n")
+    monkeypatch.setenv("TAILOR_APPROVAL_POLICY", str(policy))
     get_settings.cache_clear()
     files = ["--events", str(small_market / "events"), "--catalog",
              str(small_market / "catalog.csv"), "--channels", str(small_market / "channels.csv")]
@@ -124,13 +127,26 @@ def test_pricing_suggest_items_prices_just_those_with_the_champion(small_market,
     targeted = runner.invoke(app, ["pricing", "suggest", *files, "--items", "P0002, P0005",
                                    "--json"])
     unknown = runner.invoke(app, ["pricing", "suggest", *files, "--items", "P9999"])
+    no_policy = runner.invoke(app, ["pricing", "suggest", *files, "--approval-policy",
+                                    str(tmp_path / "nowhere.yaml")])
     get_settings.cache_clear()
     assert first.exit_code == 0 and targeted.exit_code == 0, targeted.output
     report = json.loads(targeted.stdout.strip().splitlines()[-1])
     assert {row["item_id"] for row in report["suggestions"]} == {"P0002", "P0005"}
     engine = db.engine_for(f"sqlite:///{tmp_path / 'data' / 'tailor.db'}")
     batch = suggestions.get_batch(engine, report["batch_id"])
+    first_batch = suggestions.list_suggestions(
+        engine, batch_id=json.loads(first.stdout.strip().splitlines()[-1])["batch_id"])
     engine.dispose()
     assert batch["model_version"] == "demand-model:1"  # the champion: nothing was retrained
+    # The policy of TAILOR_APPROVAL_POLICY approved every move with a confident gain; the
+    # rest waited (and the targeted run's batch superseded P0002's and P0005's).
+    for row in first_batch:
+        confident = row["suggested_price"] != row["current_price"] and (
+            row["expected_profit_gain_low"] or 0) > 0
+        assert (row["status"] == "approved") == confident, row
+        assert (row["reviewed_by"] == "policy") == confident, row
+    assert no_policy.exit_code == 2
+    assert "nowhere.yaml: file not found" in no_policy.stderr
     assert unknown.exit_code == 2
     assert "--items: no sales before" in unknown.stderr and "P9999" in unknown.stderr

@@ -10,18 +10,17 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from features.errors import InputError
+from features.yaml_files import load_yaml_model
 
 
 def _whole_cents(value: float) -> float:
@@ -125,27 +124,6 @@ class GuardrailsError(InputError):
     """A guardrails file that is not valid YAML or breaks the `Guardrails` schema."""
 
 
-def _field_name(location: tuple) -> str:
-    name = str(location[0]) if location else "guardrails"
-    return name + "".join(f"[{part}]" for part in location[1:])
-
-
 def load_guardrails(path: str | Path) -> Guardrails:
     """Read and validate a guardrails YAML file; errors name the file and every bad field."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise GuardrailsError(f"{path}: not valid YAML: {error}") from None
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        kind = type(document).__name__
-        raise GuardrailsError(f"{path}: expected a mapping of guardrail fields, got a {kind}")
-    try:
-        return Guardrails.model_validate(document)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"field '{_field_name(detail['loc'])}': {detail['msg']}" for detail in error.errors()
-        )
-        raise GuardrailsError(f"{path}: invalid guardrails: {problems}") from None
+    return load_yaml_model(path, Guardrails, "guardrails", GuardrailsError)

@@ -8,6 +8,7 @@ import pandas as pd
 
 import db
 from db import suggestions
+from db.policy import load_approval_policy
 from features.errors import InputError
 from features.settings import Settings
 from models.pricing.artifacts import (
@@ -53,15 +54,21 @@ def run_suggest(
     settings: Settings, events_dir: Path, catalog_file: Path, channels_file: Path,
     guardrails_file: Path | None = None, period: Period = "W", as_of=None,
     channel_prices_file: Path | None = None, items: Sequence[str] | None = None,
+    approval_policy_file: Path | None = None,
 ) -> tuple[str, OptimizationResult]:
     """Train (`train_pricing`), suggest prices with the champion (the new model when it was
     promoted) and store them as a pending batch in `settings.database`; returns the batch id
     and the optimizer's result. Without `guardrails_file`, the default guardrails apply.
 
     With `items` (a targeted run, e.g. after a stock change), only their offers are priced,
-    by the registered champion when there is one that this code loads (no training)."""
+    by the registered champion when there is one that this code loads (no training).
+
+    The approval policy of `approval_policy_file` (default: `settings.approval_policy`, else
+    none) approves the suggestions inside its envelope as the batch is stored."""
     market = load_market_files(events_dir, catalog_file, channels_file, channel_prices_file)
     guardrails = load_guardrails(guardrails_file) if guardrails_file else Guardrails()
+    policy_file = approval_policy_file or settings.approval_policy
+    policy = load_approval_policy(policy_file) if policy_file else None
     champion = _loadable_champion(settings) if items is not None else None
     if champion is None:
         report = train_pricing(settings, market, period, as_of=as_of)
@@ -78,5 +85,5 @@ def run_suggest(
     with db.service_database(settings) as engine:
         batch_id = suggestions.save_batch(engine, result.suggestions, result.skipped,
                                           model_version, guardrails.model_dump(mode="json"),
-                                          categories)
+                                          categories, policy)
     return batch_id, result
