@@ -53,6 +53,7 @@ serve: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev
 	scripts/ensure-services.sh redis postgresql
+	scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python scripts/export_openapi.py --check

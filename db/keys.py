@@ -86,8 +86,14 @@ def revoke_key(engine: Engine, name: str) -> ApiKey:
 
 def find_key(engine: Engine, key: str) -> ApiKey | None:
     """The active key a client sent, None when unknown or revoked."""
+    return find_key_by_hash(engine, hash_key(key))
+
+
+def find_key_by_hash(engine: Engine, key_hash: str) -> ApiKey | None:
+    """The active key whose SHA-256 (`hash_key`) is `key_hash`, None when unknown or revoked
+    (a review page session remembers the hash, never the key)."""
     with Session(engine) as session:
-        row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(key),
+        row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash,
                                                      ApiKeyRow.revoked_at.is_(None)))
         return None if row is None else ApiKey.of(row)
 

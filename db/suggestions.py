@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
@@ -33,6 +33,9 @@ from db.schemas import (
 )
 from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow, where_equal
 from models.pricing.optimizer import SKIPPED_COLUMNS, SUGGESTION_COLUMNS
+
+Sort = Literal["newest", "gain_desc", "gain_asc"]
+"""Orders of a suggestion listing: newest batch first, or by expected profit change."""
 
 _PROBLEMS = {
     "finite_number": "must be finite",
@@ -153,32 +156,48 @@ def save_batch(
 
 
 def _matching(status: str | None, channel: str | None, category: str | None,
-              batch_id: str | None) -> Select[PriceSuggestionRow]:
+              batch_id: str | None, item_id: str | None = None) -> Select[PriceSuggestionRow]:
     """Suggestions (joined to their batch) matching every filter given."""
     if status is not None and status not in STATUSES:
         raise ValueError(f"filter 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
-    for field, value in {"channel": channel, "category": category, "batch_id": batch_id}.items():
+    for field, value in {"channel": channel, "category": category, "batch_id": batch_id,
+                         "item_id": item_id}.items():
         if value is not None:
             _text(value, f"filter '{field}'")
     query = select(PriceSuggestionRow).join(
         SuggestionBatchRow, SuggestionBatchRow.id == PriceSuggestionRow.batch_id)
     return where_equal(query, PriceSuggestionRow, status=status, channel=channel,
-                       category=category, batch_id=batch_id)
+                       category=category, batch_id=batch_id, item_id=item_id)
+
+
+def _order(sort: Sort) -> tuple:
+    newest = (SuggestionBatchRow.created_at.desc(), SuggestionBatchRow.id,
+              PriceSuggestionRow.item_id, PriceSuggestionRow.channel)
+    if sort == "newest":
+        return newest
+    gain = PriceSuggestionRow.expected_profit_suggested - PriceSuggestionRow.expected_profit_current
+    if sort == "gain_desc":
+        return (gain.desc(), *newest)
+    if sort == "gain_asc":
+        return (gain.asc(), *newest)
+    raise ValueError(f"field 'sort' must be one of {', '.join(get_args(Sort))}, got {sort!r}")
 
 
 def list_suggestions(
     engine: Engine, status: str | None = None, channel: str | None = None,
     category: str | None = None, batch_id: str | None = None,
-    limit: int | None = None, offset: int = 0,
+    limit: int | None = None, offset: int = 0, sort: Sort = "newest",
+    item_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Suggestions matching every filter given, newest batch first, then by item and channel;
-    `limit` rows at most after skipping `offset` (the database pages, not Python).
+    """Suggestions matching every filter given, in `sort` order (`newest`: newest batch first,
+    then by item and channel; `gain_desc` / `gain_asc`: by expected profit change, ties
+    newest first); `limit` rows at most after skipping `offset` (the database pages, not
+    Python).
 
     Each is a dict of the `PriceSuggestion` fields (`bound_by` a list, times aware UTC).
     """
-    query = _matching(status, channel, category, batch_id).order_by(
-        SuggestionBatchRow.created_at.desc(), SuggestionBatchRow.id, PriceSuggestionRow.item_id,
-        PriceSuggestionRow.channel).offset(offset).limit(limit)
+    query = _matching(status, channel, category, batch_id, item_id).order_by(
+        *_order(sort)).offset(offset).limit(limit)
     with Session(engine) as session:
         return [row.as_dict() for row in session.scalars(query)]
 
@@ -191,6 +210,27 @@ def count_suggestions(
     matching = _matching(status, channel, category, batch_id).subquery()
     with Session(engine) as session:
         return session.scalar(select(func.count()).select_from(matching)) or 0
+
+
+def filter_choices(engine: Engine, status: str | None = None) -> dict[str, list]:
+    """The values the filters can take among the suggestions with `status` (any when None):
+    `channel` and `category` (sorted names) and `batch` (dicts of `id`, `created_at`,
+    `model_version` and `count`, newest first)."""
+    matching = _matching(status, None, None, None).subquery()
+    with Session(engine) as session:
+        values = {field: list(session.scalars(
+            select(matching.c[field]).where(matching.c[field].is_not(None)).distinct()
+            .order_by(matching.c[field]))) for field in ("channel", "category")}
+        batches = session.execute(
+            select(SuggestionBatchRow.id, SuggestionBatchRow.created_at,
+                   SuggestionBatchRow.model_version, func.count())
+            .join(matching, matching.c.batch_id == SuggestionBatchRow.id)
+            .group_by(SuggestionBatchRow.id, SuggestionBatchRow.created_at,
+                      SuggestionBatchRow.model_version)
+            .order_by(SuggestionBatchRow.created_at.desc()))
+        values["batch"] = [{"id": id_, "created_at": created_at, "model_version": version,
+                            "count": count} for id_, created_at, version, count in batches]
+    return values
 
 
 def get_batch(engine: Engine, batch_id: str) -> dict[str, Any] | None:

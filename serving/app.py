@@ -26,6 +26,8 @@ from serving.config import ServingSettings
 from serving.deps import ServiceDatabase
 from serving.middleware import RequestIdMiddleware
 from serving.recs import Recommender
+from serving.review import pages as review
+from serving.review.sessions import Sessions, load_secret
 from serving.routes import ops, price_suggestions, recommendations
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,8 @@ popularity fallback whenever the ranker cannot answer (unknown user, missing fea
 model loaded). A well-formed recommendations request always gets 200.
 
 Price suggestions for merchandisers: the optimizer's stored batches, read from the service
-database (they need no recommender model; 503 while the database is unreachable).
+database (they need no recommender model; 503 while the database is unreachable), reviewed
+over this API or on the review page at `/review` (not part of this schema).
 
 Every route but `/healthz`, `/readyz` and this schema needs an API key, sent as
 `Authorization: Bearer <key>`: `storefront` keys read recommendations, `merchandiser` keys
@@ -65,8 +68,12 @@ def create_app(settings: Settings | None = None,
             logger.error("the service database is unavailable at startup; price suggestions "
                          "answer 503 until it is back: %s", exc)
         app.state.database = database
+        serving_options = options or ServingSettings()
+        secret = serving_options.session_secret
+        app.state.sessions = Sessions(load_secret(
+            config.data_dir, secret.get_secret_value() if secret else None))
         try:
-            recommender = Recommender(config, options or ServingSettings())
+            recommender = Recommender(config, serving_options)
             await anyio.to_thread.run_sync(recommender.load)
             app.state.recommender = recommender
             yield
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(ops.admin)
     app.include_router(price_suggestions.router)
     app.include_router(price_suggestions.decisions)
+    review.install(app)
     return app
 
 

@@ -20,7 +20,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
 
-from db.keys import ApiKey, find_key, hash_key
+from db.keys import ApiKey, find_key_by_hash, hash_key
 from db.schemas import ROLES, Role
 from serving.deps import ServiceDatabase, database_errors
 from serving.schemas import Problem
@@ -49,14 +49,19 @@ class KeyCache:
         self._lock = threading.Lock()
 
     def find(self, database: ServiceDatabase, key: str) -> ApiKey | None:
-        digest, now = hash_key(key), time.monotonic()
+        """The active key `key`, None when unknown or revoked."""
+        return self.find_by_hash(database, hash_key(key))
+
+    def find_by_hash(self, database: ServiceDatabase, digest: str) -> ApiKey | None:
+        """The active key whose SHA-256 is `digest`, None when unknown or revoked."""
+        now = time.monotonic()
         with self._lock:
             hit = self._found.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
         try:
             database.ensure_schema()
-            found = find_key(database.engine, key)
+            found = find_key_by_hash(database.engine, digest)
         except DBAPIError:
             if hit is None:
                 raise

@@ -3,14 +3,15 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.timestamps import to_utc
 
 
 class ServingSettings(BaseSettings):
-    """How the service tells the time and how often it checks for new item features."""
+    """How the service tells the time, how often it checks for new item features, and what
+    signs the review page's sessions."""
 
     model_config = SettingsConfigDict(env_prefix="TAILOR_SERVING_", env_file=".env",
                                       extra="ignore")
@@ -24,6 +25,10 @@ class ServingSettings(BaseSettings):
     """How often (at most) a request lets the service check the feature registry for a new
     materialization; after one, cached item features are re-read from the online store (in
     the background; requests keep the previous values meanwhile)."""
+
+    session_secret: SecretStr | None = None
+    """Signs the review page's session cookies; default: a random secret generated once into
+    the data directory (set it when several machines serve the page)."""
 
     @field_validator("clock")
     @classmethod

@@ -1,0 +1,1 @@
+"""The merchandisers\x27 review page (`pages`) and its sessions (`sessions`)."""
