@@ -171,15 +171,16 @@ def _matching(status: str | None, channel: str | None, category: str | None,
 
 
 def _order(sort: Sort) -> tuple:
-    newest = (SuggestionBatchRow.created_at.desc(), SuggestionBatchRow.id,
-              PriceSuggestionRow.item_id, PriceSuggestionRow.channel)
+    """ORDER BY of a listing; the gain orders follow `ix_price_suggestions_status_gain`
+    (ties: the later stored first)."""
     if sort == "newest":
-        return newest
+        return (SuggestionBatchRow.created_at.desc(), SuggestionBatchRow.id,
+                PriceSuggestionRow.item_id, PriceSuggestionRow.channel)
     gain = PriceSuggestionRow.expected_profit_suggested - PriceSuggestionRow.expected_profit_current
     if sort == "gain_desc":
-        return (gain.desc(), *newest)
+        return (gain.desc(), PriceSuggestionRow.id.desc())
     if sort == "gain_asc":
-        return (gain.asc(), *newest)
+        return (gain.asc(), PriceSuggestionRow.id.asc())
     raise ValueError(f"field 'sort' must be one of {', '.join(get_args(Sort))}, got {sort!r}")
 
 
@@ -190,16 +191,19 @@ def list_suggestions(
     item_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Suggestions matching every filter given, in `sort` order (`newest`: newest batch first,
-    then by item and channel; `gain_desc` / `gain_asc`: by expected profit change, ties
-    newest first); `limit` rows at most after skipping `offset` (the database pages, not
-    Python).
+    then by item and channel; `gain_desc` / `gain_asc`: by expected profit change, ties the
+    later stored first / last); `limit` rows at most after skipping `offset` (the database
+    pages, not Python).
 
     Each is a dict of the `PriceSuggestion` fields (`bound_by` a list, times aware UTC).
     """
-    query = _matching(status, channel, category, batch_id, item_id).order_by(
-        *_order(sort)).offset(offset).limit(limit)
-    with Session(engine) as session:
-        return [row.as_dict() for row in session.scalars(query)]
+    page = _matching(status, channel, category, batch_id, item_id).with_only_columns(
+        PriceSuggestionRow.id).order_by(*_order(sort)).offset(offset).limit(limit)
+    with Session(engine) as session:  # the page's ids first: the sort skips wide rows
+        ids = list(session.scalars(page))
+        rows = {row.id: row for row in session.scalars(
+            select(PriceSuggestionRow).where(PriceSuggestionRow.id.in_(ids)))}
+        return [rows[id_].as_dict() for id_ in ids]
 
 
 def count_suggestions(
@@ -215,18 +219,24 @@ def count_suggestions(
 def filter_choices(engine: Engine, status: str | None = None) -> dict[str, list]:
     """The values the filters can take among the suggestions with `status` (any when None):
     `channel` and `category` (sorted names) and `batch` (dicts of `id`, `created_at`,
-    `model_version` and `count`, newest first)."""
-    matching = _matching(status, None, None, None).subquery()
+    `model_version` and `count`, newest first). Each is read from a (status, field) index."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"filter 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+
+    def having_status(query: Select) -> Select:
+        return where_equal(query, PriceSuggestionRow, status=status)
+
     with Session(engine) as session:
-        values = {field: list(session.scalars(
-            select(matching.c[field]).where(matching.c[field].is_not(None)).distinct()
-            .order_by(matching.c[field]))) for field in ("channel", "category")}
+        values: dict[str, list] = {field: list(session.scalars(having_status(
+            select(column).where(column.is_not(None)).distinct().order_by(column))))
+            for field, column in (("channel", PriceSuggestionRow.channel),
+                                  ("category", PriceSuggestionRow.category))}
+        counts = having_status(select(PriceSuggestionRow.batch_id, func.count().label("count"))
+                               ).group_by(PriceSuggestionRow.batch_id).subquery()
         batches = session.execute(
             select(SuggestionBatchRow.id, SuggestionBatchRow.created_at,
-                   SuggestionBatchRow.model_version, func.count())
-            .join(matching, matching.c.batch_id == SuggestionBatchRow.id)
-            .group_by(SuggestionBatchRow.id, SuggestionBatchRow.created_at,
-                      SuggestionBatchRow.model_version)
+                   SuggestionBatchRow.model_version, counts.c.count)
+            .join(counts, counts.c.batch_id == SuggestionBatchRow.id)
             .order_by(SuggestionBatchRow.created_at.desc()))
         values["batch"] = [{"id": id_, "created_at": created_at, "model_version": version,
                             "count": count} for id_, created_at, version, count in batches]

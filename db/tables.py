@@ -47,6 +47,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -102,6 +103,10 @@ class PriceSuggestionRow(Base):
         ),
         Index("ix_price_suggestions_status_channel", "status", "channel"),
         Index("ix_price_suggestions_offer_status", "item_id", "channel", "status"),
+        Index("ix_price_suggestions_status_category", "status", "category"),
+        Index("ix_price_suggestions_status_batch", "status", "batch_id"),
+        Index("ix_price_suggestions_status_gain", text("status"),
+              text("(expected_profit_suggested - expected_profit_current)"), text("id")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
