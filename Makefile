@@ -65,6 +65,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.recs_quality
 	$(BIN)/python -m benchmarks.pricing_quality
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.review_page
 
 clean:
 	rm -rf $(DATA) $(VENV)
