@@ -75,12 +75,13 @@ def get_request_id(request: Request) -> uuid.UUID:
 
 
 def excluded_items(
-    exclude: Annotated[list[str] | None, Query(
+    exclude: Annotated[list[str], Query(
+        default_factory=list,
         description="Item ids never to return: repeat the parameter "
                     "(`exclude=A&exclude=B`), separate ids with commas (`exclude=A,B`), "
-                    "or both; empty values are ignored")] = None,
+                    "or both; empty values are ignored")],
 ) -> frozenset[str]:
-    return frozenset(item.strip() for value in exclude or () for item in value.split(",")
+    return frozenset(item.strip() for value in exclude for item in value.split(",")
                      if item.strip())
 
 

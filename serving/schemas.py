@@ -6,20 +6,28 @@ model validates a row on write and is the body served.
 """
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import UUID4, BaseModel, ConfigDict, Field
+from pydantic import (
+    UUID4,
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from db.schemas import (
     GuardrailRule,
-    Price,
     PriceSuggestion,
     SkippedOffer,
     StatusCounts,
     SuggestionBatch,
     SuggestionDecision,
     SuggestionStatus,
-    Text,
 )
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "BulkDecision",
     "BulkResult",
     "DecisionPage",
+    "EditRefusal",
     "FeatureStoreKind",
     "GuardrailProblem",
     "GuardrailRule",
@@ -44,6 +53,7 @@ __all__ = [
     "SkippedOffer",
     "Source",
     "StatusCounts",
+    "StatusFilter",
     "SuggestionBatch",
     "SuggestionDecision",
     "SuggestionStatus",
@@ -52,6 +62,44 @@ __all__ = [
 Source = Literal["repurchase", "covisit", "als", "next_order", "popular"]
 """The candidate source that proposed an item (`popular`: the fallback or a top-up)."""
 FeatureStoreKind = Literal["sqlite", "redis"]
+StatusFilter = Literal["pending", "approved", "rejected", "edited", "superseded", "any"]
+"""The review status to list: one `SuggestionStatus`, or `any`."""
+MAX_ID = 2**63 - 1
+"""The largest id (and offset) the service database stores: a signed 64-bit integer."""
+SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+r"""Whitespace as the app strips it (`str.isspace`), spelled out for the published patterns:
+regex engines disagree on `\s` (ECMA-262's, JSON Schema's, lacks U+001C to U+001F and U+0085
+but has U+FEFF)."""
+NOT_BLANK = f"[^{SPACE}]"
+BLANK = f"^[{SPACE}]*$"
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank_string", "must have a non-blank character")
+    return value
+
+
+Reason = Annotated[str, AfterValidator(_not_blank),
+                   Field(max_length=2000, json_schema_extra={"pattern": NOT_BLANK})]
+"""A reason a request must give: at most 2,000 characters, at least one non-blank."""
+Note = Annotated[str | None, Field(max_length=2000)]
+"""An optional note for the audit log."""
+
+
+def _json_number(value: object) -> object:
+    """A number of the body as JSON has it: pydantic would also take `true` as 1 and "2" as 2."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("number_type", "Input should be a JSON number")
+    return value
+
+
+RequestPrice = Annotated[float, Field(gt=0, allow_inf_nan=False),
+                         BeforeValidator(_json_number)]
+"""A price sent in a request: finite and > 0 (the published schema says so, unlike the
+response's `Price`, whose schema stays as first published)."""
+RequestId = Annotated[int, BeforeValidator(_json_number)]
+"""An id sent in a request body."""
 
 
 class RecommendedItem(BaseModel):
@@ -115,40 +163,80 @@ class PriceSuggestionPage(BaseModel):
 class Approval(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(default=None, max_length=2000,
-                               description="An optional note for the audit log")
+    reason: Note = Field(default=None, description="An optional note for the audit log")
 
 
 class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Text = Field(max_length=2000, description="Why the suggestion is rejected")
+    reason: Reason = Field(description="Why the suggestion is rejected")
 
 
 class PriceEdit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    price: Price = Field(description="The price to approve instead of the suggested one; it "
-                                     "must keep every guardrail of the suggestion's batch")
-    reason: str | None = Field(default=None, max_length=2000,
-                               description="An optional note for the audit log")
+    price: RequestPrice = Field(description="The price to approve instead of the suggested "
+                                            "one; it must keep every guardrail of the "
+                                            "suggestion's batch")
+    reason: Note = Field(default=None, description="An optional note for the audit log")
+
+
+BULK_FILTERS = ("channel", "category", "batch_id")
+
+
+def _bulk_rules(schema: dict[str, Any]) -> None:
+    """`BulkDecision`'s rules across fields, in its published schema: a rejection gives a
+    non-blank reason; the body gives `ids` and no filter (null or blank), or no `ids` and at
+    least one non-blank filter."""
+    not_blank = {"type": "string", "pattern": NOT_BLANK}
+    no_filter = {"anyOf": [{"type": "null"}, {"type": "string", "pattern": BLANK}]}
+    schema["allOf"] = [
+        {"anyOf": [{"properties": {"action": {"const": "approve"}}},
+                   {"properties": {"action": {"const": "reject"}, "reason": not_blank},
+                    "required": ["reason"]}]},
+        {"anyOf": [{"properties": {"ids": {"type": "array"},
+                                   **{name: no_filter for name in BULK_FILTERS}},
+                    "required": ["ids"]},
+                   {"properties": {"ids": {"type": "null"}},
+                    "anyOf": [{"properties": {name: not_blank}, "required": [name]}
+                              for name in BULK_FILTERS]}]},
+    ]
 
 
 class BulkDecision(BaseModel):
     """Approve or reject many pending suggestions at once: the listed `ids` (all must be
     pending, or nothing is decided), or every pending suggestion matching the filters (at
-    least one filter)."""
+    least one filter; blank ones are no filter). Rejecting needs a reason."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_bulk_rules)
 
     action: Literal["approve", "reject"]
-    ids: list[int] | None = Field(default=None, description="Suggestion ids; without them, "
-                                                            "the filters choose")
+    ids: list[RequestId] | None = Field(default=None, description="Suggestion ids; without "
+                                                                  "them, the filters choose")
     channel: str | None = None
     category: str | None = None
     batch_id: str | None = None
-    reason: str | None = Field(default=None, max_length=2000,
-                               description="Required to reject; a note when approving")
+    reason: Note = Field(default=None, description="Required to reject (not blank); a note "
+                                                   "when approving")
+
+    def filters(self) -> dict[str, str | None]:
+        """The filters given: blank ones are None."""
+        return {name: value if value and value.strip() else None
+                for name in BULK_FILTERS for value in [getattr(self, name)]}
+
+    @model_validator(mode="after")
+    def _ids_or_filters_and_a_reason_to_reject(self) -> Self:
+        if self.action == "reject" and not (self.reason or "").strip():
+            raise PydanticCustomError("reason_required",
+                                      "field 'reason' is required to reject suggestions")
+        given = any(self.filters().values())
+        if self.ids is None and not given:
+            raise PydanticCustomError("ids_or_filters", "give 'ids' or at least one filter "
+                                                        "(channel, category, batch_id)")
+        if self.ids is not None and given:
+            raise PydanticCustomError("ids_or_filters",
+                                      "give either 'ids' or filters, not both")
+        return self
 
 
 class BulkResult(BaseModel):
@@ -161,6 +249,14 @@ class GuardrailProblem(BaseModel):
     detail: str
     rule: GuardrailRule | None = Field(description="The guardrail the edited price breaks; "
                                                    "null when the bounds are unknown")
+
+
+RequestProblem = Annotated[dict[str, Any],
+                           WithJsonSchema({"$ref": "#/components/schemas/HTTPValidationError"})]
+"""FastAPI's own body for a request that breaks the schema (`HTTPValidationError`, among the
+schema's components as every route with parameters may answer it)."""
+EditRefusal = GuardrailProblem | RequestProblem
+"""An edit's 422: the price breaks a guardrail, or the request breaks the schema."""
 
 
 class DecisionPage(BaseModel):

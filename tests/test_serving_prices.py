@@ -213,19 +213,19 @@ def test_filter_by_status_channel_category_and_batch(stored):
     assert offers_of(older) == [("p4", "web")]
     assert listing(stored.client, channel="ebay")["total"] == 0
 
-    # Empty filters are ignored; an empty status means any status.
-    every = listing(stored.client, status="", channel="", category="", batch_id="")
+    # Empty filters are ignored; status `any` lists every status.
+    every = listing(stored.client, status="any", channel="", category="", batch_id="")
     assert every["total"] == 6
     assert offers_of(every)[:5] == [("p1", "etsy"), ("p1", "web"), ("p2", "amazon"),
                                     ("p2", "web"), ("p3", "etsy")]
-    assert offers_of(listing(stored.client, status="", category="quilting")) == [
+    assert offers_of(listing(stored.client, status="any", category="quilting")) == [
         ("p2", "amazon"), ("p2", "web")]
 
 
 def test_paginate_with_limit_and_offset(stored):
-    every = listing(stored.client, status="")["items"]
+    every = listing(stored.client, status="any")["items"]
 
-    pages = [listing(stored.client, status="", limit=4, offset=offset)
+    pages = [listing(stored.client, status="any", limit=4, offset=offset)
              for offset in (0, 4, 8)]
     assert [page["total"] for page in pages] == [6, 6, 6]
     assert [(page["limit"], page["offset"]) for page in pages] == [(4, 0), (4, 4), (4, 8)]
@@ -237,9 +237,11 @@ def test_paginate_with_limit_and_offset(stored):
 @pytest.mark.parametrize("params, field", [
     ({"status": "bogus"}, "status"),
     ({"status": "PENDING"}, "status"),
+    ({"status": ""}, "status"),  # outside the enum: not "any status"
     ({"limit": 0}, "limit"),
     ({"limit": 501}, "limit"),
     ({"offset": -1}, "offset"),
+    ({"offset": 2**63}, "offset"),  # beyond the database's integers
 ])
 def test_reject_invalid_query_naming_the_field(stored, params, field):
     response = stored.client.get(URL, params=params)
@@ -340,6 +342,7 @@ def test_create_tables_once_the_database_is_reachable(tmp_path):
 
 def test_contract_literals_match_the_store():
     assert typing.get_args(schemas.SuggestionStatus) == STATUSES
+    assert typing.get_args(schemas.StatusFilter) == (*STATUSES, "any")
     assert set(typing.get_args(schemas.GuardrailRule)) == set(RULES)
 
 

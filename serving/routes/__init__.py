@@ -1,2 +1,24 @@
 """One router per resource: `ops` (health, readiness, admin reload), `recommendations`,
-`price_suggestions`."""
+`price_suggestions`; `once` keeps their query parameters single-valued."""
+
+from collections.abc import Callable
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+
+
+def once(*repeatable: str) -> Callable[[Request], None]:
+    """A router dependency: 422 when a query parameter other than `repeatable` is given more
+    than once (the schema declares one value; the app would silently take the last)."""
+
+    def single_valued(request: Request) -> None:
+        query = request.query_params
+        repeated = sorted({name for name in query if name not in repeatable
+                           and len(query.getlist(name)) > 1})
+        if repeated:
+            raise RequestValidationError([
+                {"type": "repeated_parameter", "loc": ("query", name),
+                 "msg": "give this parameter once", "input": query.getlist(name)}
+                for name in repeated])
+
+    return single_valued

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator
 
@@ -26,32 +27,43 @@ from db.reviews import (
 from db.suggestions import count_suggestions, get_batch, list_suggestions
 from serving.auth import AUTH_RESPONSES, MerchandiserKey, as_merchandiser
 from serving.deps import DatabaseDep, database_errors
+from serving.routes import once
 from serving.schemas import (
+    MAX_ID,
     Approval,
     BulkDecision,
     BulkResult,
     DecisionPage,
+    EditRefusal,
     GuardrailProblem,
     PriceEdit,
     PriceSuggestion,
     PriceSuggestionPage,
     Problem,
     Rejection,
+    StatusFilter,
     SuggestionBatch,
     SuggestionDecision,
-    SuggestionStatus,
 )
 
 router = APIRouter(prefix="/v1/price-suggestions", tags=["price suggestions"],
-                   dependencies=[Depends(as_merchandiser)],
+                   dependencies=[Depends(as_merchandiser), Depends(once())],
                    responses={**AUTH_RESPONSES,
                               status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Problem}})
 decisions = APIRouter(prefix="/v1/price-decisions", tags=["price suggestions"],
-                      dependencies=[Depends(as_merchandiser)],
+                      dependencies=[Depends(as_merchandiser), Depends(once())],
                       responses={**AUTH_RESPONSES,
                                  status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Problem}})
-SuggestionId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The suggestion's id")]
+SuggestionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The suggestion's id")]
+BY_ID = "/{suggestion_id:int}"
+"""A suggestion's path: digits only, so `/bulk` and `/batches` never match it (a wrong method
+on them gets 405, not a 422 about the id)."""
+BODY_RESPONSES: dict[int | str, dict] = {
+    status.HTTP_400_BAD_REQUEST: {"model": Problem,
+                                  "description": "The body cannot be read as UTF-8 JSON"},
+}
 DECIDE_RESPONSES: dict[int | str, dict] = {
+    **BODY_RESPONSES,
     status.HTTP_404_NOT_FOUND: {"model": Problem, "description": "No such suggestion"},
     status.HTTP_409_CONFLICT: {"model": Problem,
                                "description": "The suggestion is no longer pending: decided "
@@ -81,32 +93,30 @@ def review_errors() -> Iterator[None]:
         except TooManyForBulk as error:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                                 detail=str(error)) from error
-        except ValueError as error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                detail=str(error)) from error
+        except ValueError as error:  # the body schemas rule these out first
+            raise RequestValidationError([{"type": "value_error", "loc": ("body",),
+                                           "msg": str(error), "input": None}]) from error
 
 
 @router.get(
     "", response_model=PriceSuggestionPage, summary="Stored price suggestions, for review",
-    description="Suggestions matching every filter given (empty filters are ignored), newest "
-                "batch first, then by item and channel; `total` counts every match, "
-                "`limit` and `offset` pick the page.")
+    description="Suggestions matching every filter given (empty channel, category and batch "
+                "filters are ignored), newest batch first, then by item and channel; `total` "
+                "counts every match, `limit` and `offset` pick the page.")
 def price_suggestions(
     database: DatabaseDep,
-    review_status: Annotated[SuggestionStatus | None, BeforeValidator(_blank_to_none), Query(
-        alias="status",
-        description="Review status; empty means any status")] = "pending",
+    review_status: Annotated[StatusFilter, Query(
+        alias="status", description="Review status; `any` lists every status")] = "pending",
     channel: Annotated[Filter, Query(description="Only this sales channel")] = None,
     category: Annotated[Filter, Query(description="Only items of this catalog category")] = None,
     batch_id: Annotated[Filter, Query(description="Only this optimizer run")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
-    offset: Annotated[int, Query(ge=0, description="Matches to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Matches to skip")] = 0,
 ) -> PriceSuggestionPage:
-    filters = {"status": review_status, "channel": channel, "category": category,
-               "batch_id": batch_id}
+    filters = (None if review_status == "any" else review_status, channel, category, batch_id)
     with database_errors():
-        rows = list_suggestions(database, **filters, limit=limit, offset=offset)
-        total = count_suggestions(database, **filters)
+        rows = list_suggestions(database, *filters, limit=limit, offset=offset)
+        total = count_suggestions(database, *filters)
     return PriceSuggestionPage(items=[PriceSuggestion.model_validate(row) for row in rows],
                                total=total, limit=limit, offset=offset)
 
@@ -130,7 +140,7 @@ def suggestion_batch(
     return SuggestionBatch.model_validate(batch)
 
 
-@router.get("/{suggestion_id}", response_model=PriceSuggestion, summary="One suggestion",
+@router.get(BY_ID, response_model=PriceSuggestion, summary="One suggestion",
             responses={status.HTTP_404_NOT_FOUND: {"model": Problem}})
 def price_suggestion(database: DatabaseDep, suggestion_id: SuggestionId) -> PriceSuggestion:
     with database_errors():
@@ -141,7 +151,7 @@ def price_suggestion(database: DatabaseDep, suggestion_id: SuggestionId) -> Pric
     return PriceSuggestion.model_validate(row)
 
 
-@router.post("/{suggestion_id}/approve", response_model=PriceSuggestion,
+@router.post(f"{BY_ID}/approve", response_model=PriceSuggestion,
              summary="Approve a pending suggestion at its suggested price",
              responses=DECIDE_RESPONSES)
 def approve(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
@@ -152,7 +162,7 @@ def approve(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: Sugge
     return PriceSuggestion.model_validate(row)
 
 
-@router.post("/{suggestion_id}/reject", response_model=PriceSuggestion,
+@router.post(f"{BY_ID}/reject", response_model=PriceSuggestion,
              summary="Reject a pending suggestion, with a reason", responses=DECIDE_RESPONSES)
 def reject(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
            body: Rejection) -> PriceSuggestion:
@@ -162,13 +172,15 @@ def reject(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: Sugges
 
 
 @router.post(
-    "/{suggestion_id}/edit", response_model=PriceSuggestion,
+    f"{BY_ID}/edit", response_model=PriceSuggestion,
     summary="Approve a pending suggestion at another price",
     description="The price must keep every guardrail of the suggestion's batch: its floor "
                 "and ceiling, the price endings and the spread of the item's channel prices; "
                 "otherwise 422 names the rule it breaks.",
     responses={**DECIDE_RESPONSES, status.HTTP_422_UNPROCESSABLE_CONTENT: {
-        "model": GuardrailProblem, "description": "The price breaks a guardrail"}})
+        "model": EditRefusal,
+        "description": "The price breaks a guardrail (`rule` names it), or the request "
+                       "breaks the schema"}})
 def edit(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
          body: PriceEdit) -> PriceSuggestion | JSONResponse:
     try:
@@ -186,24 +198,16 @@ def edit(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: Suggesti
     "/bulk", response_model=BulkResult, summary="Approve or reject many pending suggestions",
     description="By `ids` (every one must exist and be pending, else nothing is decided: 404 "
                 "or 409) or, without ids, every pending suggestion matching the filters (at "
-                "least one). One transaction: all or nothing. At most 5,000 suggestions "
-                "(413 beyond).",
+                "least one; blank ones are no filter). Rejecting needs a reason. One "
+                "transaction: all or nothing. At most 5,000 suggestions (413 beyond).",
     responses={**DECIDE_RESPONSES, status.HTTP_413_CONTENT_TOO_LARGE: {
         "model": Problem, "description": "Too many suggestions for one request"}})
 def bulk(database: DatabaseDep, caller: MerchandiserKey, body: BulkDecision) -> BulkResult:
-    filters = {"channel": _blank_to_none(body.channel),
-               "category": _blank_to_none(body.category),
-               "batch_id": _blank_to_none(body.batch_id)}
-    if body.ids is None and not any(filters.values()):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail="give 'ids' or at least one filter (channel, category, "
-                                   "batch_id)")
-    if body.ids is not None and any(filters.values()):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail="give either 'ids' or filters, not both")
-    with review_errors():
+    with review_errors():  # `BulkDecision` checked the ids, filters and reason
+        if unstorable := sorted({id_ for id_ in body.ids or () if not 1 <= id_ <= MAX_ID}):
+            raise SuggestionNotFound(unstorable)  # no id beyond the database's integers
         ids = decide_many(database, body.action, caller.name, body.ids, reason=body.reason,
-                          **filters)  # type: ignore[arg-type]
+                          **body.filters())
     return BulkResult(action=body.action, decided=len(ids), ids=ids)
 
 
@@ -217,10 +221,10 @@ def decision_log(
     item_id: Annotated[Filter, Query(description="Only this item")] = None,
     channel: Annotated[Filter, Query(description="Only this sales channel")] = None,
     batch_id: Annotated[Filter, Query(description="Only this optimizer run")] = None,
-    suggestion_id: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+    suggestion_id: Annotated[int | None, Query(ge=1, le=MAX_ID,
                                                description="Only this suggestion")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
-    offset: Annotated[int, Query(ge=0, description="Entries to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Entries to skip")] = 0,
 ) -> DecisionPage:
     with database_errors():
         rows = list_decisions(database, item_id, channel, batch_id, suggestion_id,

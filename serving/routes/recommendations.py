@@ -7,10 +7,12 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from serving.auth import AUTH_RESPONSES, as_storefront
 from serving.deps import ExcludeDep, RecommenderDep, RequestIdDep
+from serving.routes import once
 from serving.schemas import Recommendations, RecommendedItem
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"],
-                   dependencies=[Depends(as_storefront)], responses=AUTH_RESPONSES)
+                   dependencies=[Depends(as_storefront), Depends(once("exclude"))],
+                   responses=AUTH_RESPONSES)
 
 
 @router.get(
