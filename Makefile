@@ -40,12 +40,19 @@ $(DATA)/.trained-recs: $(DATA)/.features $(shell find models training/recs -name
 	$(BIN)/tailor train recs
 	touch $@
 
-run: $(VENV)/.installed-run $(DATA)/.trained-recs
+# Price suggestions for the review page: the Online Retail shop sells on one channel, `web`,
+# whose fees channels.example.csv gives (the export has none).
+$(DATA)/.priced: $(DATA)/.imported channels.example.csv $(shell find models/pricing training/pricing -name "*.py")
+	$(BIN)/tailor pricing suggest --channels channels.example.csv
+	touch $@
+
+run: $(VENV)/.installed-run $(DATA)/.trained-recs $(DATA)/.priced
 	$(BIN)/tailor keys demo
 	@echo "MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(TAILOR_DATA_DIR)/mlflow/mlflow.db"
 	@echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops). Try, from another shell, with the"
 	@echo "demo-storefront key printed above (or one from 'tailor keys create --role storefront'):"
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/users/12347/recommendations?k=5'"
+	@echo "Price review page: http://127.0.0.1:8000/review (log in with the demo-merchandiser key)"
 	$(BIN)/tailor serve --clock model
 
 serve: $(VENV)/.installed-run
