@@ -4,7 +4,7 @@ import itertools
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +52,17 @@ def postgres_schema(prefix: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def service_settings(stack: ExitStack, kind: str, data_dir: Path, prefix: str) -> Settings:
+    """Settings on an empty service database of `kind`: `sqlite`, the file of `data_dir`
+    (made here), or `postgresql`, a fresh schema of the real PostgreSQL dropped when `stack`
+    closes; a Feast project of their own."""
+    database_url = (stack.enter_context(postgres_schema(prefix)) if kind == "postgresql"
+                    else None)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Settings(data_dir=data_dir, database_url=database_url,
+                    feast_project=f"t{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,7 +4,6 @@ first of concurrent decisions winning, the audit log, and newer batches supersed
 suggestions. Batches are real optimizer results stored by `save_batch`."""
 
 import threading
-import uuid
 from contextlib import ExitStack
 
 import pytest
@@ -15,11 +14,10 @@ from db import engine_for, migrate
 from db.reviews import BULK_LIMIT, DecisionConflict, decide
 from db.suggestions import list_suggestions, save_batch
 from db.tables import SuggestionDecisionRow
-from features.settings import Settings
 from models.pricing.guardrails import Guardrails
 from serving.app import create_app
 from serving.config import ServingSettings
-from tests.conftest import key_headers, postgres_schema
+from tests.conftest import key_headers, service_settings
 from tests.test_serving_prices import CATEGORIES, offer, optimized
 
 URL = "/v1/price-suggestions"
@@ -33,12 +31,7 @@ def review(request, tmp_path):
     """An app on an empty service database with one stored batch; yields (client, engine,
     batch id, suggestion id by (item, channel), alice's and bob's merchandiser headers)."""
     with ExitStack() as stack:
-        database_url = None
-        if request.param == "postgresql":
-            database_url = stack.enter_context(postgres_schema("test_review"))
-        settings = Settings(data_dir=tmp_path / "data", database_url=database_url,
-                            feast_project=f"t{uuid.uuid4().hex[:8]}")
-        settings.data_dir.mkdir(parents=True)
+        settings = service_settings(stack, request.param, tmp_path / "data", "test_review")
         engine = engine_for(settings.database)
         stack.callback(engine.dispose)
         migrate(engine)

@@ -5,7 +5,6 @@ audit history. On a SQLite file and on the real PostgreSQL."""
 
 import html
 import re
-import uuid
 from contextlib import ExitStack
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,12 +15,11 @@ from db import engine_for, migrate
 from db.keys import create_key, revoke_key
 from db.reviews import list_decisions
 from db.suggestions import list_suggestions
-from features.settings import Settings
 from serving.app import create_app
 from serving.auth import KeyCache
 from serving.config import ServingSettings
 from serving.review.pages import PAGE_SIZE
-from tests.conftest import postgres_schema
+from tests.conftest import service_settings
 from tests.test_review import OFFERS, store_batch
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -33,12 +31,7 @@ ROW = re.compile(r'<tr id="suggestion-(\d+)"')
 def site(request, tmp_path):
     """The app on a database with one stored batch; yields (client, engine, settings)."""
     with ExitStack() as stack:
-        database_url = None
-        if request.param == "postgresql":
-            database_url = stack.enter_context(postgres_schema("test_review_page"))
-        settings = Settings(data_dir=tmp_path / "data", database_url=database_url,
-                            feast_project=f"t{uuid.uuid4().hex[:8]}")
-        settings.data_dir.mkdir(parents=True)
+        settings = service_settings(stack, request.param, tmp_path / "data", "test_review_page")
         engine = engine_for(settings.database)
         stack.callback(engine.dispose)
         migrate(engine)

@@ -27,7 +27,7 @@ from models.pricing.optimizer import RULES, optimize_prices
 from serving import schemas
 from serving.app import create_app
 from serving.config import ServingSettings
-from tests.conftest import key_headers, postgres_schema
+from tests.conftest import key_headers, service_settings
 from tests.test_db_migrations import NO_UNCERTAINTY, baseline_database, store_baseline_rows
 
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens there
@@ -97,17 +97,11 @@ def stored(request, tmp_path_factory):
     approved, and the app running on it."""
     data_dir = tmp_path_factory.mktemp("prices") / "data"
     with ExitStack() as stack:
-        database_url = None
-        if request.param == "postgresql":
-            database_url = stack.enter_context(postgres_schema("test_serving_prices"))
-        else:
-            data_dir.mkdir(parents=True)
-        yield from _stored_app(data_dir, database_url)
+        yield from _stored_app(service_settings(stack, request.param, data_dir,
+                                                "test_serving_prices"))
 
 
-def _stored_app(data_dir, database_url):
-    settings = Settings(data_dir=data_dir, database_url=database_url,
-                        feast_project=f"t{uuid.uuid4().hex[:8]}")
+def _stored_app(settings: Settings):
     engine = engine_for(settings.database)
     try:
         migrate(engine)
