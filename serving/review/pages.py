@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import DBAPIError
 
-from db.keys import hash_key
+from db.keys import ApiKey, hash_key
 from db.reviews import (
     GuardrailBreach,
     ReviewError,
@@ -94,15 +94,18 @@ def database_page() -> Iterator[None]:
                         "The service database is unavailable; try again shortly.") from error
 
 
+def _active_key(request: Request, key_hash: str) -> ApiKey | None:
+    """The active key with this SHA-256, through the worker's key cache."""
+    with database_page():
+        return cast(KeyCache, request.app.state.keys).find_by_hash(_database(request), key_hash)
+
+
 def signed_in(request: Request) -> Reviewer | None:
     """The reviewer of the request's session: its key still active, with a reviewing role."""
     session = _sessions(request).read(request)
     if session is None:
         return None
-    database = _database(request)
-    with database_page():
-        database.ensure_schema()
-        key = cast(KeyCache, request.app.state.keys).find_by_hash(database, session.key_hash)
+    key = _active_key(request, session.key_hash)
     if key is None or key.role not in REVIEWER_ROLES:
         return None
     return Reviewer(key.name, key.role, session.csrf)
@@ -182,10 +185,7 @@ def log_in(request: Request, key: Annotated[str, Form()], csrf_token: CsrfField)
         return login_form(request, "The login form expired; please try again.",
                           status.HTTP_403_FORBIDDEN)
     digest = hash_key(key.strip())
-    database = _database(request)
-    with database_page():
-        database.ensure_schema()
-        found = cast(KeyCache, request.app.state.keys).find_by_hash(database, digest)
+    found = _active_key(request, digest)
     if found is None:
         return login_form(request, "Unknown or revoked key.", status.HTTP_401_UNAUTHORIZED)
     if found.role not in REVIEWER_ROLES:

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import NamedTuple
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,6 +26,7 @@ LOGIN_COOKIE = "tailor_review_login"
 FLASH_COOKIE = "tailor_review_flash"
 COOKIE_PATH = "/review"
 SESSION_SECONDS = 12 * 3600
+FLASH_SECONDS = 60
 SECRET_FILE = "session_secret"
 
 
@@ -88,16 +89,24 @@ class Sessions:
         self._set(request, response, SESSION_COOKIE, token, SESSION_SECONDS)
         response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
 
-    def read(self, request: Request) -> Session | None:
-        """The browser's valid session, None when it has none, a forged or an expired one."""
-        cookie = request.cookies.get(SESSION_COOKIE)
+    @staticmethod
+    def _load(request: Request, name: str, serializer: URLSafeTimedSerializer,
+              max_age: int) -> list | None:
+        """The signed value of cookie `name`, None when missing, forged, expired or
+        malformed."""
+        cookie = request.cookies.get(name)
         if not cookie:
             return None
         try:
-            key_hash, csrf = self._sessions.loads(cookie, max_age=SESSION_SECONDS)
-        except (BadSignature, ValueError, TypeError):
+            value = serializer.loads(cookie, max_age=max_age)
+        except BadData:  # a bad or expired signature, or a payload that is not JSON
             return None
-        return Session(key_hash, csrf)
+        return value if isinstance(value, list) and len(value) == 2 else None
+
+    def read(self, request: Request) -> Session | None:
+        """The browser's valid session, None when it has none, a forged or an expired one."""
+        value = self._load(request, SESSION_COOKIE, self._sessions, SESSION_SECONDS)
+        return None if value is None else Session(*value)
 
     @staticmethod
     def end(response: Response) -> None:
@@ -114,18 +123,13 @@ class Sessions:
 
     def flash(self, request: Request, response: Response, flash: Flash) -> None:
         """Leave a message for the next page the browser shows."""
-        self._set(request, response, FLASH_COOKIE, self._flashes.dumps(list(flash)), 60)
+        self._set(request, response, FLASH_COOKIE, self._flashes.dumps(list(flash)),
+                  FLASH_SECONDS)
 
     def read_flash(self, request: Request) -> Flash | None:
         """The message the previous request left (`clear_flash` once shown)."""
-        cookie = request.cookies.get(FLASH_COOKIE)
-        if not cookie:
-            return None
-        try:
-            kind, text = self._flashes.loads(cookie, max_age=60)
-        except (BadSignature, ValueError, TypeError):
-            return None
-        return Flash(kind, text)
+        value = self._load(request, FLASH_COOKIE, self._flashes, FLASH_SECONDS)
+        return None if value is None else Flash(*value)
 
     @staticmethod
     def clear_flash(response: Response) -> None:
