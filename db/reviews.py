@@ -8,6 +8,12 @@ alike. Every decision writes its audit entry (`suggestion_decisions`) in the sam
 transaction; a bulk decision is one transaction: all of it or nothing. An edit is an approval
 at another price, checked against the guardrails of its batch (`GuardrailBreach` names the
 rule it breaks). Actors are API key names, `policy` (the approval policy) or `system`.
+
+Every approval (an edit included) writes its price change into the delivery outbox
+(`db.outbox.enqueue`) in the same transaction. Given the channels config
+(`db.channels.Destinations`), an approval whose channel is not configured or whose item is
+not mapped on it is refused (`UndeliverableError`) before anything is written; the approval
+policy leaves such suggestions to a person.
 """
 
 import json
@@ -18,6 +24,8 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Select, and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
+from db.channels import Destinations
+from db.outbox import Approval, enqueue
 from db.policy import POLICY, ApprovalPolicy
 from db.tables import (
     PriceSuggestionRow,
@@ -131,10 +139,13 @@ def _clean_reason(action: Action, reason: str | None) -> str | None:
 
 
 def decide(engine: Engine, suggestion_id: int, action: Action, actor: str,
-           reason: str | None = None, price: float | None = None) -> dict[str, Any]:
+           reason: str | None = None, price: float | None = None,
+           destinations: Destinations | None = None) -> dict[str, Any]:
     """Approve, reject (with a reason) or edit (approve at `price`, checked against the
-    guardrails) one pending suggestion; returns it as decided. Raises `SuggestionNotFound`,
-    `DecisionConflict`, `GuardrailBreach` or ValueError (bad arguments); writes nothing then."""
+    guardrails) one pending suggestion; returns it as decided. An approval goes to the
+    delivery outbox. Raises `SuggestionNotFound`, `DecisionConflict`, `GuardrailBreach`,
+    `UndeliverableError` (checked against `destinations`) or ValueError (bad arguments);
+    writes nothing then."""
     reason = _clean_reason(action, reason)
     if (action == "edit") != (price is not None):
         raise ValueError("field 'price' is required to edit a suggestion, and only then")
@@ -148,6 +159,8 @@ def decide(engine: Engine, suggestion_id: int, action: Action, actor: str,
         if action == "edit":
             assert price is not None
             check_edit(session, row, price)
+        if action != "reject" and destinations is not None:
+            destinations.check([(row.item_id, row.channel)])
         approved = None if action == "reject" else (price if action == "edit"
                                                     else row.suggested_price)
         before = row.as_dict()
@@ -160,6 +173,9 @@ def decide(engine: Engine, suggestion_id: int, action: Action, actor: str,
             .execution_options(synchronize_session=False)).first() is not None
         if won:
             _audit(session, [before | {"price_after": approved}], action, actor, now, reason)
+            if approved is not None:
+                enqueue(session, [Approval(row.id, row.item_id, row.channel, approved)],
+                        actor, now)
             return before | decision
     with Session(engine) as session:  # a concurrent decision came between the read and update
         decided = session.get(PriceSuggestionRow, suggestion_id)
@@ -176,11 +192,13 @@ def _pending_matching(channel: str | None, category: str | None,
 def decide_many(engine: Engine, action: Literal["approve", "reject"], actor: str,
                 ids: Sequence[int] | None = None, *, channel: str | None = None,
                 category: str | None = None, batch_id: str | None = None,
-                reason: str | None = None) -> list[int]:
+                reason: str | None = None,
+                destinations: Destinations | None = None) -> list[int]:
     """Approve or reject many pending suggestions in one transaction: the given `ids` (every
     one must exist and be pending, else nothing is decided) or, without ids, every pending
-    suggestion matching the filters. Returns the ids decided. At most `BULK_LIMIT`
-    (`TooManyForBulk` beyond)."""
+    suggestion matching the filters. Approvals go to the delivery outbox; one that
+    `destinations` cannot deliver refuses the whole request (`UndeliverableError`). Returns
+    the ids decided. At most `BULK_LIMIT` (`TooManyForBulk` beyond)."""
     reason = _clean_reason(action, reason)
     now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
@@ -203,6 +221,10 @@ def decide_many(engine: Engine, action: Literal["approve", "reject"], actor: str
             wanted = list(session.scalars(matching))
         if not wanted:
             return []
+        if action == "approve" and destinations is not None:
+            destinations.check([(item_id, channel) for item_id, channel in session.execute(
+                select(PriceSuggestionRow.item_id, PriceSuggestionRow.channel)
+                .where(PriceSuggestionRow.id.in_(wanted)))])
         approved = None if action == "reject" else PriceSuggestionRow.suggested_price
         result = session.execute(
             update(PriceSuggestionRow)
@@ -220,6 +242,9 @@ def decide_many(engine: Engine, action: Literal["approve", "reject"], actor: str
         _audit(session, [row | {"price_after": None if action == "reject"
                                 else row["suggested_price"]} for row in rows],
                action, actor, now, reason)
+        if action == "approve":
+            enqueue(session, [Approval(row["id"], row["item_id"], row["channel"],
+                                       row["suggested_price"]) for row in rows], actor, now)
         return sorted(row["id"] for row in rows)
 
 
@@ -246,13 +271,17 @@ def supersede_older(session: Session, batch_id: str, at: datetime) -> int:
 
 
 def approve_by_policy(session: Session, policy: ApprovalPolicy, batch_id: str,
-                      at: datetime) -> int:
+                      at: datetime, destinations: Destinations | None = None) -> int:
     """In the caller's transaction: approve the pending suggestions of batch `batch_id` that
-    `policy` approves, each with an audit entry by `policy` saying why. Returns how many."""
+    `policy` approves and `destinations` can deliver (the others wait for a person), each
+    with an audit entry by `policy` saying why, and put their prices in the delivery outbox.
+    Returns how many."""
     approved = []
     for row in session.scalars(select(PriceSuggestionRow).where(
             PriceSuggestionRow.batch_id == batch_id, PriceSuggestionRow.status == "pending")):
         reason = policy.approves(row)
+        if destinations is not None and destinations.problem(row.item_id, row.channel):
+            reason = None
         if reason is not None:
             approved.append(row.as_dict() | {"price_after": row.suggested_price,
                                              "reason": reason})
@@ -264,6 +293,8 @@ def approve_by_policy(session: Session, policy: ApprovalPolicy, batch_id: str,
                     reviewed_at=at, reviewed_by=POLICY)
             .execution_options(synchronize_session=False))
         _audit(session, approved, "approve", POLICY, at)
+        enqueue(session, [Approval(row["id"], row["item_id"], row["channel"],
+                                   row["suggested_price"]) for row in approved], POLICY, at)
     return len(approved)
 
 

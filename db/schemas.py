@@ -252,3 +252,29 @@ class SuggestionDecision(BaseModel):
     price_after: float | None = Field(description="The price approved; null when rejected or "
                                                   "superseded")
     reason: str | None = Field(description="Why, when given (always for a rejection)")
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed", "superseded"]
+"""Where an approved price stands on its way to its channel: `pending` until the channel
+confirms it (retried with backoff meanwhile), `delivered`, `failed` (a dead letter: the retry
+budget ran out or the channel refused the change; `last_error` says why; a merchandiser may
+retry it) or `superseded` (a newer approval for the same item x channel came first)."""
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
+
+
+class ChannelDelivery(BaseModel):
+    """One approved price on its way to a sales channel (the transactional outbox)."""
+
+    id: int
+    suggestion_id: int = Field(description="The approved price suggestion")
+    item_id: str
+    channel: str
+    price: float = Field(description="The approved price to set on the channel")
+    approved_by: str = Field(description="Who approved: an API key's name or `policy`")
+    approved_at: datetime
+    status: DeliveryStatus
+    attempts: int = Field(description="Delivery attempts so far")
+    next_attempt_at: datetime = Field(description="Not retried before this time")
+    last_error: str | None = Field(description="Why the last attempt failed; null if none did")
+    delivered_at: datetime | None = Field(description="When the channel confirmed the price")
+    updated_at: datetime

@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy import Engine, Select, func, insert, select
 from sqlalchemy.orm import Session
 
+from db.channels import Destinations
 from db.policy import ApprovalPolicy
 from db.reviews import approve_by_policy, supersede_older
 from db.schemas import (
@@ -121,6 +122,7 @@ def save_batch(
     engine: Engine, suggestions_df: pd.DataFrame, skipped_df: pd.DataFrame | None,
     model_version: str, guardrails_dict: Mapping[str, Any],
     categories: Mapping[str, str] | None = None, approval_policy: ApprovalPolicy | None = None,
+    destinations: Destinations | None = None,
 ) -> str:
     """Store an optimizer result as a new batch of `pending` suggestions; returns the batch id.
 
@@ -132,7 +134,8 @@ def save_batch(
     behind. In the same transaction the older pending suggestions of the batch's item x
     channels become `superseded` (`db.reviews.supersede_older`), each with an audit entry,
     and, with an `approval_policy`, the suggestions inside its envelope are approved by it
-    (`db.reviews.approve_by_policy`).
+    (`db.reviews.approve_by_policy`; those `destinations` cannot deliver wait for a
+    person), their prices put in the delivery outbox.
     """
     model_version = _text(model_version, "batch: field 'model_version'")
     guardrails = _guardrails_json(guardrails_dict)
@@ -151,7 +154,7 @@ def save_batch(
             session.execute(insert(SkippedOfferRow), skipped)
         supersede_older(session, batch_id, created_at)
         if approval_policy is not None:
-            approve_by_policy(session, approval_policy, batch_id, created_at)
+            approve_by_policy(session, approval_policy, batch_id, created_at, destinations)
     return batch_id
 
 

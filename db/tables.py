@@ -20,6 +20,12 @@ the engine that opens it.
   decision on a suggestion (who, when, the status and price before and after, the reason).
   Rows are only ever inserted, and carry the suggestion's batch, item and channel
   themselves (no foreign key), so they outlive a deleted batch.
+- `channel_deliveries` (0005): the transactional outbox of approved prices, one row per
+  approval, written in the approval's transaction (`db.outbox`). `status` is one of
+  `db.schemas.DELIVERY_STATUSES`; at most one row per item x channel is `pending` (a partial
+  unique index): a newer approval supersedes the undelivered older one. A delivery worker
+  claims rows with a lease (`claimed_by`, `lease_until`) and retries them at
+  `next_attempt_at`.
 
 Invariants: timestamps are stored in UTC and read back timezone-aware on every database; a
 table changes only together with a migration in `db/migrations/versions/`
@@ -51,7 +57,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.schemas import ROLES, STATUSES
+from db.schemas import DELIVERY_STATUSES, ROLES, STATUSES
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -191,6 +197,36 @@ class SuggestionDecisionRow(Base):
     price_before: Mapped[float] = mapped_column(Double)
     price_after: Mapped[float | None] = mapped_column(Double)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ChannelDeliveryRow(Base):
+    __tablename__ = "channel_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN (" + ", ".join(f"'{status}'" for status in DELIVERY_STATUSES)
+                        + ")", name="ck_channel_deliveries_status"),
+        Index("uq_channel_deliveries_pending_offer", "item_id", "channel", unique=True,
+              sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+        Index("ix_channel_deliveries_due", "channel", "status", "next_attempt_at"),
+        Index("ix_channel_deliveries_offer_lease", "item_id", "channel", "lease_until"),
+        Index("ix_channel_deliveries_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    suggestion_id: Mapped[int] = mapped_column(Integer, index=True)
+    item_id: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    price: Mapped[float] = mapped_column(Double)
+    approved_by: Mapped[str] = mapped_column(String(200))
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def where_equal(query: Select[Any], table: type[Base], **filters: object) -> Select[Any]:

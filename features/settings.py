@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     """An approval policy YAML (`approval_policy.example.yaml`) applied to every batch of price
     suggestions stored; default: none, every suggestion waits for a person."""
 
+    channels_config: Path | None = None
+    """The channels config YAML (`channels.example.yaml`): the sales channels approved prices
+    are delivered to; default: none (approvals queue their price changes in the outbox, and
+    nothing checks or delivers them)."""
+
     @property
     def database(self) -> str:
         """The service database URL, the embedded SQLite one unless set."""

@@ -2,7 +2,8 @@
 
 `create_app()` builds the app without loading anything (the OpenAPI contract is exported
 from it). Its lifespan, once per worker: migrates the service database (`Settings.database`)
-to the newest revision, then loads the recommender (the `champion` `recs-ranker`, catalog,
+to the newest revision, reads the channels config (`Settings.channels_config`: approvals
+are checked against it), then loads the recommender (the `champion` `recs-ranker`, catalog,
 Feast store, item-feature cache). `run()` serves it with uvicorn in factory mode, so every
 worker builds its own app.
 
@@ -20,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
+from db.channels import load_destinations
 from features.settings import Settings, get_settings
 from serving.auth import KeyCache
 from serving.config import ServingSettings
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None,
             logger.error("the service database is unavailable at startup; price suggestions "
                          "answer 503 until it is back: %s", exc)
         app.state.database = database
+        app.state.destinations = (load_destinations(config.channels_config)
+                                  if config.channels_config else None)
         serving_options = options or ServingSettings()
         secret = serving_options.session_secret
         app.state.sessions = Sessions(load_secret(

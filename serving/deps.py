@@ -3,6 +3,7 @@
 - `RecommenderDep`: the worker's `Recommender` (loaded by the lifespan).
 - `DatabaseDep`: the engine of the service database, upgraded to the newest migration on
   first use; 503 (not 500) while the database cannot be reached (`database_errors`).
+- `DestinationsDep`: the channels config approvals are checked against (None when unset).
 - `RequestIdDep`: the request's id (`serving.middleware`).
 - `ExcludeDep`: the `exclude` query parameter as a set of item ids.
 """
@@ -19,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from db import engine_for, migrate
+from db.channels import Destinations
 from serving.recs import Recommender
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,10 @@ def get_database(request: Request) -> Engine:
     return database.engine
 
 
+def get_destinations(request: Request) -> Destinations | None:
+    return cast(Destinations | None, getattr(request.app.state, "destinations", None))
+
+
 def get_request_id(request: Request) -> uuid.UUID:
     return cast(uuid.UUID, request.state.request_id)
 
@@ -87,5 +93,6 @@ def excluded_items(
 
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 DatabaseDep = Annotated[Engine, Depends(get_database)]
+DestinationsDep = Annotated[Destinations | None, Depends(get_destinations)]
 RequestIdDep = Annotated[uuid.UUID, Depends(get_request_id)]
 ExcludeDep = Annotated[frozenset[str], Depends(excluded_items)]

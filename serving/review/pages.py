@@ -35,7 +35,7 @@ from db.reviews import (
 from db.schemas import STATUSES, SuggestionStatus
 from db.suggestions import Sort, count_suggestions, filter_choices, list_suggestions
 from serving.auth import KeyCache
-from serving.deps import ServiceDatabase
+from serving.deps import ServiceDatabase, get_destinations
 from serving.review.sessions import LOGIN_COOKIE, Flash, Sessions, same_token
 
 HERE = FilePath(__file__).parent
@@ -289,7 +289,8 @@ def approve(request: Request, found: ReviewerDep, suggestion_id: SuggestionId,
     checked(found, csrf_token)
 
     def run() -> str:
-        row = decide(_engine(request), suggestion_id, "approve", found.name)
+        row = decide(_engine(request), suggestion_id, "approve", found.name,
+                     destinations=get_destinations(request))
         return f"Approved {row['item_id']} on {row['channel']} at {row['approved_price']:.2f}."
 
     return decided(request, back, run)
@@ -321,7 +322,8 @@ def edit(request: Request, found: ReviewerDep, suggestion_id: SuggestionId,
             raise ValueError(f"field 'price' must be a number, got {price!r}") from None
         if not isfinite(value) or value <= 0:
             raise ValueError(f"field 'price' must be a positive price, got {price!r}")
-        row = decide(_engine(request), suggestion_id, "edit", found.name, price=value)
+        row = decide(_engine(request), suggestion_id, "edit", found.name, price=value,
+                     destinations=get_destinations(request))
         return f"Approved {row['item_id']} on {row['channel']} at {value:.2f} (edited)."
 
     return decided(request, back, run)
@@ -349,7 +351,8 @@ def bulk(
         decided_ids = decide_many(
             _engine(request), action, found.name, ids if scope == "selected" else None,
             channel=channel.strip() or None, category=category.strip() or None,
-            batch_id=batch.strip() or None, reason=reason)
+            batch_id=batch.strip() or None, reason=reason,
+            destinations=get_destinations(request))
         verb = "Approved" if action == "approve" else "Rejected"
         return f"{verb} {len(decided_ids)} suggestion{'s' * (len(decided_ids) != 1)}."
 

@@ -26,7 +26,7 @@ from db.reviews import (
 )
 from db.suggestions import count_suggestions, get_batch, list_suggestions
 from serving.auth import AUTH_RESPONSES, MerchandiserKey, as_merchandiser
-from serving.deps import DatabaseDep, database_errors
+from serving.deps import DatabaseDep, DestinationsDep, database_errors
 from serving.routes import once
 from serving.schemas import (
     MAX_ID,
@@ -154,11 +154,11 @@ def price_suggestion(database: DatabaseDep, suggestion_id: SuggestionId) -> Pric
 @router.post(f"{BY_ID}/approve", response_model=PriceSuggestion,
              summary="Approve a pending suggestion at its suggested price",
              responses=DECIDE_RESPONSES)
-def approve(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
-            body: Approval | None = None) -> PriceSuggestion:
+def approve(database: DatabaseDep, destinations: DestinationsDep, caller: MerchandiserKey,
+            suggestion_id: SuggestionId, body: Approval | None = None) -> PriceSuggestion:
     with review_errors():
         row = decide(database, suggestion_id, "approve", caller.name,
-                     reason=body.reason if body else None)
+                     reason=body.reason if body else None, destinations=destinations)
     return PriceSuggestion.model_validate(row)
 
 
@@ -181,12 +181,12 @@ def reject(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: Sugges
         "model": EditRefusal,
         "description": "The price breaks a guardrail (`rule` names it), or the request "
                        "breaks the schema"}})
-def edit(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: SuggestionId,
-         body: PriceEdit) -> PriceSuggestion | JSONResponse:
+def edit(database: DatabaseDep, destinations: DestinationsDep, caller: MerchandiserKey,
+         suggestion_id: SuggestionId, body: PriceEdit) -> PriceSuggestion | JSONResponse:
     try:
         with review_errors():
             row = decide(database, suggestion_id, "edit", caller.name, reason=body.reason,
-                         price=body.price)
+                         price=body.price, destinations=destinations)
     except GuardrailBreach as breach:
         problem = GuardrailProblem(detail=str(breach), rule=breach.rule)  # type: ignore[arg-type]
         return JSONResponse(jsonable_encoder(problem),
@@ -202,12 +202,13 @@ def edit(database: DatabaseDep, caller: MerchandiserKey, suggestion_id: Suggesti
                 "transaction: all or nothing. At most 5,000 suggestions (413 beyond).",
     responses={**DECIDE_RESPONSES, status.HTTP_413_CONTENT_TOO_LARGE: {
         "model": Problem, "description": "Too many suggestions for one request"}})
-def bulk(database: DatabaseDep, caller: MerchandiserKey, body: BulkDecision) -> BulkResult:
+def bulk(database: DatabaseDep, destinations: DestinationsDep, caller: MerchandiserKey,
+         body: BulkDecision) -> BulkResult:
     with review_errors():  # `BulkDecision` checked the ids, filters and reason
         if unstorable := sorted({id_ for id_ in body.ids or () if not 1 <= id_ <= MAX_ID}):
             raise SuggestionNotFound(unstorable)  # no id beyond the database's integers
         ids = decide_many(database, body.action, caller.name, body.ids, reason=body.reason,
-                          **body.filters())
+                          destinations=destinations, **body.filters())
     return BulkResult(action=body.action, decided=len(ids), ids=ids)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 import db
 from db import suggestions
+from db.channels import load_destinations
 from db.policy import load_approval_policy
 from features.errors import InputError
 from features.settings import Settings
@@ -64,11 +65,14 @@ def run_suggest(
     by the registered champion when there is one that this code loads (no training).
 
     The approval policy of `approval_policy_file` (default: `settings.approval_policy`, else
-    none) approves the suggestions inside its envelope as the batch is stored."""
+    none) approves the suggestions inside its envelope that the channels config
+    (`settings.channels_config`) can deliver as the batch is stored."""
     market = load_market_files(events_dir, catalog_file, channels_file, channel_prices_file)
     guardrails = load_guardrails(guardrails_file) if guardrails_file else Guardrails()
     policy_file = approval_policy_file or settings.approval_policy
     policy = load_approval_policy(policy_file) if policy_file else None
+    destinations = (load_destinations(settings.channels_config)
+                    if policy and settings.channels_config else None)
     champion = _loadable_champion(settings) if items is not None else None
     if champion is None:
         report = train_pricing(settings, market, period, as_of=as_of)
@@ -85,5 +89,5 @@ def run_suggest(
     with db.service_database(settings) as engine:
         batch_id = suggestions.save_batch(engine, result.suggestions, result.skipped,
                                           model_version, guardrails.model_dump(mode="json"),
-                                          categories, policy)
+                                          categories, policy, destinations)
     return batch_id, result
