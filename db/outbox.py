@@ -15,7 +15,7 @@ passed in (`now`), so tests drive the clock.
 """
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -280,10 +280,10 @@ def deliveries_of(engine: Engine, suggestion_ids: Iterable[int]) -> dict[int, di
     return found
 
 
-def backlog(engine: Engine) -> Mapping[str, int]:
-    """Pending changes per channel."""
+def status_counts(engine: Engine) -> dict[tuple[str, str], int]:
+    """Deliveries per (channel, status)."""
     table = ChannelDeliveryRow
     with Session(engine) as session:
-        return dict(session.execute(select(table.channel, func.count())
-                                    .where(table.status == "pending")
-                                    .group_by(table.channel)).all())
+        return {(channel, status): count for channel, status, count in session.execute(
+            select(table.channel, table.status, func.count())
+            .group_by(table.channel, table.status))}
