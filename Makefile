@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 DATA ?= data
 ONLINE_RETAIL ?= ../shared/datasets/online-retail/online_retail_2010-12-01_2011-09-30.csv.gz
 export TAILOR_DATA_DIR ?= $(abspath $(DATA))
+# Where `make run` delivers approved prices (the demo's `web` channel is a price feed file
+# under data/channel_feeds/; the example's other channels need credentials). Not exported:
+# the tests set up channels of their own.
+CHANNELS_CONFIG ?= $(abspath channels.example.yaml)
 
 .PHONY: run serve test bench clean
 
@@ -53,6 +57,9 @@ run: $(VENV)/.installed-run $(DATA)/.trained-recs $(DATA)/.priced
 	@echo "demo-storefront key printed above (or one from 'tailor keys create --role storefront'):"
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/users/12347/recommendations?k=5'"
 	@echo "Price review page: http://127.0.0.1:8000/review (log in with the demo-merchandiser key)"
+	@echo "Approved prices are delivered by 'tailor channels push --loop', running beside the service"
+	export TAILOR_CHANNELS_CONFIG=$(CHANNELS_CONFIG); \
+	$(BIN)/tailor channels push --loop & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/tailor serve --clock model
 
 serve: $(VENV)/.installed-run
@@ -73,6 +80,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.pricing_quality
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.review_page
+	$(BIN)/python -m benchmarks.delivery
 
 clean:
 	rm -rf $(DATA) $(VENV)

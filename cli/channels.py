@@ -71,14 +71,20 @@ def push_command(
         with worker:
             reports = worker.run(stopping.is_set, until_idle=not loop)
         counts = outbox.status_counts(engine)
-    result = Table(title="Price deliveries")
-    for column in ("channel", "delivered", "dead letters", "retrying later", "given back",
-                   "calls", "throttled s", "still pending"):
+    result = Table(title="Price deliveries (dead: refused or out of retries; waited: for rate "
+                         "limits)")
+    for column in ("channel", "delivered", "dead", "retrying", "given back", "calls",
+                   "waited s", "pending"):
         result.add_column(column, justify="left" if column == "channel" else "right")
-    for name, report in reports.items():
+    for name in destinations.channels:
+        pending = str(counts.get((name, "pending"), 0))
+        if name not in reports:
+            result.add_row(name, *["-"] * 6, pending)
+            continue
+        report = reports[name]
         result.add_row(name, str(report.delivered), str(report.failed), str(report.retrying),
                        str(report.released), str(report.calls),
-                       f"{report.throttled_seconds:.1f}", str(counts.get((name, "pending"), 0)))
+                       f"{report.throttled_seconds:.1f}", pending)
     out.print(result)
 
 

@@ -4,6 +4,10 @@ connectors, against local servers that follow each channel's contract
 Backoff, rate-limit waits, leases and the circuit breaker run on an injected clock: a sleep
 moves it forward at once."""
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -350,3 +354,46 @@ def test_two_workers_at_once_never_send_one_change_twice(shop, database):
     with Session(database) as session:
         assert not session.scalars(select(ChannelDeliveryRow.id).where(
             ChannelDeliveryRow.lease_until.is_not(None))).all()
+
+
+def _push(shop: Shop, engine: Engine, *options: str) -> subprocess.Popen:
+    """`tailor channels push` in its own process, on the shop's config and `engine`'s
+    database, claims lasting 2 s."""
+    env = {**os.environ, **CREDENTIALS,
+           "TAILOR_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "TAILOR_DATA_DIR": str(shop.config.parent / "data")}
+    command = [str(Path(sys.executable).parent / "tailor"), "channels", "push", "--config",
+               str(shop.config), "--channel", "shopify", "--lease-seconds", "2", *options]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_a_worker_killed_mid_batch_and_restarted_delivers_everything_once_right(shop,
+                                                                                database):
+    shopify = shop.servers["shopify"]
+    shopify.clock = time.monotonic  # a real process: the real clock
+    shopify.timeout_rate, shopify.timeout_seconds = 1.0, 0.15  # every call takes a while
+    shopify.error_after_apply_share = 0.5  # half of them applied before the delay
+    prices = {(item, "shopify"): 17.0 + ITEMS.index(item) / 100 for item in ITEMS}
+    approve(database, prices, datetime.now(UTC))
+
+    worker = _push(shop, database, "--loop")
+    deadline = time.monotonic() + 60
+    while shopify.applied < len(ITEMS) // 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)  # in the middle of its batch of 20 product calls
+    worker.wait()
+    assert 0 < shopify.applied < len(ITEMS), "the kill came too early or too late"
+    pending = list_deliveries(database, status="pending")
+    assert pending and any(row["lease_until"] is not None for row in pending)
+
+    time.sleep(2.2)  # the dead worker's claims run out
+    restarted = _push(shop, database)
+    output, _ = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, output
+
+    assert statuses(database) == {"delivered": len(ITEMS)}
+    for (item, channel), price in prices.items():
+        assert shop.price(item, channel) == pytest.approx(price)
+    writes = [(product, variant) for product, variant, _ in shopify.history]
+    assert len(writes) - len(set(writes)) <= 3  # re-sent: at most the call cut by the kill

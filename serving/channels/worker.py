@@ -245,7 +245,6 @@ class DeliveryWorker:
                 connector = make_connector(destinations.channels[name], self.clock, transport)
             except InputError as error:  # e.g. its credentials are not set: the others go on
                 self.unavailable[name] = str(error)
-                logger.error("channel %s cannot deliver: %s", name, error)
                 continue
             self.lanes[name] = ChannelLane(engine, name, destinations, connector, self.clock,
                                            self.id, lease_seconds, random.Random(seed))
