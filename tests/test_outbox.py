@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from db import migrate
 from db.channels import ChannelsConfigError, UndeliverableError, load_destinations
-from db.outbox import Approval, Outcome, claim, enqueue, list_deliveries, settle
+from db.outbox import Approval, Outcome, claim, enqueue, list_deliveries, renew, settle
 from db.reviews import decide, decide_many
 from db.suggestions import list_suggestions, save_batch
 from models.pricing.guardrails import Guardrails
@@ -189,3 +189,15 @@ def test_a_bad_channels_config_names_the_problem(tmp_path, config, mapping, mess
     with pytest.raises(ChannelsConfigError) as error:
         load_destinations(tmp_path / "channels.yaml")
     assert message in str(error.value)
+
+
+def test_a_renewed_lease_keeps_the_change_and_a_lost_one_is_not_renewed(database):
+    with Session(database) as session, session.begin():
+        enqueue(session, [Approval(1, "p1", "web", 9.99)], "alice", NOW)
+    [held] = claim(database, "web", "worker-a", NOW, 30, 10)
+
+    assert renew(database, [held.id], "worker-a", NOW + timedelta(seconds=20), 30) == {held.id}
+    assert claim(database, "web", "worker-b", NOW + timedelta(seconds=35), 30, 10) == []
+    assert renew(database, [held.id], "worker-b", NOW + timedelta(seconds=36), 30) == set()
+    [taken] = claim(database, "web", "worker-b", NOW + timedelta(seconds=51), 30, 10)
+    assert renew(database, [taken.id], "worker-a", NOW + timedelta(seconds=52), 30) == set()

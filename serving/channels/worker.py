@@ -146,10 +146,13 @@ class ChannelLane:
         renewed_at = self.clock.monotonic()
         for number, call in enumerate(calls):
             if self.clock.monotonic() - renewed_at > self.lease_seconds / 3:
-                held = outbox.renew(self.engine, [c.delivery_id for c in call], self.worker_id,
-                                    self.clock.now(), self.lease_seconds)
+                rest = [change.delivery_id for later in calls[number:] for change in later]
+                held = outbox.renew(self.engine, rest, self.worker_id, self.clock.now(),
+                                    self.lease_seconds)
                 renewed_at = self.clock.monotonic()
-                call = [change for change in call if change.delivery_id in held]
+            call = [change for change in call if change.delivery_id in held]
+            if not call:  # its lease ran out: another worker may hold it now
+                continue
             try:
                 outcomes = self._send(call)
             except CircuitOpen:
