@@ -219,8 +219,10 @@ def release(engine: Engine, ids: Sequence[int], worker: str, now: datetime) -> N
                 .execution_options(synchronize_session=False))
 
 
-def retry_failed(engine: Engine, delivery_id: int, now: datetime) -> dict[str, Any]:
-    """Put a dead letter back in the queue with a fresh retry budget; returns it. Raises
+@_on_lock_contention
+def retry_failed(engine: Engine, delivery_id: int, actor: str, now: datetime) -> dict[str, Any]:
+    """Put a dead letter back in the queue with a fresh retry budget, recording who did
+    (`retried_by`, `retried_at`); returns it. Raises
     `LookupError` when there is no such delivery and `DeliveryError` when it is not failed or
     a newer approval of its item x channel exists (retrying would send a stale price)."""
     table = ChannelDeliveryRow
@@ -239,6 +241,7 @@ def retry_failed(engine: Engine, delivery_id: int, now: datetime) -> dict[str, A
                                 f"carries a newer approved price of item {row.item_id} on "
                                 f"channel {row.channel}")
         row.status, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, now, now
+        row.retried_by, row.retried_at = actor, now
         session.flush()
         return row.as_dict()
 

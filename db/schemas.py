@@ -278,3 +278,6 @@ class ChannelDelivery(BaseModel):
     last_error: str | None = Field(description="Why the last attempt failed; null if none did")
     delivered_at: datetime | None = Field(description="When the channel confirmed the price")
     updated_at: datetime
+    retried_by: str | None = Field(default=None, description="Who last put this dead letter "
+                                                             "back in the queue, if anyone")
+    retried_at: datetime | None = Field(default=None, description="When they did")

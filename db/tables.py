@@ -227,6 +227,8 @@ class ChannelDeliveryRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retried_by: Mapped[str | None] = mapped_column(String(200))
+    retried_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def where_equal(query: Select[Any], table: type[Base], **filters: object) -> Select[Any]:

@@ -30,7 +30,7 @@ from serving.middleware import RequestIdMiddleware
 from serving.recs import Recommender
 from serving.review import pages as review
 from serving.review.sessions import Sessions, load_secret
-from serving.routes import ops, price_suggestions, recommendations
+from serving.routes import channel_deliveries, ops, price_suggestions, recommendations
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ model loaded). A well-formed recommendations request always gets 200.
 Price suggestions for merchandisers: the optimizer's stored batches, read from the service
 database (they need no recommender model; 503 while the database is unreachable), reviewed
 over this API or on the review page at `/review` (not part of this schema).
+
+Channel deliveries: every approved price goes to its sales channel through a delivery queue,
+retried with backoff; `/v1/channel-deliveries` lists where each stands (`status=failed`: the
+dead letters, with the reason) and puts a dead letter back in the queue (`/retry`).
 
 Every route but `/healthz`, `/readyz` and this schema needs an API key, sent as
 `Authorization: Bearer <key>`: `storefront` keys read recommendations, `merchandiser` keys
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(ops.admin)
     app.include_router(price_suggestions.router)
     app.include_router(price_suggestions.decisions)
+    app.include_router(channel_deliveries.router)
     review.install(app)
     return app
 

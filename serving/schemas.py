@@ -1,8 +1,8 @@
 """The API's response bodies: the contract `serving/openapi.json` publishes.
 
 The service database's entities (`PriceSuggestion`, `SuggestionBatch`, `StatusCounts`,
-`SkippedOffer` and their literals) are `db.schemas`' models, re-exported here: the same
-model validates a row on write and is the body served.
+`SkippedOffer`, `ChannelDelivery` and their literals) are `db.schemas`' models, re-exported
+here: the same model validates a row on write and is the body served.
 """
 
 from datetime import datetime
@@ -21,6 +21,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from db.schemas import (
+    ChannelDelivery,
+    DeliveryStatus,
     GuardrailRule,
     PriceSuggestion,
     SkippedOffer,
@@ -34,7 +36,11 @@ __all__ = [
     "Approval",
     "BulkDecision",
     "BulkResult",
+    "ChannelDelivery",
+    "ChannelDeliveryPage",
     "DecisionPage",
+    "DeliveryStatus",
+    "DeliveryStatusFilter",
     "EditRefusal",
     "FeatureStoreKind",
     "GuardrailProblem",
@@ -64,6 +70,8 @@ Source = Literal["repurchase", "covisit", "als", "next_order", "popular"]
 FeatureStoreKind = Literal["sqlite", "redis"]
 StatusFilter = Literal["pending", "approved", "rejected", "edited", "superseded", "any"]
 """The review status to list: one `SuggestionStatus`, or `any`."""
+DeliveryStatusFilter = Literal["pending", "delivered", "failed", "superseded", "any"]
+"""The delivery status to list: one `DeliveryStatus`, or `any`."""
 MAX_ID = 2**63 - 1
 """The largest id (and offset) the service database stores: a signed 64-bit integer."""
 SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -262,5 +270,12 @@ EditRefusal = GuardrailProblem | RequestProblem
 class DecisionPage(BaseModel):
     items: list[SuggestionDecision] = Field(description="Newest first")
     total: int = Field(description="Entries matching the filters, on every page")
+    limit: int
+    offset: int
+
+
+class ChannelDeliveryPage(BaseModel):
+    items: list[ChannelDelivery] = Field(description="Newest first")
+    total: int = Field(description="Deliveries matching the filters, on every page")
     limit: int
     offset: int

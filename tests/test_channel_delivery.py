@@ -327,8 +327,9 @@ def test_a_dead_letter_retried_by_hand_is_delivered(shop, database):
         assert "HTTP 503" in dead["last_error"] and dead["attempts"] == 50
 
         marketplace.down = False
-        retried = retry_failed(database, dead["id"], shop.clock.now())
+        retried = retry_failed(database, dead["id"], "alice", shop.clock.now())
         assert retried["status"] == "pending" and retried["attempts"] == 0
+        assert retried["retried_by"] == "alice"
         deliver_all(worker, database, shop.clock)
     assert shop.price("i004", "marketplace") == 15.5
     assert list_deliveries(database)[0]["status"] == "delivered"

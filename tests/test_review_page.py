@@ -1,7 +1,8 @@
 """The review page over HTTP (its browser test is `test_review_browser.py`): log in with a
 merchandiser key, a session cookie that never holds the key, CSRF on every form, decisions
 and their refusals as messages, filters, sorting and paging done by the database, an item's
-audit history. On a SQLite file and on the real PostgreSQL."""
+audit history, the delivery of approved prices to their channels and the retry of a dead
+letter. On a SQLite file and on the real PostgreSQL."""
 
 import html
 import re
@@ -10,9 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from db import engine_for, migrate
 from db.keys import create_key, revoke_key
+from db.outbox import list_deliveries
 from db.reviews import list_decisions
 from db.suggestions import list_suggestions
 from serving.app import create_app
@@ -20,11 +23,13 @@ from serving.auth import KeyCache
 from serving.config import ServingSettings
 from serving.review.pages import PAGE_SIZE
 from tests.conftest import service_settings
+from tests.test_channel_deliveries_api import attempt
 from tests.test_review import OFFERS, store_batch
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FLASH = re.compile(r'<p class="flash (ok|error)"[^>]*>([^<]*)</p>')
 ROW = re.compile(r'<tr id="suggestion-(\d+)"')
+DELIVERY_ROW = re.compile(r'<tr id="delivery-(\d+)"')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -188,3 +193,97 @@ def test_filters_sort_and_pages_come_from_the_database(site):
         row["id"] for row in list_suggestions(engine, status="pending", category="quilting")}
     assert client.get("/review", params={"status": "lost"}).status_code == 422
     assert client.get("/review", params={"sort": "random"}).status_code == 422
+
+
+def delivery_of(page_text: str, suggestion_id: int) -> str:
+    """The delivery status shown in a suggestion's row, in words."""
+    row = page_text.split(f'<tr id="suggestion-{suggestion_id}"', 1)[1].split("</tr>", 1)[0]
+    found = re.search(r'data-delivery="\w+">(.*?)\n</div>', row, re.S)
+    assert found, row
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", found[1])).split())
+
+
+def test_approved_suggestions_show_their_delivery(site):
+    client, engine, _ = site
+    csrf = signed_in(client, engine)
+    ids = {(row["item_id"], row["channel"]): row["id"] for row in list_suggestions(engine)}
+    for item_id, channel, _ in OFFERS:
+        client.post(f"/review/suggestions/{ids[item_id, channel]}/approve",
+                    data={"csrf_token": csrf})
+    attempt(engine, "web")  # the older web approval (p1) is delivered, p2 waits its turn
+    attempt(engine, "amazon", "HTTP 400: SKU p2 is not listed")
+    newer = store_batch(engine, [("p3", "etsy", 4.99)], "demand-model:8")
+    [p3] = list_suggestions(engine, batch_id=newer)
+    client.post(f"/review/suggestions/{p3['id']}/approve", data={"csrf_token": csrf})
+    delivered_at = list_deliveries(engine, status="delivered")[0]["delivered_at"]
+
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement, *_) -> None:
+        statements.append(statement)
+
+    database = client.app.state.database.engine
+    event.listen(database, "before_cursor_execute", record)
+    try:
+        page = client.get("/review", params={"status": "approved"})
+    finally:
+        event.remove(database, "before_cursor_execute", record)
+
+    assert page.status_code == 200
+    assert delivery_of(page.text, ids[("p1", "web")]) == (
+        f"delivered {delivered_at:%Y-%m-%d %H:%M} UTC")
+    assert delivery_of(page.text, ids[("p2", "web")]) == "queued for web"
+    assert delivery_of(page.text, ids[("p2", "amazon")]) == (
+        "failed after 1 attempt: HTTP 400: SKU p2 is not listed")
+    assert delivery_of(page.text, ids[("p3", "etsy")]) == "superseded by a newer approval"
+    assert delivery_of(page.text, p3["id"]) == "queued for etsy"
+    assert "/review/deliveries?status=failed&amp;channel=amazon" in page.text
+    assert '<span class="badge">1 failed</span>' in page.text
+    outbox_reads = [sql for sql in statements if "channel_deliveries" in sql]
+    assert len(outbox_reads) == 2  # the rows' deliveries and the failed count: no N+1
+    item = client.get("/review/items/p2")
+    assert delivery_of(item.text, ids[("p2", "amazon")]).startswith("failed after 1 attempt")
+    pending = client.get("/review")  # the pending rows have no delivery to read
+    assert 'class="delivery' not in pending.text
+
+
+def test_the_deliveries_page_lists_dead_letters_and_retries_them(site):
+    client, engine, _ = site
+    csrf = signed_in(client, engine)
+    ids = {(row["item_id"], row["channel"]): row["id"] for row in list_suggestions(engine)}
+    for offer in [("p1", "web"), ("p2", "amazon"), ("p3", "etsy")]:
+        client.post(f"/review/suggestions/{ids[offer]}/approve", data={"csrf_token": csrf})
+    dead = attempt(engine, "amazon", "HTTP 400: SKU p2 is not listed")
+    other = attempt(engine, "etsy", "HTTP 503 after 5 attempts")
+
+    failed = client.get("/review/deliveries")
+    assert failed.status_code == 200
+    assert [int(found) for found in DELIVERY_ROW.findall(failed.text)] == [other, dead]
+    assert "2 failed deliveries" in failed.text and "HTTP 400: SKU p2 is not listed" in failed.text
+    assert failed.text.count(">Retry</button>") == 2
+    amazon = client.get("/review/deliveries", params={"channel": "amazon"})
+    assert [int(found) for found in DELIVERY_ROW.findall(amazon.text)] == [dead]
+    every = client.get("/review/deliveries", params={"status": "any"})
+    assert len(DELIVERY_ROW.findall(every.text)) == 3 and every.text.count(">Retry<") == 2
+
+    retry = f"/review/deliveries/{dead}/retry"
+    back = "/review/deliveries?status=failed&channel=amazon&page=1"
+    assert client.post(retry, data={"next": back}).status_code == 422  # no token at all
+    forged = client.post(retry, data={"csrf_token": csrf[:-2] + "xx", "next": back})
+    assert forged.status_code == 403 and "did not come from this page" in forged.text
+    assert list_deliveries(engine, status="failed", channel="amazon")[0]["id"] == dead
+
+    done = client.post(retry, data={"csrf_token": csrf, "next": back})
+    assert urlsplit(str(done.url)).query == "status=failed&channel=amazon&page=1"
+    [queued] = list_deliveries(engine, status="pending", channel="amazon")
+    assert flash(done) == ("ok", f"Delivery {dead} of p2 on amazon at {queued['price']:.2f} is "
+                                 "queued again.")
+    assert DELIVERY_ROW.findall(done.text) == []
+    again = client.post(retry, data={"csrf_token": csrf, "next": back})
+    assert flash(again) == ("error", f"Delivery {dead} is pending; only failed deliveries can "
+                                     "be retried.")
+    unknown = client.post("/review/deliveries/999999/retry", data={"csrf_token": csrf})
+    assert str(unknown.url) == "http://testserver/review/deliveries"
+    assert flash(unknown) == ("error", "No channel delivery with id 999999.")
+    assert '<span class="badge">1 failed</span>' in unknown.text
+    assert client.get("/review/deliveries", params={"status": "lost"}).status_code == 422

@@ -7,12 +7,16 @@ current and suggested price, the expected profit change with its interval, the g
 bounds and the explanation, and takes an approve, reject (with a reason) or edit (a price
 checked against the guardrails). Selected rows, or every pending row matching the filters,
 are approved or rejected in one transaction. An item's page shows its suggestions and audit
-history. Every form posts back with the session's CSRF token and redirects (303) to the page
-it came from with a message. Pages are not part of the API's OpenAPI contract.
+history. Every approved suggestion shows where its price stands on its way to the channel
+(`db.outbox`); the deliveries page lists the deliveries by status (the dead letters by
+default, each with its reason) and puts a dead letter back in the queue. Every form posts
+back with the session's CSRF token and redirects (303) to the page it came from with a
+message. Pages are not part of the API's OpenAPI contract.
 """
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from math import ceil, isfinite
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, NamedTuple, cast
@@ -22,9 +26,18 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request, sta
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from db.keys import ApiKey, hash_key
+from db.outbox import (
+    DeliveryError,
+    count_deliveries,
+    deliveries_of,
+    list_deliveries,
+    retry_failed,
+    status_counts,
+)
 from db.reviews import (
     GuardrailBreach,
     ReviewError,
@@ -32,16 +45,19 @@ from db.reviews import (
     decide_many,
     list_decisions,
 )
-from db.schemas import STATUSES, SuggestionStatus
+from db.schemas import DELIVERY_STATUSES, STATUSES, SuggestionStatus
 from db.suggestions import Sort, count_suggestions, filter_choices, list_suggestions
 from serving.auth import KeyCache
 from serving.deps import ServiceDatabase, get_destinations
 from serving.review.sessions import LOGIN_COOKIE, Flash, Sessions, same_token
+from serving.schemas import MAX_ID, DeliveryStatusFilter
 
 HERE = FilePath(__file__).parent
 PAGE_SIZE = 50
 HISTORY_LIMIT = 200
 REVIEWER_ROLES = ("merchandiser", "admin")
+APPROVED = ("approved", "edited")
+"""The review statuses whose suggestions have a delivery."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
                                "form-action 'self'; base-uri 'none'",
@@ -59,6 +75,8 @@ NONE = "\u2014"  # an em dash where a value is missing
 templates.env.filters["money"] = lambda value: NONE if value is None else f"{value:,.2f}"
 templates.env.filters["signed"] = lambda value: NONE if value is None else f"{value:+,.2f}"
 templates.env.filters["percent"] = lambda value: f"{value:+.1%}"
+templates.env.filters["utc"] = (lambda value: NONE if value is None
+                                else f"{value:%Y-%m-%d %H:%M} UTC")
 
 
 class PageError(Exception):
@@ -82,6 +100,10 @@ def _sessions(request: Request) -> Sessions:
 
 def _database(request: Request) -> ServiceDatabase:
     return cast(ServiceDatabase, request.app.state.database)
+
+
+def _engine(request: Request) -> Engine:
+    return _database(request).engine
 
 
 @contextmanager
@@ -229,13 +251,16 @@ def queue(
         rows = list_suggestions(_database(request).engine, **filters, sort=sort,
                                 limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
         choices = filter_choices(_database(request).engine, review_status)
+        deliveries = _deliveries_of_approved(_database(request).engine, rows)
+        failed = count_deliveries(_database(request).engine, status="failed")
     query = {"status": review_status, "channel": channel, "category": category,
              "batch": batch, "sort": sort}
     here = f"/review?{urlencode(query | {'page': page_number})}"
     return page(request, "queue.html", {
         "reviewer": found, "rows": rows, "total": total, "page": page_number, "pages": pages,
         "query": query, "here": here, "choices": choices, "statuses": STATUSES,
-        "sorts": SORTS, "page_size": PAGE_SIZE,
+        "sorts": SORTS, "page_size": PAGE_SIZE, "deliveries": deliveries,
+        "failed_deliveries": failed,
         "page_link": lambda number: f"/review?{urlencode(query | {'page': number})}",
     })
 
@@ -247,11 +272,55 @@ def item_history(request: Request, found: ReviewerDep, item_id: str) -> HTMLResp
     with database_page():
         suggestions = list_suggestions(engine, item_id=item_id, limit=HISTORY_LIMIT)
         history = list_decisions(engine, item_id=item_id, limit=HISTORY_LIMIT)
+        deliveries = _deliveries_of_approved(engine, suggestions)
+        failed = count_deliveries(engine, status="failed")
     if not suggestions:
         raise PageError(status.HTTP_404_NOT_FOUND, f"No price suggestion for item {item_id}.")
     return page(request, "item.html", {"reviewer": found, "item_id": item_id,
                                        "suggestions": suggestions, "history": history,
+                                       "deliveries": deliveries, "failed_deliveries": failed,
                                        "here": f"/review/items/{item_id}"})
+
+
+def _deliveries_of_approved(engine: Engine, suggestions: list[dict[str, Any]]
+                            ) -> dict[int, dict[str, Any]]:
+    """The newest delivery of each approved suggestion among `suggestions` (one query)."""
+    return deliveries_of(engine, [row["id"] for row in suggestions
+                                  if row["status"] in APPROVED])
+
+
+# ------------------------------------------------------------------------------ deliveries
+
+
+@router.get("/deliveries", response_class=HTMLResponse)
+def deliveries_page(
+    request: Request, found: ReviewerDep,
+    delivery_status: Annotated[DeliveryStatusFilter, Query(alias="status")] = "failed",
+    channel: Blank = "",
+    page_number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
+) -> HTMLResponse:
+    """Approved prices on their way to the channels, newest first, one page of `PAGE_SIZE`:
+    by default the dead letters, each with its reason and a retry."""
+    engine = _engine(request)
+    filters = (None if delivery_status == "any" else delivery_status, channel.strip() or None)
+    with database_page():
+        counts = status_counts(engine)
+        total = count_deliveries(engine, *filters)
+        pages = max(1, ceil(total / PAGE_SIZE))
+        page_number = min(page_number, pages)
+        rows = list_deliveries(engine, *filters, limit=PAGE_SIZE,
+                               offset=(page_number - 1) * PAGE_SIZE)
+    query = {"status": delivery_status, "channel": channel}
+    here = f"/review/deliveries?{urlencode(query | {'page': page_number})}"
+    return page(request, "deliveries.html", {
+        "reviewer": found, "rows": rows, "total": total, "page": page_number, "pages": pages,
+        "query": query, "here": here, "statuses": (*DELIVERY_STATUSES, "any"),
+        "channels": sorted({name for name, _ in counts}),
+        "failed_deliveries": sum(count for (_, state), count in counts.items()
+                                 if state == "failed"),
+        "page_size": PAGE_SIZE,
+        "page_link": lambda number: f"/review/deliveries?{urlencode(query | {'page': number})}",
+    })
 
 
 # ------------------------------------------------------------------------------- decisions
@@ -261,26 +330,25 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def decided(request: Request, back: str, run: Callable[[], str]) -> RedirectResponse:
-    """Run a decision and go back to the page it came from with its outcome (a refusal is
-    an error message there: nothing was written)."""
+def decided(request: Request, back: str, run: Callable[[], str],
+            refusals: tuple[type[Exception], ...] = (ReviewError, ValueError)
+            ) -> RedirectResponse:
+    """Run a decision and go back to the page it came from with its outcome (a refusal, one
+    of `refusals`, is an error message there: nothing was written)."""
     try:
         with database_page():
             outcome = Flash("ok", run())
     except GuardrailBreach as error:
         rule = f" (rule: {error.rule})" if error.rule else ""
         outcome = Flash("error", f"Edit refused: {error}{rule}.")
-    except (ReviewError, ValueError) as error:
+    except refusals as error:
         outcome = Flash("error", _sentence(str(error)))
     return redirect(request, back, outcome)
 
 
-SuggestionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+SuggestionId = Annotated[int, Path(ge=1, le=MAX_ID)]
+DeliveryId = Annotated[int, Path(ge=1, le=MAX_ID)]
 BackField = Annotated[str, Form(alias="next", max_length=2000)]
-
-
-def _engine(request: Request):
-    return _database(request).engine
 
 
 @router.post("/suggestions/{suggestion_id}/approve")
@@ -357,6 +425,20 @@ def bulk(
         return f"{verb} {len(decided_ids)} suggestion{'s' * (len(decided_ids) != 1)}."
 
     return decided(request, back, run)
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+def retry(request: Request, found: ReviewerDep, delivery_id: DeliveryId,
+          csrf_token: CsrfField, back: BackField = "/review/deliveries") -> Response:
+    """Put a dead letter back in the delivery queue."""
+    checked(found, csrf_token)
+
+    def run() -> str:
+        row = retry_failed(_engine(request), delivery_id, found.name, datetime.now(UTC))
+        return (f"Delivery {delivery_id} of {row['item_id']} on {row['channel']} at "
+                f"{row['price']:.2f} is queued again.")
+
+    return decided(request, back, run, refusals=(LookupError, DeliveryError))
 
 
 # ------------------------------------------------------------------------------- the app

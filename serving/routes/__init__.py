@@ -1,5 +1,6 @@
 """One router per resource: `ops` (health, readiness, admin reload), `recommendations`,
-`price_suggestions`; `once` keeps their query parameters single-valued."""
+`price_suggestions`, `channel_deliveries`; `once` keeps their query parameters
+single-valued."""
 
 from collections.abc import Callable
 

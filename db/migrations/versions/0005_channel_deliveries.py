@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("delivered_at", UTC_TIMESTAMP, nullable=True),
         sa.Column("updated_at", UTC_TIMESTAMP, nullable=False),
+        sa.Column("retried_by", sa.String(length=200), nullable=True),
+        sa.Column("retried_at", UTC_TIMESTAMP, nullable=True),
         sa.CheckConstraint("status IN ('pending', 'delivered', 'failed', 'superseded')",
                            name="ck_channel_deliveries_status"),
         sa.PrimaryKeyConstraint("id"),
