@@ -207,7 +207,9 @@ class ChannelDeliveryRow(Base):
         Index("uq_channel_deliveries_pending_offer", "item_id", "channel", unique=True,
               sqlite_where=text("status = 'pending'"),
               postgresql_where=text("status = 'pending'")),
-        Index("ix_channel_deliveries_due", "channel", "status", "next_attempt_at"),
+        Index("ix_channel_deliveries_pending", "channel", "id",
+              sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
         Index("ix_channel_deliveries_offer_lease", "item_id", "channel", "lease_until"),
         Index("ix_channel_deliveries_status_id", "status", "id"),
     )

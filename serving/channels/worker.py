@@ -6,14 +6,15 @@ of due changes (a lease in the database: several workers may run at once without
 one change twice concurrently), resolves their product and variant ids in the item mapping,
 lets the connector group them into calls, and sends each call:
 
-- through the channel's circuit breaker (open: the rest of the batch is given back untried;
-  half-open: a trial batch of one change);
+- through the channel's circuit breaker, which counts each call once, after its retries
+  (open: the rest of the batch is given back untried; half-open: a trial batch of one
+  change);
 - with retries (tenacity): transient failures wait with exponential backoff and full jitter,
   up to `attempts_per_call`; the channel's rate limit waits as long as it asks, up to
   `max_throttle_waits`;
-- acknowledged at once (`db.outbox.settle`): delivered, refused by the channel (a dead
-  letter with its reason), or failed, retried later with backoff until the retry budget
-  (`max_delivery_attempts`) makes it a dead letter.
+- acknowledged every `ACK_EVERY` changes or `ACK_SECONDS` (`db.outbox.settle`):
+  delivered, refused by the channel (a dead letter with its reason), or failed, retried later
+  with backoff until the retry budget (`max_delivery_attempts`) makes it a dead letter.
 
 A worker killed between a send and its acknowledgement leaves the lease to run out; the
 change is then claimed again and re-sent, which is safe: a price update is idempotent.
@@ -61,6 +62,10 @@ logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0
 POLL_SECONDS = 1.0
+ACK_EVERY = 50
+ACK_SECONDS = 1.0
+"""Outcomes are acknowledged in the database every `ACK_EVERY` changes or `ACK_SECONDS`
+(and at the end of a batch): a killed worker re-sends at most that much."""
 ERROR_PAUSE_SECONDS = 5.0
 
 
@@ -130,20 +135,19 @@ class ChannelLane:
         return len(claimed)
 
     def deliver(self, claimed: Sequence[Claimed]) -> None:
-        """Send claimed changes call by call, acknowledging each call's outcomes."""
-        changes, unmapped = [], []
+        """Send claimed changes call by call, acknowledging outcomes every `ACK_EVERY`
+        changes or `ACK_SECONDS`, and at the end."""
+        changes, done = [], []
         for change in claimed:
             if problem := self.destinations.problem(change.item_id, self.channel):
-                unmapped.append(Outcome(change.id, error=problem, permanent=True))
+                done.append(Outcome(change.id, error=problem, permanent=True))
             else:
                 changes.append(PriceChange(change.id, change.item_id, change.price,
                                            self.destinations.target(change.item_id,
                                                                     self.channel)))
-        if unmapped:
-            self._settle(unmapped)
         calls = self.connector.plan(changes)
         held = {change.id for change in claimed}
-        renewed_at = self.clock.monotonic()
+        renewed_at = acked_at = self.clock.monotonic()
         for number, call in enumerate(calls):
             if self.clock.monotonic() - renewed_at > self.lease_seconds / 3:
                 rest = [change.delivery_id for later in calls[number:] for change in later]
@@ -154,13 +158,17 @@ class ChannelLane:
             if not call:  # its lease ran out: another worker may hold it now
                 continue
             try:
-                outcomes = self._send(call)
+                done += self._send(call)
             except CircuitOpen:
                 rest = [change.delivery_id for later in calls[number:] for change in later]
                 outbox.release(self.engine, rest, self.worker_id, self.clock.now())
                 self.report.released += len(rest)
-                return
-            self._settle(outcomes)
+                break
+            if len(done) >= ACK_EVERY or self.clock.monotonic() - acked_at > ACK_SECONDS:
+                self._settle(done)
+                done, acked_at = [], self.clock.monotonic()
+        if done:
+            self._settle(done)
 
     def _settle(self, outcomes: list[Outcome]) -> None:
         retry = self.settings.retry
@@ -171,8 +179,11 @@ class ChannelLane:
             max_seconds=retry.redelivery_max_seconds, rng=self.rng))
 
     def _send(self, call: Sequence[PriceChange]) -> list[Outcome]:
-        """One call with retries; the outcomes (failures included), or CircuitOpen when the
-        breaker was open before the call was tried."""
+        """One call through the breaker, with retries; the outcomes (failures included), or
+        CircuitOpen when the breaker is open. The breaker counts the call once: failed when
+        its retries ran out, slow when its successful attempt was."""
+        if not self.breaker.allow():
+            raise CircuitOpen(self.channel)
         retry = self.settings.retry
         failures = throttles = 0
         jitter = wait_random_exponential(multiplier=retry.backoff_initial_seconds,
@@ -185,17 +196,14 @@ class ChannelLane:
                 return error.seconds
             return float(jitter(state))
 
-        def stop(_state: RetryCallState) -> bool:  # a failure that opened the breaker ends it
-            return (failures >= retry.attempts_per_call or throttles >= retry.max_throttle_waits
-                    or self.breaker.state == "open")
+        def stop(_state: RetryCallState) -> bool:
+            return failures >= retry.attempts_per_call or throttles >= retry.max_throttle_waits
 
         attempts = Retrying(sleep=self.clock.sleep, wait=wait, stop=stop, reraise=True,
                             retry=retry_if_exception_type((TransientError, Throttled)))
         try:
             for attempt in attempts:
                 with attempt:
-                    if not self.breaker.allow():
-                        raise CircuitOpen(self.channel)
                     self.report.throttled_seconds += self.connector.pace()
                     started = self.clock.monotonic()
                     self.report.calls += 1
@@ -204,13 +212,13 @@ class ChannelLane:
                     except Throttled:
                         throttles += 1
                         raise
-                    except (TransientError, ChannelRefused):
+                    except TransientError:
                         failures += 1
-                        self.breaker.record(ok=False)
                         raise
                     self.breaker.record(ok=True, seconds=self.clock.monotonic() - started)
                     return outcomes
         except (TransientError, ChannelRefused, Throttled) as error:
+            self.breaker.record(ok=False)
             self.report.errors.append(str(error))
             logger.warning("channel %s: %s", self.channel, error)
             return [Outcome(change.delivery_id, error=str(error)) for change in call]

@@ -1,7 +1,7 @@
 """The transactional outbox of approved prices: `channel_deliveries`, one row per approval,
 at most one `pending` row per item x channel (a partial unique index), indexed for the
-delivery worker's claims (due rows of a channel, live leases of an offer) and the listing of
-dead letters.
+delivery worker's claims (a channel's pending rows in id order, so a claim reads its batch
+without sorting the backlog; live leases of an offer) and the listing of dead letters.
 
 Revision ID: 0005
 Revises: 0004
@@ -48,8 +48,8 @@ def upgrade() -> None:
     op.create_index("uq_channel_deliveries_pending_offer", "channel_deliveries",
                     ["item_id", "channel"], unique=True, sqlite_where=PENDING,
                     postgresql_where=PENDING)
-    op.create_index("ix_channel_deliveries_due", "channel_deliveries",
-                    ["channel", "status", "next_attempt_at"])
+    op.create_index("ix_channel_deliveries_pending", "channel_deliveries", ["channel", "id"],
+                    sqlite_where=PENDING, postgresql_where=PENDING)
     op.create_index("ix_channel_deliveries_offer_lease", "channel_deliveries",
                     ["item_id", "channel", "lease_until"])
     op.create_index("ix_channel_deliveries_status_id", "channel_deliveries", ["status", "id"])
