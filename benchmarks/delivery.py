@@ -65,7 +65,6 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -76,10 +75,10 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from benchmarks.common import RESULTS_DIR, provenance
+from benchmarks.common import RESULTS_DIR, postgres_schema, provenance
 from db import engine_for, migrate
 from db.channels import load_destinations
 from db.outbox import Approval, enqueue, status_counts
@@ -91,7 +90,6 @@ from tests.channel_servers import (
     ShopifyServer,
 )
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS = RESULTS_DIR / "delivery.json"
 MARKDOWN = RESULTS_DIR / "delivery.md"
 CHANNELS = ("shopify", "bigcommerce", "commercetools")
@@ -225,21 +223,13 @@ def database(kind: str, folder: Path) -> Iterator[Engine]:
         finally:
             engine.dispose()
         return
-    admin = create_engine(POSTGRES_URL)
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        engine = engine_for(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    with postgres_schema("bench_delivery") as url:
+        engine = engine_for(url)
         try:
             migrate(engine)
             yield engine
         finally:
             engine.dispose()
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def approved_prices(item_ids: Sequence[str], channels: Sequence[str]

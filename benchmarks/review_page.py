@@ -29,7 +29,14 @@ from rich.console import Console
 from sqlalchemy import text
 
 import db
-from benchmarks.common import RESULTS_DIR, latency_markdown, latency_table, provenance, summary
+from benchmarks.common import (
+    RESULTS_DIR,
+    latency_markdown,
+    latency_table,
+    postgres_schema,
+    provenance,
+    summary,
+)
 from db.keys import create_key
 from db.suggestions import save_batch
 from features.settings import Settings
@@ -38,7 +45,6 @@ from models.pricing.optimizer import optimize_prices
 from serving.app import create_app
 from serving.config import ServingSettings
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS = RESULTS_DIR / "review_page.json"
 MARKDOWN = RESULTS_DIR / "review_page.md"
 SIZES = (500, 10_000)
@@ -77,19 +83,9 @@ def database(kind: str, data_dir: Path) -> Iterator[Settings]:
     if kind == "sqlite":
         yield Settings(data_dir=data_dir, feast_project=f"b{uuid.uuid4().hex[:8]}")
         return
-    from sqlalchemy import create_engine
-
-    admin = create_engine(POSTGRES_URL)
-    schema = f"bench_review_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
+    with postgres_schema("bench_review") as url:
         yield Settings(data_dir=data_dir, feast_project=f"b{uuid.uuid4().hex[:8]}",
-                       database_url=f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+                       database_url=url)
 
 
 def logged_in(client: TestClient, key: str) -> None:
