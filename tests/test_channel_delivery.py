@@ -21,9 +21,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from db import migrate
-from db.channels import load_destinations
+from db.channels import BreakerSettings, load_destinations
 from db.outbox import Approval, enqueue, list_deliveries, retry_failed
 from db.tables import ChannelDeliveryRow
+from serving.channels.breaker import CircuitBreaker
 from serving.channels.worker import DeliveryWorker
 from tests.channel_servers import (
     BigCommerceServer,
@@ -400,3 +401,22 @@ def test_a_worker_killed_mid_batch_and_restarted_delivers_everything_once_right(
         assert shop.price(item, channel) == pytest.approx(price)
     writes = [(product, variant) for product, variant, _ in shopify.history]
     assert len(writes) - len(set(writes)) <= len(pending)  # only unacknowledged ones re-sent
+
+
+def test_slow_calls_open_the_breaker_and_a_good_trial_closes_it():
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerSettings(failure_threshold=3, slow_call_seconds=2.0,
+                                             open_seconds=30.0), clock)
+    for _ in range(2):
+        breaker.record(ok=True, seconds=2.5)  # succeeded, but too slowly
+    assert breaker.state == "closed" and breaker.allow()
+    breaker.record(ok=True, seconds=0.1)  # a fast success resets the count
+    for _ in range(3):
+        breaker.record(ok=True, seconds=2.5)
+    assert breaker.state == "open" and not breaker.allow()
+    assert breaker.retry_in() == pytest.approx(30.0, abs=0.5)
+
+    clock.sleep(30.0)
+    assert breaker.allow() and breaker.state == "half_open"
+    breaker.record(ok=True, seconds=0.1)
+    assert breaker.state == "closed" and breaker.openings == 1
