@@ -11,13 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from db import engine_for, migrate
 from db.outbox import Outcome, claim, settle
 from db.suggestions import list_suggestions
 from serving.app import create_app
 from serving.config import ServingSettings
-from tests.conftest import key_headers, service_settings
-from tests.test_review import OFFERS, store_batch
+from tests.conftest import key_headers
+from tests.test_review import OFFERS, database_with_a_batch, store_batch
 
 URL = "/v1/channel-deliveries"
 SUGGESTIONS = "/v1/price-suggestions"
@@ -28,14 +27,8 @@ def outbox(request, tmp_path):
     """An app on a service database with one stored batch; yields (client, engine, suggestion
     id by (item, channel), a merchandiser's headers, a storefront key's headers)."""
     with ExitStack() as stack:
-        settings = service_settings(stack, request.param, tmp_path / "data",
-                                    "test_channel_deliveries")
-        engine = engine_for(settings.database)
-        stack.callback(engine.dispose)
-        migrate(engine)
-        batch_id = store_batch(engine, OFFERS, "demand-model:7")
-        ids = {(row["item_id"], row["channel"]): row["id"]
-               for row in list_suggestions(engine, batch_id=batch_id)}
+        settings, engine, _, ids = database_with_a_batch(
+            stack, request.param, tmp_path / "data", "test_channel_deliveries")
         alice = key_headers(settings, "merchandiser", "alice")
         shop = key_headers(settings, "storefront", "shop")
         client = stack.enter_context(TestClient(create_app(settings, ServingSettings())))

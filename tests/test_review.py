@@ -5,6 +5,7 @@ suggestions. Batches are real optimizer results stored by `save_batch`."""
 
 import threading
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +15,7 @@ from db import engine_for, migrate
 from db.reviews import BULK_LIMIT, DecisionConflict, decide
 from db.suggestions import list_suggestions, save_batch
 from db.tables import SuggestionDecisionRow
+from features.settings import Settings
 from models.pricing.guardrails import Guardrails
 from serving.app import create_app
 from serving.config import ServingSettings
@@ -31,16 +33,26 @@ def review(request, tmp_path):
     """An app on an empty service database with one stored batch; yields (client, engine,
     batch id, suggestion id by (item, channel), alice's and bob's merchandiser headers)."""
     with ExitStack() as stack:
-        settings = service_settings(stack, request.param, tmp_path / "data", "test_review")
-        engine = engine_for(settings.database)
-        stack.callback(engine.dispose)
-        migrate(engine)
-        batch_id = store_batch(engine, OFFERS, "demand-model:7")
-        ids = {(row["item_id"], row["channel"]): row["id"]
-               for row in list_suggestions(engine, batch_id=batch_id)}
+        settings, engine, batch_id, ids = database_with_a_batch(
+            stack, request.param, tmp_path / "data", "test_review")
         alice, bob = (key_headers(settings, "merchandiser", name) for name in ("alice", "bob"))
         client = stack.enter_context(TestClient(create_app(settings, ServingSettings())))
         yield client, engine, batch_id, ids, alice, bob
+
+
+def database_with_a_batch(stack: ExitStack, kind: str, data_dir: Path, prefix: str
+                          ) -> tuple[Settings, Engine, str, dict[tuple[str, str], int]]:
+    """A migrated service database of `kind` (`service_settings`; its engine disposed when
+    `stack` closes) holding one stored batch of `OFFERS`: its settings, engine, the batch id
+    and the suggestion id by (item, channel)."""
+    settings = service_settings(stack, kind, data_dir, prefix)
+    engine = engine_for(settings.database)
+    stack.callback(engine.dispose)
+    migrate(engine)
+    batch_id = store_batch(engine, OFFERS, "demand-model:7")
+    ids = {(row["item_id"], row["channel"]): row["id"]
+           for row in list_suggestions(engine, batch_id=batch_id)}
+    return settings, engine, batch_id, ids
 
 
 def store_batch(engine: Engine, offers, model_version: str) -> str:
