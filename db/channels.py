@@ -70,18 +70,15 @@ class _Channel(BaseModel):
 
     needs_mapping: ClassVar[bool] = True
 
-    def secret_names(self) -> dict[str, str]:
-        """The credential fields and the environment variables naming them."""
-        return {name: value for name, value in self.model_dump().items()
-                if name.endswith("_env") and isinstance(value, str)}
-
     def secrets(self) -> dict[str, str]:
-        """The credentials, read from their environment variables (InputError naming each
-        unset variable)."""
-        values = {name.removesuffix("_env"): os.environ.get(variable, "")
-                  for name, variable in self.secret_names().items()}
-        if unset := [self.secret_names()[f"{name}_env"] for name, value in values.items()
-                     if not value]:
+        """The credentials (`access_token`, `client_id`, ... for the `*_env` fields), read
+        from the environment variables those fields name (InputError naming each unset
+        variable)."""
+        variables = {name.removesuffix("_env"): value
+                     for name, value in self.model_dump().items()
+                     if name.endswith("_env") and isinstance(value, str)}
+        values = {name: os.environ.get(variable, "") for name, variable in variables.items()}
+        if unset := [variables[name] for name, value in values.items() if not value]:
             raise InputError(f"environment variable(s) {', '.join(unset)} not set: the "
                              "channel's credentials")
         return values
