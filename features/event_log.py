@@ -1,9 +1,12 @@
 """The append-only event log: Parquet files partitioned by UTC date, the Feast offline source.
 
 Layout: `<root>/date=YYYY-MM-DD/part-<digest>.parquet`. Appends never rewrite a file: each
-append adds one new file per date it touches, holding only events whose `event_id` the log
-does not hold yet, so appending the same events twice changes nothing. Every file is written
-under a temporary name and renamed into place, and a lock file serialises writers.
+append adds one new file per date it touches, holding only events whose `event_id` that
+date's partition does not hold yet, so appending the same events twice changes nothing (an
+event keeps its `ts`, hence its date, when it is sent again). Every file is written under a
+temporary name and renamed into place, and a lock file serialises writers. A log object
+remembers the ids of the files it has read, so a long-lived writer (the stream consumer)
+reads only the files other writers added since its last append.
 """
 
 import fcntl
@@ -49,6 +52,7 @@ class EventLog:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._ids_by_file: dict[Path, frozenset[str]] = {}
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -75,12 +79,6 @@ class EventLog:
             [str(p) for p in self._files()], schema=EVENT_ARROW_SCHEMA, format="parquet"
         )
 
-    def event_ids(self) -> set[str]:
-        """Every event id in the log."""
-        if not self._files():
-            return set()
-        return set(self._dataset().to_table(columns=["event_id"]).column(0).to_pylist())
-
     def read(
         self, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
     ) -> pd.DataFrame:
@@ -96,20 +94,34 @@ class EventLog:
         table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
         return table.to_pandas()
 
+    def _ids_of_day(self, day: str) -> set[str]:
+        """The event ids of one date partition (files read before are not read again)."""
+        ids: set[str] = set()
+        for path in sorted((self.root / f"date={day}").glob("*.parquet")):
+            if path not in self._ids_by_file:
+                column = pq.read_table(path, columns=["event_id"]).column(0)
+                self._ids_by_file[path] = frozenset(column.to_pylist())
+            ids |= self._ids_by_file[path]
+        return ids
+
     def append(self, events: pd.DataFrame) -> AppendResult:
-        """Append validated canonical events (see `validate_events`), skipping known ids."""
+        """Append validated canonical events (see `validate_events`), skipping ids their
+        date's partition holds already."""
         with self._writer_lock():
-            known = self.event_ids()
-            fresh = events.drop_duplicates("event_id")
-            fresh = fresh[~fresh["event_id"].isin(known)]
-            fresh = fresh.sort_values(["ts", "event_id"], kind="stable")
+            fresh = events.drop_duplicates("event_id").sort_values(["ts", "event_id"],
+                                                                   kind="stable")
             dates = fresh["ts"].dt.strftime("%Y-%m-%d")
-            files = 0
-            for date, day in fresh.groupby(dates, sort=True):
-                table = pa.Table.from_pandas(
-                    day[list(EVENT_COLUMNS)], schema=EVENT_ARROW_SCHEMA, preserve_index=False
-                )
-                digest = hashlib.sha1("\n".join(day["event_id"]).encode()).hexdigest()[:16]
-                write_parquet_atomic(table, self.root / f"date={date}" / f"part-{digest}.parquet")
+            written = files = 0
+            for day, group in fresh.groupby(dates, sort=True):
+                group = group[~group["event_id"].isin(self._ids_of_day(str(day)))]
+                if group.empty:
+                    continue
+                table = pa.Table.from_pandas(group.reindex(columns=list(EVENT_COLUMNS)),
+                                             schema=EVENT_ARROW_SCHEMA, preserve_index=False)
+                digest = hashlib.sha1("\n".join(group["event_id"]).encode()).hexdigest()[:16]
+                path = self.root / f"date={day}" / f"part-{digest}.parquet"
+                write_parquet_atomic(table, path)
+                self._ids_by_file[path] = frozenset(group["event_id"])
+                written += len(group)
                 files += 1
-        return AppendResult(written=len(fresh), duplicates=len(events) - len(fresh), files=files)
+        return AppendResult(written=written, duplicates=len(events) - written, files=files)

@@ -25,9 +25,12 @@ from pydantic import (
 from features.errors import InputError
 from features.timestamps import to_utc
 
-EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase", "return"]
+EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase", "return",
+                    "inventory"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 PRICED_EVENT_TYPES = frozenset({"purchase", "return"})
+STOCK_EVENT_TYPES = frozenset({"inventory"})
+"""Events a sales channel sends about an item (stock on hand), not a shopper's behaviour."""
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -40,27 +43,44 @@ def _as_utc(value: datetime) -> datetime:
 
 
 class Event(BaseModel):
-    """One behavioural event. `event_id` is the idempotency key of the event log."""
+    """One event: a shopper's behaviour (view, cart, purchase, return: `session_id` and
+    `currency` required) or a channel's stock report (`inventory`: `stock_on_hand`
+    required). `event_id` is the idempotency key of the event log: one event, one id, and a
+    re-sent event keeps its `ts`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: Id
     event_type: EventType
     user_id: Id | None = None
-    session_id: Id
+    session_id: Id | None = None
     item_id: Id
     ts: datetime
     quantity: int = Field(default=1, ge=1)
     unit_price: Price | None = None
-    currency: CurrencyCode
+    currency: CurrencyCode | None = None
     channel: Id
+    request_id: Id | None = None
+    """The recommendation response (its `request_id`) the event follows, if any."""
+    stock_on_hand: Annotated[int, Field(ge=0)] | None = None
+    """Units in stock on the event's channel (`inventory` events)."""
 
     _utc = field_validator("ts")(_as_utc)
 
     @model_validator(mode="after")
-    def _priced_events_have_a_price(self) -> "Event":
-        if self.event_type in PRICED_EVENT_TYPES and self.unit_price is None:
-            raise ValueError(f"unit_price is required for {self.event_type} events")
+    def _fields_of_the_event_type(self) -> "Event":
+        kind = self.event_type
+        if kind in STOCK_EVENT_TYPES:
+            if self.stock_on_hand is None:
+                raise ValueError(f"stock_on_hand is required for {kind} events")
+            return self
+        for name in ("session_id", "currency"):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} is required for {kind} events")
+        if self.stock_on_hand is not None:
+            raise ValueError(f"stock_on_hand is only for inventory events, not {kind}")
+        if kind in PRICED_EVENT_TYPES and self.unit_price is None:
+            raise ValueError(f"unit_price is required for {kind} events")
         return self
 
 
@@ -93,6 +113,7 @@ class CatalogItem(BaseModel):
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(Event.model_fields)
 CATALOG_COLUMNS: tuple[str, ...] = tuple(CatalogItem.model_fields)
+OPTIONAL_EVENT_COLUMNS = ("request_id", "stock_on_hand")  # an events file may leave them out
 OPTIONAL_CATALOG_COLUMNS = ("stock_on_hand", "restock_days")  # a catalog file may leave them out
 
 EVENT_ARROW_SCHEMA = pa.schema(
@@ -107,8 +128,11 @@ EVENT_ARROW_SCHEMA = pa.schema(
         ("unit_price", pa.float64()),
         ("currency", pa.string()),
         ("channel", pa.string()),
+        ("request_id", pa.string()),
+        ("stock_on_hand", pa.int64()),
     ]
 )
+"""Log files written before `request_id` and `stock_on_hand` existed read them as missing."""
 CATALOG_ARROW_SCHEMA = pa.schema(
     [
         ("item_id", pa.string()),
@@ -185,7 +209,7 @@ def _validate(frame: pd.DataFrame, model: type[BaseModel], kind: str, schema: pa
 
 def validate_events(frame: pd.DataFrame) -> pd.DataFrame:
     """Validate a table of events against `Event`; return it with canonical dtypes."""
-    return _validate(frame, Event, "event", EVENT_ARROW_SCHEMA)
+    return _validate(frame, Event, "event", EVENT_ARROW_SCHEMA, OPTIONAL_EVENT_COLUMNS)
 
 
 def validate_catalog(frame: pd.DataFrame) -> pd.DataFrame:

@@ -69,3 +69,23 @@ def test_import_events_file_loads_csv_and_parquet(tmp_path, suffix):
     assert result.written == 2
     assert stored["user_id"].tolist() == [None, "u1"]
     assert stored["ts"].tolist() == rows["ts"].tolist()
+
+
+def test_a_log_file_written_before_the_newer_columns_reads_them_as_missing(tmp_path):
+    old = frame(event("a", "2011-01-01")).drop(columns=["request_id", "stock_on_hand"])
+    path = tmp_path / "date=2011-01-01" / "part-old.parquet"
+    path.parent.mkdir()
+    old.to_parquet(path, index=False)
+    stored = EventLog(tmp_path).read()
+    assert stored[["event_id", "request_id"]].to_dict("records") == [
+        {"event_id": "a", "request_id": None}]
+    assert stored["stock_on_hand"].isna().all()
+
+
+def test_a_writer_sees_the_events_another_writer_appended_since(tmp_path):
+    first, second = EventLog(tmp_path), EventLog(tmp_path)
+    first.append(frame(event("a", "2011-01-01")))
+    second.append(frame(event("b", "2011-01-01")))  # second has read a's file now
+    again = first.append(frame(event("a", "2011-01-01"), event("b", "2011-01-01")))
+    assert (again.written, again.duplicates) == (0, 2)
+    assert sorted(EventLog(tmp_path).read()["event_id"]) == ["a", "b"]

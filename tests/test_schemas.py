@@ -68,3 +68,24 @@ def test_validate_catalog_checks_price_bounds_and_unique_ids():
     capped = catalog_row("a", "kitchen", price=3.0) | {"max_price": 2.5}
     with pytest.raises(InvalidRecordsError, match="above max_price"):
         validate_catalog(pd.DataFrame([capped]))
+
+
+def test_inventory_events_need_a_stock_and_no_shopper_fields():
+    stock = {"event_id": "s1", "event_type": "inventory", "item_id": "i1",
+             "ts": "2011-01-01", "channel": "web", "stock_on_hand": 4}
+    assert Event(**stock).session_id is None
+    with pytest.raises(ValidationError, match="stock_on_hand is required for inventory"):
+        Event(**(stock | {"stock_on_hand": None}))
+    with pytest.raises(ValidationError, match="stock_on_hand"):
+        Event(**(stock | {"stock_on_hand": -1}))
+    with pytest.raises(ValidationError, match="stock_on_hand is only for inventory events"):
+        Event(**(event("e1", "2011-01-01") | {"stock_on_hand": 3}))
+    with pytest.raises(ValidationError, match="session_id is required for view events"):
+        Event(**(event("e1", "2011-01-01", "view") | {"session_id": None}))
+
+
+def test_events_keep_the_request_id_of_the_recommendations_they_follow():
+    rows = [event("e1", "2011-01-01", "view") | {"request_id": "r-1"},
+            event("e2", "2011-01-01")]
+    events = validate_events(pd.DataFrame(rows))
+    assert events["request_id"].tolist() == ["r-1", None]
