@@ -104,24 +104,27 @@ class EventLog:
             ids |= self._ids_by_file[path]
         return ids
 
+    def unseen(self, events: pd.DataFrame) -> pd.DataFrame:
+        """The events whose id their date's partition does not hold yet (the first of ids
+        repeated in `events`), ordered by time and id."""
+        fresh = events.drop_duplicates("event_id").sort_values(["ts", "event_id"],
+                                                               kind="stable")
+        dates = fresh["ts"].dt.strftime("%Y-%m-%d")
+        known = set().union(*(self._ids_of_day(str(day)) for day in dates.unique()))
+        return fresh[~fresh["event_id"].isin(known)]
+
     def append(self, events: pd.DataFrame) -> AppendResult:
         """Append validated canonical events (see `validate_events`), skipping ids their
         date's partition holds already."""
         with self._writer_lock():
-            fresh = events.drop_duplicates("event_id").sort_values(["ts", "event_id"],
-                                                                   kind="stable")
+            fresh = self.unseen(events)
             dates = fresh["ts"].dt.strftime("%Y-%m-%d")
-            written = files = 0
             for day, group in fresh.groupby(dates, sort=True):
-                group = group[~group["event_id"].isin(self._ids_of_day(str(day)))]
-                if group.empty:
-                    continue
                 table = pa.Table.from_pandas(group.reindex(columns=list(EVENT_COLUMNS)),
                                              schema=EVENT_ARROW_SCHEMA, preserve_index=False)
                 digest = hashlib.sha1("\n".join(group["event_id"]).encode()).hexdigest()[:16]
                 path = self.root / f"date={day}" / f"part-{digest}.parquet"
                 write_parquet_atomic(table, path)
                 self._ids_by_file[path] = frozenset(group["event_id"])
-                written += len(group)
-                files += 1
-        return AppendResult(written=written, duplicates=len(events) - written, files=files)
+        return AppendResult(written=len(fresh), duplicates=len(events) - len(fresh),
+                            files=dates.nunique())

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db.channels import load_destinations
 from features.settings import Settings, get_settings
+from features.stream import open_stream
 from serving.auth import KeyCache
 from serving.config import ServingSettings
 from serving.deps import ServiceDatabase
@@ -30,7 +31,7 @@ from serving.middleware import RequestIdMiddleware
 from serving.recs import Recommender
 from serving.review import pages as review
 from serving.review.sessions import Sessions, load_secret
-from serving.routes import channel_deliveries, ops, price_suggestions, recommendations
+from serving.routes import channel_deliveries, events, ops, price_suggestions, recommendations
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +45,19 @@ Price suggestions for merchandisers: the optimizer's stored batches, read from t
 database (they need no recommender model; 503 while the database is unreachable), reviewed
 over this API or on the review page at `/review` (not part of this schema).
 
+Events: the storefront sends behaviour as it happens (`POST /v1/events`, up to 1,000 per
+request); they are in the event stream when the answer is 202, and in the log and the online
+features a moment later (the stream consumer, `tailor events consume`).
+
 Channel deliveries: every approved price goes to its sales channel through a delivery queue,
 retried with backoff; `/v1/channel-deliveries` lists where each stands (`status=failed`: the
 dead letters, with the reason) and puts a dead letter back in the queue (`/retry`).
 
 Every route but `/healthz`, `/readyz` and this schema needs an API key, sent as
-`Authorization: Bearer <key>`: `storefront` keys read recommendations, `merchandiser` keys
-review prices, `admin` keys may call every route. 401: no key, or an unknown or revoked one;
-403: the key's role does not grant the route. Keys are made with `tailor keys create`.
+`Authorization: Bearer <key>`: `storefront` keys read recommendations and send events,
+`merchandiser` keys review prices, `admin` keys may call every route. 401: no key, or an
+unknown or revoked one; 403: the key's role does not grant the route. Keys are made with
+`tailor keys create`.
 
 Every response carries an `X-Request-ID` header; on recommendations it equals the body's
 `request_id`.
@@ -76,6 +82,7 @@ def create_app(settings: Settings | None = None,
         app.state.database = database
         app.state.destinations = (load_destinations(config.channels_config)
                                   if config.channels_config else None)
+        app.state.stream = open_stream(config)
         serving_options = options or ServingSettings()
         secret = serving_options.session_secret
         app.state.sessions = Sessions(load_secret(
@@ -86,6 +93,7 @@ def create_app(settings: Settings | None = None,
             app.state.recommender = recommender
             yield
         finally:
+            app.state.stream.close()
             database.dispose()
 
     app = FastAPI(title="tailor recommendations", version=API_VERSION, description=DESCRIPTION,
@@ -94,6 +102,7 @@ def create_app(settings: Settings | None = None,
     app.add_middleware(RequestIdMiddleware)
     app.include_router(ops.router)
     app.include_router(recommendations.router)
+    app.include_router(events.router)
     app.include_router(ops.admin)
     app.include_router(price_suggestions.router)
     app.include_router(price_suggestions.decisions)

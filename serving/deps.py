@@ -5,6 +5,7 @@
   first use; 503 (not 500) while the database cannot be reached (`database_errors`).
 - `DestinationsDep`: the channels config approvals are checked against (None when unset).
 - `RequestIdDep`: the request's id (`serving.middleware`).
+- `StreamDep`: the event stream events are appended to (`features.stream`).
 - `ExcludeDep`: the `exclude` query parameter as a set of item ids.
 """
 
@@ -21,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db import engine_for, migrate
 from db.channels import Destinations
+from features.stream import EventStream
 from serving.recs import Recommender
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,10 @@ def get_destinations(request: Request) -> Destinations | None:
     return cast(Destinations | None, getattr(request.app.state, "destinations", None))
 
 
+def get_stream(request: Request) -> EventStream:
+    return cast(EventStream, request.app.state.stream)
+
+
 def get_request_id(request: Request) -> uuid.UUID:
     return cast(uuid.UUID, request.state.request_id)
 
@@ -95,4 +101,5 @@ RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 DatabaseDep = Annotated[Engine, Depends(get_database)]
 DestinationsDep = Annotated[Destinations | None, Depends(get_destinations)]
 RequestIdDep = Annotated[uuid.UUID, Depends(get_request_id)]
+StreamDep = Annotated[EventStream, Depends(get_stream)]
 ExcludeDep = Annotated[frozenset[str], Depends(excluded_items)]

@@ -120,6 +120,10 @@ class RecommendedItem(BaseModel):
                                        "the best rank")
 
 
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="Events appended to the event stream")
+
+
 class Recommendations(BaseModel):
     request_id: UUID4 = Field(description="Also sent as the `X-Request-ID` header")
     model_version: str | None = Field(description="Registered `recs-ranker` version that "
