@@ -2,6 +2,7 @@ import csv
 import gzip
 import itertools
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -193,3 +194,54 @@ def key_headers(settings: Settings, role: str, name: str | None = None) -> dict[
     with service_database(settings) as engine:
         key, _ = create_key(engine, role, name)
     return {"Authorization": f"Bearer {key}"}
+
+
+class PrivateRedis:
+    """A Redis server of a test's own (same binary as the shared one, append-only file on,
+    fsync on every write), which the test may stop and start again without touching the
+    shared server."""
+
+    def __init__(self, folder: Path):
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import time
+
+        server = shutil.which("redis-server")
+        if server is None:
+            pytest.fail("redis-server is not installed (make test needs Redis)")
+        self.process = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        pytest.fail(f"a private Redis did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    """A running `PrivateRedis`, stopped after the test."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.folder.mkdir()
+    server.start()
+    yield server
+    server.stop()
