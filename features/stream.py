@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -111,8 +111,9 @@ class RedisStream:
         self.key = f"{name}:stream"
         self.dead_key = f"{name}:stream:dead"
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
-                                           socket_connect_timeout=timeout_seconds)
+        # Any: redis-py types every reply as "awaitable or value" (one client class for both).
+        self.client: Any = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
+                                                socket_connect_timeout=timeout_seconds)
         self._group_ready = False
 
     def _ensure_group(self) -> None:

@@ -29,6 +29,7 @@ from serving.config import ServingSettings
 from serving.deps import ServiceDatabase
 from serving.middleware import RequestIdMiddleware
 from serving.recs import Recommender
+from serving.recs.served import ServedRecorder
 from serving.review import pages as review
 from serving.review.sessions import Sessions, load_secret
 from serving.routes import channel_deliveries, events, ops, price_suggestions, recommendations
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None,
         app.state.destinations = (load_destinations(config.channels_config)
                                   if config.channels_config else None)
         app.state.stream = open_stream(config)
+        served = ServedRecorder(app.state.stream).start()
+        app.state.served = served
         serving_options = options or ServingSettings()
         secret = serving_options.session_secret
         app.state.sessions = Sessions(load_secret(
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None,
             app.state.recommender = recommender
             yield
         finally:
+            await anyio.to_thread.run_sync(served.close)
             app.state.stream.close()
             database.dispose()
 

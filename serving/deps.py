@@ -7,6 +7,7 @@
 - `RequestIdDep`: the request's id (`serving.middleware`).
 - `StreamDep`: the event stream events are appended to (`features.stream`).
 - `ExcludeDep`: the `exclude` query parameter as a set of item ids.
+- `ServedDep`: the worker's `ServedRecorder` of the responses served (started by the lifespan).
 """
 
 import logging
@@ -24,6 +25,7 @@ from db import engine_for, migrate
 from db.channels import Destinations
 from features.stream import EventStream
 from serving.recs import Recommender
+from serving.recs.served import ServedRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ def get_request_id(request: Request) -> uuid.UUID:
     return cast(uuid.UUID, request.state.request_id)
 
 
+def get_served(request: Request) -> ServedRecorder:
+    return cast(ServedRecorder, request.app.state.served)
+
+
 def excluded_items(
     exclude: Annotated[list[str], Query(
         default_factory=list,
@@ -103,3 +109,4 @@ DestinationsDep = Annotated[Destinations | None, Depends(get_destinations)]
 RequestIdDep = Annotated[uuid.UUID, Depends(get_request_id)]
 StreamDep = Annotated[EventStream, Depends(get_stream)]
 ExcludeDep = Annotated[frozenset[str], Depends(excluded_items)]
+ServedDep = Annotated[ServedRecorder, Depends(get_served)]

@@ -1,12 +1,13 @@
 """`GET /v1/users/{user_id}/recommendations`: the user's top k items, personalised or the
-popularity fallback; a well-formed request always gets 200."""
+popularity fallback; a well-formed request always gets 200. Every response is recorded for
+attribution (`serving.recs.served`: buffered in process, never waiting on the stream)."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
 from serving.auth import AUTH_RESPONSES, as_storefront
-from serving.deps import ExcludeDep, RecommenderDep, RequestIdDep
+from serving.deps import ExcludeDep, RecommenderDep, RequestIdDep, ServedDep
 from serving.routes import once
 from serving.schemas import Recommendations, RecommendedItem
 
@@ -25,12 +26,14 @@ def recommendations(
     user_id: Annotated[str, Path(min_length=1, max_length=200)],
     recommender: RecommenderDep,
     request_id: RequestIdDep,
+    served: ServedDep,
     exclude: ExcludeDep,
     k: Annotated[int, Query(ge=1, le=100, description="How many items")] = 10,
     category: Annotated[str | None, Query(
         description="Only items of this catalog category (exact); empty means any")] = None,
 ) -> Recommendations:
     result = recommender.recommend(user_id, k, category or None, exclude)
+    served.record(request_id, user_id, result)
     return Recommendations(
         request_id=request_id, model_version=result.model_version, fallback=result.fallback,
         items=[RecommendedItem(item_id=item.item_id, score=item.score, source=item.source)
