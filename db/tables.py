@@ -26,6 +26,13 @@ the engine that opens it.
   unique index): a newer approval supersedes the undelivered older one. A delivery worker
   claims rows with a lease (`claimed_by`, `lease_until`) and retries them at
   `next_attempt_at`.
+- `channel_stock` (0006): the latest stock on hand each sales channel reported for an item
+  (`inventory` events; latest by the report's time, then its event id), one row per item x
+  channel. A channel's report is its allocation of the item's stock.
+- `item_stock` (0006): per item, the sum of its channels' latest reports (`stock_on_hand`),
+  the stock its prices were last suggested with after a stock change (`priced_stock`, null
+  before the first such run) and, while one is due, when that run was requested
+  (`reprice_requested_at`, indexed where set). `db.stock` writes both tables.
 
 Invariants: timestamps are stored in UTC and read back timezone-aware on every database; a
 table changes only together with a migration in `db/migrations/versions/`
@@ -231,6 +238,37 @@ class ChannelDeliveryRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     retried_by: Mapped[str | None] = mapped_column(String(200))
     retried_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChannelStockRow(Base):
+    __tablename__ = "channel_stock"
+    __table_args__ = (
+        CheckConstraint("stock_on_hand >= 0", name="ck_channel_stock_stock_on_hand"),
+    )
+
+    item_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stock_on_hand: Mapped[int] = mapped_column(Integer)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the report's event time
+    event_id: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ItemStockRow(Base):
+    __tablename__ = "item_stock"
+    __table_args__ = (
+        CheckConstraint("stock_on_hand >= 0", name="ck_item_stock_stock_on_hand"),
+        Index("ix_item_stock_reprice_requested", "reprice_requested_at",
+              sqlite_where=text("reprice_requested_at IS NOT NULL"),
+              postgresql_where=text("reprice_requested_at IS NOT NULL")),
+    )
+
+    item_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stock_on_hand: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    priced_stock: Mapped[int | None] = mapped_column(Integer)
+    priced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reprice_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def where_equal(query: Select[Any], table: type[Base], **filters: object) -> Select[Any]:

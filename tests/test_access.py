@@ -24,8 +24,8 @@ from tests.conftest import key_headers
 PUBLIC = {("get", "/healthz"), ("get", "/readyz")}
 # The role each path prefix needs; admin keys may call every route.
 NEEDED = {"/v1/users/": "storefront", "/v1/events": "storefront",
-          "/v1/price-suggestions": "merchandiser", "/v1/price-decisions": "merchandiser", "/v1/channel-deliveries": "merchandiser",
-          "/v1/admin/": "admin"}
+          "/v1/price-suggestions": "merchandiser", "/v1/price-decisions": "merchandiser",
+          "/v1/channel-deliveries": "merchandiser", "/v1/admin/": "admin"}
 PATH_VALUES = {"user_id": "someone", "suggestion_id": "1", "batch_id": str(uuid.uuid4()),
                "delivery_id": "1"}
 runner = CliRunner()

@@ -43,7 +43,8 @@ def test_an_entry_is_read_whole_and_once_until_acknowledged(stream):
     first = stream.append(EVENTS, records("a", "b"))
     stream.append(SERVED, records("r"))
     got = stream.read("c1", 10, 0.1)
-    assert [(e.entry_id, e.kind, e.records, e.deliveries) for e in got][0] == (
+    head = got[0]
+    assert (head.entry_id, head.kind, head.records, head.deliveries) == (
         first, EVENTS, records("a", "b"), 1)
     assert [e.kind for e in got] == [EVENTS, SERVED]
     assert stream.read("c2", 10, 0.05) == []  # leased to c1

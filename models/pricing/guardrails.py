@@ -3,7 +3,8 @@
 `Guardrails` holds the shop-wide rules; `load_guardrails` reads them from a YAML file (see
 `guardrails.example.yaml` at the repository root, which documents every field). The per-item
 bounds `min_price` and `max_price` come from the catalog, not from here. Percentages are plain
-numbers: 10 means 10%.
+numbers: 10 means 10%. `reprice_on_stock` says when a stock change asks for new suggestions
+(`training.pricing.stock`).
 """
 
 from pathlib import Path
@@ -33,6 +34,28 @@ def _whole_cents(value: float) -> float:
 Percent = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Ending = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), AfterValidator(_whole_cents)]
 Step = Annotated[float, Field(ge=0.01, allow_inf_nan=False), AfterValidator(_whole_cents)]
+
+
+class StockThreshold(BaseModel):
+    """How far an item's stock on hand must move from the stock its prices were last suggested
+    with for a targeted suggestion run; the defaults are those of `guardrails.example.yaml`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    change_percent: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 25.0
+    """The smallest move that counts, as a share of the stock the prices were suggested with."""
+
+    change_units: Annotated[int, Field(ge=1)] = 3
+    """The smallest move that counts, in units (both must be met). A move to or from zero
+    stock always counts."""
+
+    def moved(self, priced_with: int | None, stock: int) -> bool:
+        """Whether `stock` is far enough from `priced_with` (None: no price was suggested with
+        a known stock yet) to suggest the item's prices again."""
+        if priced_with is None or (priced_with == 0) != (stock == 0):
+            return True
+        change = abs(stock - priced_with)
+        return change >= self.change_units and change * 100 >= self.change_percent * priced_with
 
 
 class Guardrails(BaseModel):
@@ -87,6 +110,9 @@ class Guardrails(BaseModel):
 
     overstock_cost_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
     """The share of the unit cost an overstocked unit still costs (in [0, 1])."""
+
+    reprice_on_stock: StockThreshold = StockThreshold()
+    """When the stock the channels report moved far enough for a targeted suggestion run."""
 
     @model_validator(mode="after")
     def _overstock_beyond_restock(self) -> "Guardrails":
