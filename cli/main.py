@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from cli import channels, data, evaluate, features, keys, pricing, report, train
+from cli import channels, data, evaluate, events, features, keys, pricing, report, train
 from cli.output import fail
 from serving.config import ServingSettings
 
@@ -27,6 +27,7 @@ app.add_typer(evaluate.app, name="evaluate", rich_help_panel=BESIDE)
 app.add_typer(pricing.app, name="pricing", rich_help_panel=BESIDE)
 app.add_typer(report.app, name="report", rich_help_panel=BESIDE)
 app.add_typer(keys.app, name="keys", rich_help_panel=SERVICE)
+app.add_typer(events.app, name="events", rich_help_panel=SERVICE)
 app.add_typer(channels.app, name="channels", rich_help_panel=SERVICE)
 
 

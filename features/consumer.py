@@ -8,8 +8,9 @@ and for the `events` entries, under one lock shared by every consumer of the dat
 4. deletes the journal.
 A consumer killed anywhere in 3 leaves the journal; the next round (any consumer's) redoes
 it first, and both writes are idempotent (the log skips known ids, the rows are absolute
-values), so no event is lost or counted twice. Then the kind handlers run (`served`
-records, inventory events: idempotent too), and only then are the entries acknowledged.
+values), so no event is lost or counted twice. Then `after_events` sees the whole batch and
+the kind handlers their records (`served`): both must be idempotent, as a batch may come
+again; only then are the entries acknowledged.
 
 A round that fails is retried entry by entry; an entry that keeps failing
 (`max_deliveries`) is split into its records, and each record that fails alone goes to the
@@ -33,13 +34,13 @@ import pandas as pd
 import pyarrow as pa
 
 from features.event_log import EventLog
-from features.schemas import EVENT_ARROW_SCHEMA, Event
+from features.schemas import EVENT_ARROW_SCHEMA, EVENT_LIST
 from features.stream import EVENTS, Entry, EventStream, StreamUnavailableError, consumer_name
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[list[dict]], None]
-"""Takes the records of one entry kind (`served`), or the inventory events' records."""
+"""Takes the records of entries of one kind (`served`)."""
 
 
 class OnlineWriter(Protocol):
@@ -51,7 +52,9 @@ class OnlineWriter(Protocol):
 
 
 def events_frame(records: Sequence[dict]) -> pd.DataFrame:
-    """Stream records (events as the API dumps them: ISO timestamps) as canonical events."""
+    """Stream records (events as the API dumps them: ISO timestamps) as canonical events;
+    a record another producer wrote that breaks the schema raises `ValidationError`."""
+    EVENT_LIST.validate_python(records)
     rows = [{**record, "ts": datetime.fromisoformat(record["ts"])} for record in records]
     return pa.Table.from_pylist(rows, schema=EVENT_ARROW_SCHEMA).to_pandas()
 
@@ -96,13 +99,14 @@ class Consumer:
 
     def __init__(self, stream: EventStream, log: EventLog, online: OnlineWriter,
                  handlers: Mapping[str, Handler] | None = None,
-                 on_inventory: Handler | None = None, name: str | None = None,
+                 after_events: Callable[[pd.DataFrame], None] | None = None,
+                 name: str | None = None,
                  entries_per_round: int = 50, max_deliveries: int = 5):
         self.stream = stream
         self.log = log
         self.online = online
         self.handlers = dict(handlers or {})
-        self.on_inventory = on_inventory
+        self.after_events = after_events
         self.name = name or consumer_name()
         self.entries_per_round = entries_per_round
         self.max_deliveries = max_deliveries
@@ -138,10 +142,8 @@ class Consumer:
                 self.log.append(fresh)
                 self.online.write(plan)
                 self.journal.clear()
-        if self.on_inventory is not None:
-            stock = [r for r in records if r.get("event_type") == "inventory"]
-            if stock:
-                self.on_inventory(stock)
+        if self.after_events is not None:
+            self.after_events(events)
         return len(fresh)
 
     def _process(self, entries: Sequence[Entry], result: RoundResult) -> None:
@@ -162,8 +164,6 @@ class Consumer:
         """Process an entry that keeps failing record by record; dead-letter what fails."""
         for record in entry.records:
             try:
-                if entry.kind == EVENTS:
-                    Event.model_validate(record)
                 single = Entry(entry.entry_id, entry.kind, [record], entry.deliveries)
                 self._process([single], result)
             except Exception as error:

@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from features.schemas import Event
+from features.schemas import EVENT_LIST, Event
 from features.stream import EVENTS, StreamUnavailableError
 from serving.auth import AUTH_RESPONSES, as_storefront
 from serving.deps import StreamDep
@@ -21,7 +21,6 @@ from serving.schemas import EventsAccepted, Problem
 MAX_EVENTS = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
 RETRY_AFTER_SECONDS = 5
-EVENT_LIST = TypeAdapter(list[Event])
 router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[Depends(as_storefront)],
                    responses=AUTH_RESPONSES)
 _event_schema: dict[str, Any] = Event.model_json_schema()
