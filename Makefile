@@ -57,9 +57,13 @@ run: $(VENV)/.installed-run $(DATA)/.trained-recs $(DATA)/.priced
 	@echo "demo-storefront key printed above (or one from 'tailor keys create --role storefront'):"
 	@echo "  curl -H \"Authorization: Bearer \$$KEY\" 'http://127.0.0.1:8000/v1/users/12347/recommendations?k=5'"
 	@echo "Price review page: http://127.0.0.1:8000/review (log in with the demo-merchandiser key)"
-	@echo "Approved prices are delivered by 'tailor channels push --loop', running beside the service"
+	@echo "Events posted to /v1/events reach the log and the online features through"
+	@echo "'tailor events consume'; approved prices are delivered by 'tailor channels push --loop';"
+	@echo "both run beside the service"
 	export TAILOR_CHANNELS_CONFIG=$(CHANNELS_CONFIG); \
-	$(BIN)/tailor channels push --loop & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/tailor channels push --loop & worker=$$!; \
+	$(BIN)/tailor events consume --channels channels.example.csv & consumer=$$!; \
+	trap 'kill $$worker $$consumer 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/tailor serve --clock model
 
 serve: $(VENV)/.installed-run
@@ -81,6 +85,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.review_page
 	$(BIN)/python -m benchmarks.delivery
+	$(BIN)/python -m benchmarks.ingest
 
 clean:
 	rm -rf $(DATA) $(VENV)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cli.inputs import event_log, utc_datetime
 from cli.output import fail, out, table
+from features.consumer import online_writes
 from features.feature_repo.definitions import RECS_RANKER_SERVICE
 from features.ingest import read_catalog
 from features.settings import Settings, get_settings
@@ -71,7 +72,8 @@ def materialize_command(
     settings = get_settings()
     store = feature_store(settings)
     require_applied(settings, store)
-    until = materialize(store, utc_datetime(end))
+    with online_writes(settings.events_dir):  # not between a consumer's read and write
+        until = materialize(store, utc_datetime(end))
     backend = "redis" if settings.redis_url else "sqlite"
     out.print(f"materialized features up to {until.isoformat()} into the {backend} online store")
 

@@ -59,6 +59,17 @@ def events_frame(records: Sequence[dict]) -> pd.DataFrame:
     return pa.Table.from_pylist(rows, schema=EVENT_ARROW_SCHEMA).to_pandas()
 
 
+@contextmanager
+def online_writes(events_dir: Path) -> Iterator[None]:
+    """The lock around writes to the online features of the data directory whose event log
+    is `events_dir`: every consumer's batch, and materializations (`tailor features
+    materialize`), which would otherwise interleave their reads and writes."""
+    events_dir.mkdir(parents=True, exist_ok=True)
+    with open(events_dir / ".consumer.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @dataclass
 class RoundResult:
     """What one round did."""
@@ -112,14 +123,6 @@ class Consumer:
         self.max_deliveries = max_deliveries
         self.journal = Journal(log.root / ".online-journal.pkl")
 
-    @contextmanager
-    def _writer(self) -> Iterator[None]:
-        """The lock every consumer of this data directory takes around its writes."""
-        self.log.root.mkdir(parents=True, exist_ok=True)
-        with open(self.log.root / ".consumer.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
     def _redo_journal(self) -> None:
         pending = self.journal.pending()
         if pending is not None:
@@ -133,7 +136,7 @@ class Consumer:
     def _store_events(self, records: list[dict]) -> int:
         """Append the events to the log and the online features; how many were new."""
         events = events_frame(records)
-        with self._writer():
+        with online_writes(self.log.root):
             self._redo_journal()
             fresh = self.log.unseen(events)
             if not fresh.empty:
