@@ -12,6 +12,10 @@ grouped by fewer entities as aligned arrays (`user_item_index`: a user's pairs u
 key). The reader then reads the index, one key per user, and looks the requested items up
 in it, instead of one key per (user, item). Same values, same transform code: the tests hold
 the reader equal to `get_online_features` on both stores.
+
+`EntityRows` keeps one entity's rows (a user's stats and index) once read: a request that
+looks at the user's history before choosing the items to read features for reads each of
+the user's rows once, then `read_columns` reuses them.
 """
 
 from collections.abc import Collection, Mapping, Sequence
@@ -93,6 +97,47 @@ class ViewColumns:
         return columns
 
 
+class EntityRows:
+    """One entity's rows (a user's) in the tables keyed by it alone, each read from the
+    online store on first use and kept: give it to `ServiceReader.read_columns` to reuse
+    them. Not thread-safe: one per request."""
+
+    def __init__(self, reader: "ServiceReader", keys: Mapping[str, str]):
+        self.keys = dict(keys)
+        self._reader = reader
+        self._replies: dict[str, tuple] = {}
+
+    def covers(self, keys: Mapping[str, str]) -> bool:
+        """Whether `keys` name exactly this entity."""
+        return keys == self.keys
+
+    def reply(self, table: FeatureView, names: Sequence[str]) -> tuple:
+        """`online_read`'s (timestamp, {name: proto}) reply for the entity in `table`."""
+        if table.name not in self._replies:
+            if sorted(table.join_keys) != sorted(self.keys):
+                raise ValueError(f"{table.name!r} is not keyed by {sorted(self.keys)} alone")
+            self._replies[table.name] = self._reader.online_read(table, [self.keys], names)[0]
+        return self._replies[table.name]
+
+    def has(self, view_name: str) -> bool:
+        """Whether the store has the entity's row of a view of the service (Redis answers
+        a missing key with unset values)."""
+        _, values = self.reply(*self._reader.table(view_name))
+        return bool(values) and any(value.WhichOneof("val") not in (None, "null_val")
+                                    for value in values.values())
+
+    def values(self, view_name: str,
+               names: Collection[str] | None = None) -> dict[str, Any] | None:
+        """The entity's decoded values of a view of the service (an indexed view's: its
+        index row, aligned arrays), all or those of `names`; None when it has no row."""
+        if not self.has(view_name):
+            return None
+        table, read = self._reader.table(view_name)
+        _, values = self.reply(table, read)
+        return {name: decode(values.get(name)) for name in read
+                if names is None or name in names}
+
+
 class ServiceReader:
     """Reads a feature service's online features: one `online_read` per feature view (on
     the distinct entity keys of the request), then its on-demand views in process."""
@@ -125,6 +170,18 @@ class ServiceReader:
                     "subset of its entities, and the indexed view may hold no arrays")
             self.indexes[indexed.view.name] = index
 
+    def table(self, view_name: str) -> tuple[FeatureView, list[str]]:
+        """Where a view's features are read from (its index, when it has one) and which."""
+        view = self.views[view_name]
+        index = self.indexes.get(view_name)
+        if index is None:
+            return view.view, view.names
+        return index, [index.tags[INDEX_ITEMS_TAG], *view.names]
+
+    def entity(self, keys: Mapping[str, str]) -> EntityRows:
+        """The rows of one entity (join key -> value), read when first used."""
+        return EntityRows(self, keys)
+
     def read(self, entities: Mapping[str, Sequence[str] | str],
              request: Mapping[str, object] | None = None,
              skip: Collection[str] = ()) -> pd.DataFrame:
@@ -135,9 +192,11 @@ class ServiceReader:
 
     def read_columns(self, entities: Mapping[str, Sequence[str] | str],
                      request: Mapping[str, object] | None = None,
-                     skip: Collection[str] = ()) -> dict[str, np.ndarray]:
+                     skip: Collection[str] = (),
+                     entity: EntityRows | None = None) -> dict[str, np.ndarray]:
         """`read` as columns (numpy arrays, or pandas' datetime arrays for timestamps; entity
-        columns as given): a request's path builds no frame."""
+        columns as given): a request's path builds no frame. A view keyed by one entity given
+        once comes from `entity` when it is that entity (read there if not yet)."""
         length = max((len(v) for v in entities.values() if not isinstance(v, str)), default=1)
         keys: dict[str, list | str] = {key: value if isinstance(value, str) else list(value)
                 for key, value in entities.items()}
@@ -147,9 +206,9 @@ class ServiceReader:
         for name, view in self.views.items():
             if name in skip:
                 continue
-            index = self.indexes.get(name)
-            columns.update(self._read_indexed(view, index, keys, length) if index
-                           else self._read_view(view, keys, length))
+            columns.update(self._read_indexed(view, keys, length, entity)
+                           if name in self.indexes
+                           else self._read_view(view, keys, length, entity))
         rows = pd.RangeIndex(length)
         for odfv in self.on_demand:
             sources = odfv.source_feature_view_projections.values()
@@ -168,13 +227,15 @@ class ServiceReader:
         return columns
 
     def _read_distinct(self, table: FeatureView, join_keys: list[str],
-                       keys: dict[str, list | str], length: int,
-                       names: Sequence[str]) -> tuple[np.ndarray, list]:
+                       keys: dict[str, list | str], length: int, names: Sequence[str],
+                       entity: EntityRows | None) -> tuple[np.ndarray, list]:
         """One `online_read` of `table` for the distinct key tuples of the rows: the replies,
         and for every row the position of its reply (a key given once is one value for every
-        row: a user's rows need no per-row work)."""
+        row: a user's rows need no per-row work; `entity` has it when it is that entity)."""
         varying = [key for key in join_keys if not isinstance(keys[key], str)]
         fixed = {key: str(keys[key]) for key in join_keys if key not in varying}
+        if not varying and entity is not None and entity.covers(fixed):
+            return np.zeros(length, dtype=np.intp), [entity.reply(table, names)]
         if varying:
             positions: dict[tuple, int] = {}
             spread = np.fromiter(
@@ -184,28 +245,33 @@ class ServiceReader:
             distinct = list(positions)
         else:
             spread, distinct = np.zeros(length, dtype=np.intp), [()]
-        protos = [entity_key({**fixed, **dict(zip(varying, row, strict=True))})
-                  for row in distinct]
-        # A copy: Feast's Redis store appends its timestamp field to the list it is given.
-        found = self._provider.online_read(self.store.config, table, protos, list(names))
+        found = self.online_read(table, [{**fixed, **dict(zip(varying, row, strict=True))}
+                                         for row in distinct], names)
         return spread, found
 
-    def _read_view(self, view: ViewColumns, keys: dict[str, list | str],
-                   length: int) -> dict[str, np.ndarray]:
+    def online_read(self, table: FeatureView, keys: list[dict[str, str]],
+                    names: Sequence[str]) -> list[tuple]:
+        """The store's (timestamp, {name: proto}) reply for each entity of `keys`."""
+        # A copy: Feast's Redis store appends its timestamp field to the list it is given.
+        return self._provider.online_read(self.store.config, table,
+                                          [entity_key(key) for key in keys], list(names))
+
+    def _read_view(self, view: ViewColumns, keys: dict[str, list | str], length: int,
+                   entity: EntityRows | None) -> dict[str, np.ndarray]:
         """The view's columns for every row."""
         spread, found = self._read_distinct(view.view, view.join_keys, keys, length,
-                                            view.names)
+                                            view.names, entity)
         return {name: column[spread] for name, column in view.columns(found).items()}
 
-    def _read_indexed(self, view: ViewColumns, index: FeatureView,
-                      keys: dict[str, list | str], length: int) -> dict[str, np.ndarray]:
+    def _read_indexed(self, view: ViewColumns, keys: dict[str, list | str], length: int,
+                      entity: EntityRows | None) -> dict[str, np.ndarray]:
         """The view's columns from its index: one read of each distinct owner's row (a
         user's), then each row's item looked up in that owner's arrays."""
+        index, names = self.table(view.view.name)
         owner_keys = sorted(index.join_keys)
         (item_key,) = [key for key in view.join_keys if key not in owner_keys]
-        items_field = index.tags[INDEX_ITEMS_TAG]
-        spread, found = self._read_distinct(index, owner_keys, keys, length,
-                                            [items_field, *view.names])
+        items_field = names[0]
+        spread, found = self._read_distinct(index, owner_keys, keys, length, names, entity)
         row_items = keys[item_key]
         if isinstance(row_items, str):
             row_items = [row_items] * length

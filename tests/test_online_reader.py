@@ -88,3 +88,41 @@ def test_materializations_seen_by_another_store_object(store_settings):
     after = materializations(watcher, "item_stats")
     assert len(after) == len(before) + 1
     assert after[-1][1] == datetime(2011, 2, 1, tzinfo=UTC)
+
+
+class CountingReader(ServiceReader):
+    """A reader that records the table of each `online_read` it makes."""
+
+    def __init__(self, store, service):
+        super().__init__(store, service)
+        self.reads: list[str] = []
+
+    def online_read(self, table, keys, names):
+        self.reads.append(table.name)
+        return super().online_read(table, keys, names)
+
+
+def test_entity_rows_read_once_and_reused_by_read_columns(store_settings):
+    """Serving looks at a user's history before it knows the candidates, then reads their
+    features: the user's rows are read once for both."""
+    store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
+    reader = CountingReader(store, SERVICE)
+    entities = {"user_id": "u1", "item_id": ["i2", "unknown", "i1"]}
+
+    user = reader.entity({"user_id": "u1"})
+    stats = user.values("user_stats", ["user_frequency", "user_last_purchase_ts"])
+    index = user.values("user_item_stats")
+    reused = reader.read_columns(entities, {"as_of": AS_OF}, skip=("item_stats",), entity=user)
+    once = list(reader.reads)
+    plain = reader.read_columns(entities, {"as_of": AS_OF}, skip=("item_stats",))
+
+    assert once == ["user_stats", "user_item_index"]
+    assert reader.reads[2:] == once  # without the rows: read again
+    assert stats == {"user_frequency": 2,
+                     "user_last_purchase_ts": int(datetime(2011, 1, 3, 10, tzinfo=UTC).timestamp())}
+    assert index is not None and index["item_ids"] == ["i1", "i2"]
+    assert index["user_item_times_bought"] == [2, 1]
+    assert reused["user_item_times_bought"].tolist()[::2] == [1.0, 2.0]
+    for name in plain:
+        assert_same_column(pd.Series(reused[name]), pd.Series(plain[name]), name)
+    assert reader.entity({"user_id": "nobody"}).values("user_stats") is None

@@ -7,7 +7,9 @@ Every source is fitted on purchases strictly before a cutoff and scores (user, i
 - `next_order`: what customers bought in the order after one holding the user's recent items;
 - `popular`: items bought by the most distinct users over the last weeks (same for everyone).
 `generate_candidates` unions the sources' top lists and keeps each source's score and rank as
-features (missing where the source did not propose the item).
+features (missing where the source did not propose the item). `candidates_from_history` does
+the same for one user from the history the online store aggregates (purchases after the
+cutoff, or a user the sources never saw), with the fitted sources.
 """
 
 import warnings
@@ -141,6 +143,7 @@ class RepurchaseSource:
         self.scores = pairs[["user_id", "item_id", "score", *self.extra_columns]]
         self.item_repeat_rate = (pairs["days"] > 1).groupby(pairs["item_id"]).mean()
         self.n = config.repurchase_n
+        self.half_life_days = config.half_life_days
         return self
 
     def recommend(self, user_ids: list[str]) -> pd.DataFrame:
@@ -251,6 +254,7 @@ class NextOrderSource:
             shape=(len(self.matrix.users), len(orders)),
         ) @ baskets
         self.n = config.next_order_n
+        self.history = config.next_order_history
         return self
 
     def recommend(self, user_ids: list[str]) -> pd.DataFrame:
@@ -317,3 +321,122 @@ def generate_candidates(sources: dict, user_ids: list[str]) -> pd.DataFrame:
     repeat_rate = sources["repurchase"].item_repeat_rate
     merged["item_repeat_rate"] = merged["item_id"].map(repeat_rate).fillna(0.0)
     return merged.sort_values(["user_id", "item_id"], ignore_index=True)
+
+
+Proposal = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+"""One source's list for one user, best first: item ids, scores, extra columns."""
+
+
+def _best(items: np.ndarray, scores: np.ndarray, n: int,
+          extra: dict[str, np.ndarray] | None = None) -> Proposal:
+    """The `n` highest-scoring items (ties by item id, as `top_n`)."""
+    order = np.lexsort((items, -scores))[:n]
+    return items[order], scores[order], {name: v[order] for name, v in (extra or {}).items()}
+
+
+def _positive_best(items: pd.Index, scores: np.ndarray, n: int) -> Proposal:
+    """The `n` best of a dense score row over `items`, positive scores only."""
+    positive = np.flatnonzero(scores > 0)
+    return _best(items.to_numpy()[positive], scores[positive], n)
+
+
+def candidates_from_history(sources: dict, user_id: str, history: pd.DataFrame,
+                            now: pd.Timestamp) -> pd.DataFrame:
+    """`generate_candidates` for one user from their aggregated purchase history (one row per
+    item: `item_id`, `times_bought`, `last_purchase_ts`), with the sources fitted at their
+    cutoff and recency weights taken at `now` (a purchase after it counts as at `now`).
+
+    The history holds no single purchases, so it approximates what the sources read:
+    an item's recency-weighted count is `times_bought` purchases at its last purchase (more
+    than the sum over its purchases when they are older); orders are the distinct last
+    purchase instants (an item bought again later only counts in its latest order); the
+    purchase rhythm (`gap_days`) is the candidate state's for pairs it knows, NaN otherwise;
+    ALS folds the user in (implicit's `recalculate_user`) instead of its trained factors.
+    Items the sources never saw are proposed by `repurchase` only.
+    """
+    repurchase = sources["repurchase"]
+    # States pickled before the sources kept these knobs were fitted with the defaults.
+    half_life = getattr(repurchase, "half_life_days", CandidateConfig.half_life_days)
+    orders = getattr(sources["next_order"], "history", CandidateConfig.next_order_history)
+    bought = history[(history["times_bought"] > 0) & history["last_purchase_ts"].notna()]
+    items = bought["item_id"].to_numpy(dtype=object)
+    last = bought["last_purchase_ts"].where(bought["last_purchase_ts"] < now, now)
+    weights = bought["times_bought"].to_numpy(dtype=float) * recency_weights(
+        last, now, half_life)
+    matrix = sources["covisit"].matrix
+    columns = matrix.items.get_indexer(items)
+    seen = columns >= 0
+    profile = sparse.csr_matrix((weights[seen], (np.zeros(seen.sum(), dtype=np.intp),
+                                                 columns[seen])),
+                                shape=(1, len(matrix.items)), dtype=np.float32)
+    proposals = {
+        "repurchase": _repurchase(repurchase, user_id, items, weights, last, now),
+        "covisit": _positive_best(
+            matrix.items, (profile @ sources["covisit"].cooccurrence).toarray().ravel(),
+            sources["covisit"].n),
+        "als": _fold_in(sources["als"], profile),
+        "next_order": _next_order(sources["next_order"],
+                                  last.to_numpy(dtype="datetime64[ns]")[seen],
+                                  columns[seen], orders),
+        "popular": _best(sources["popular"].ranking.index.to_numpy(dtype=object),
+                         sources["popular"].ranking.to_numpy(dtype=float),
+                         len(sources["popular"].ranking)),
+    }
+    return _union_of_one(sources, user_id, proposals)
+
+
+def _repurchase(source: RepurchaseSource, user_id: str, items: np.ndarray, weights: np.ndarray,
+                last: pd.Series, now: pd.Timestamp) -> Proposal:
+    """The user's items by recency-weighted count, with the state's gaps where it has them."""
+    users = source.scores["user_id"].to_numpy()  # sorted: the groupby's order
+    known = source.scores.iloc[np.searchsorted(users, user_id, side="left"):
+                               np.searchsorted(users, user_id, side="right")]
+    gap = pd.Series(known["gap_days"].to_numpy(dtype=float),
+                    index=known["item_id"]).reindex(items).to_numpy()
+    due = ((now - last.dt.floor("D")) / DAY).to_numpy(dtype=float) / gap
+    return _best(items, weights, source.n, {"gap_days": gap, "due_ratio": due})
+
+
+def _fold_in(source: FactorizationSource, profile: sparse.csr_matrix) -> Proposal:
+    """ALS's top items for a profile row: its user factors solved against the item factors."""
+    confidence = profile.copy()
+    confidence.data = 1 + 20 * np.log1p(confidence.data)
+    n = min(source.n, len(source.matrix.items))  # implicit pads a longer list with item 0
+    if not confidence.nnz:
+        return _best(np.empty(0, dtype=object), np.empty(0), 0)
+    ids, scores = source.model.recommend(0, confidence, N=n, filter_already_liked_items=False,
+                                         recalculate_user=True)
+    valid = ids >= 0
+    return _best(source.matrix.items.to_numpy()[ids[valid]], scores[valid].astype(float), n)
+
+
+def _next_order(source: NextOrderSource, last: np.ndarray, columns: np.ndarray,
+                orders: int) -> Proposal:
+    """NextOrderSource's items for a user whose last `orders` orders are the most recent
+    distinct last purchase instants of their items (`columns` of the source's matrix)."""
+    instants, order = np.unique(last, return_inverse=True)
+    orders_after = len(instants) - 1 - order
+    recent = orders_after < orders
+    profile = sparse.csr_matrix((0.5 ** orders_after[recent],
+                                 (np.zeros(recent.sum(), dtype=np.intp), columns[recent])),
+                                shape=(1, len(source.matrix.items)))
+    return _positive_best(source.matrix.items,
+                          (profile @ source.transitions).toarray().ravel(), source.n)
+
+
+def _union_of_one(sources: dict, user_id: str, proposals: dict[str, Proposal]) -> pd.DataFrame:
+    """`generate_candidates`' rows for one user from the sources' proposals."""
+    items = np.unique(np.concatenate([proposed for proposed, _, _ in proposals.values()]))
+    frame = {"user_id": np.full(len(items), user_id, dtype=object), "item_id": items}
+    for name in sources:
+        proposed, scores, extra = proposals[name]
+        rows = np.searchsorted(items, proposed)
+        for column, values in {"score": scores, "rank": np.arange(1.0, len(proposed) + 1),
+                               **extra}.items():
+            frame[f"{name}_{column}"] = np.full(len(items), np.nan)
+            frame[f"{name}_{column}"][rows] = values
+    ranks = np.column_stack([frame[f"{name}_rank"] for name in sources])
+    frame["n_sources"] = (~np.isnan(ranks)).sum(axis=1)
+    frame["item_repeat_rate"] = sources["repurchase"].item_repeat_rate.reindex(
+        items).fillna(0.0).to_numpy()
+    return pd.DataFrame(frame)

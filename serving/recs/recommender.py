@@ -4,11 +4,13 @@ A request picks the snapshot up once; a reload assembles the next one to the sid
 one reference, so a request sees the old model or the new one, never a mix, and the old one
 keeps answering until the new one is fully loaded (or for good, when loading fails).
 
-Personalised path (`Snapshot.ranking` loaded, user known to the candidate state): the
-user's candidate rows minus excluded items and other categories, topped up with popular
-items passing the same filters to `k`; user and user x item features from the online store,
+Personalised path (`Snapshot.ranking` loaded, the user has online features): the user's
+rows are read once (stats and pair index); the user's candidates (the precomputed table's,
+or generated from the online history when it holds purchases the candidate state lacks:
+`serving.recs.fresh`) minus excluded items and other categories, topped up with popular
+items passing the same filters to `k`; user and user x item features from the user's rows,
 item features from the cache; `feature_matrix` and the booster score them; ties by item id.
-Anything missing on the way (no model, unknown user, no online features, an error) answers
+Anything missing on the way (no model, no online features for the user, an error) answers
 with the popularity fallback: `recommend` never raises for those.
 """
 
@@ -29,11 +31,9 @@ from models.recs.artifacts import MODEL_NAME, RegisteredRanker
 from models.recs.ranker import feature_matrix
 from serving.config import ServingSettings
 from serving.recs.caches import Columns, settle_heap
+from serving.recs.fresh import OnlineHistory, user_candidates
 from serving.recs.snapshot import POPULAR, Ranking, Snapshot, StoreConnector, assemble, champion
 from serving.schemas import FeatureStoreKind, Source
-
-USER_PRESENCE = "user_frequency"
-"""A user feature every materialized user has: all missing means the store lacks the user."""
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +72,11 @@ class Status:
 
 
 def with_popular(candidates: Columns, items: list[str], repeat_rate: pd.Series,
-                 categories: pd.Series) -> Columns:
+                 categories: dict[str, str]) -> Columns:
     """Candidate columns with popular `items` appended: proposed by no source (`source`
     popular), with their category and repeat rate."""
     added = {"item_id": np.asarray(items, dtype=object),
-             "category": categories.reindex(items).to_numpy(dtype=object),
+             "category": np.array([categories[item] for item in items], dtype=object),
              "source": np.full(len(items), POPULAR, dtype=object),
              "n_sources": np.zeros(len(items)),
              "item_repeat_rate": repeat_rate.reindex(items).fillna(0.0).to_numpy(dtype=float)}
@@ -168,7 +168,7 @@ class Recommender:
         snapshot = self._current()
         ranking = snapshot.ranking
         exclude = frozenset(exclude)
-        if ranking is not None and user_id in ranking.candidates:
+        if ranking is not None:
             try:
                 items = self._personalised(snapshot, ranking, user_id, k, category, exclude)
             except Exception:
@@ -177,7 +177,7 @@ class Recommender:
             else:
                 if items is not None:
                     return Recommendation(items, ranking.model.version, fallback=False)
-        popular = snapshot.popularity.top(k, category, exclude)
+        popular = snapshot.popularity.top(k, snapshot.catalog, category, exclude)
         return Recommendation([ScoredItem(item, score, POPULAR) for item, score in popular],
                               snapshot.model.version if snapshot.model else None,
                               fallback=True)
@@ -185,7 +185,15 @@ class Recommender:
     def _personalised(self, snapshot: Snapshot, ranking: Ranking, user_id: str, k: int,
                       category: str | None, exclude: frozenset[str]) -> list[ScoredItem] | None:
         model = ranking.model
-        candidates = ranking.candidates.of(user_id)
+        user = ranking.store.user(user_id)
+        history = OnlineHistory.of(user)
+        if history is None:
+            if user_id in ranking.candidates:
+                logger.info("no online features for user %s; answering with popularity",
+                            user_id)
+            return None
+        catalog = ranking.item_features.catalog
+        candidates = user_candidates(ranking, user_id, history, catalog)
         keep = np.ones(len(candidates["item_id"]), dtype=bool)
         if exclude:
             keep &= [item not in exclude for item in candidates["item_id"]]
@@ -195,17 +203,15 @@ class Recommender:
             candidates = {name: column[keep] for name, column in candidates.items()}
         if len(candidates["item_id"]) < k:  # the filters left too few: popular items that pass
             taken = exclude | set(candidates["item_id"])
-            extra = snapshot.popularity.top(k - len(candidates["item_id"]), category, taken)
+            extra = snapshot.popularity.top(k - len(candidates["item_id"]), catalog, category,
+                                            taken)
             candidates = with_popular(candidates, [item for item, _ in extra],
                                       model.sources["repurchase"].item_repeat_rate,
-                                      snapshot.catalog.categories)
+                                      catalog.category_of)
         if not len(candidates["item_id"]):
             return None
         item_ids = candidates["item_id"].tolist()
-        online = ranking.store.request_features(user_id, item_ids, {"as_of": self.as_of(model)})
-        if np.isnan(online[USER_PRESENCE]).all():
-            logger.info("no online features for user %s; answering with popularity", user_id)
-            return None
+        online = ranking.store.request_features(user, item_ids, {"as_of": self.as_of(model)})
         rows = ChainMap(online, ranking.item_features.lookup(item_ids), candidates)
         # An object array of categories: what `feature_matrix` indexes, with no list copy.
         features = feature_matrix(rows, cast(Sequence[Any], candidates["category"]))

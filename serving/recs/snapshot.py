@@ -1,6 +1,8 @@
 """Loading: everything a recommendation request reads, assembled once into an immutable
 `Snapshot` from the champion `recs-ranker` (`models.recs.artifacts.load_ranker`), the
-catalog file, the event log (popularity without a model) and the Feast online store.
+catalog file, the event log (popularity without a model) and the Feast online store. The
+item side (catalog, item features) refreshes in `ItemFeatureCache`; candidates generated
+per request for users with new purchases are kept in the ranking's `UserCandidates`.
 
 Inputs: `Settings` (catalog, events, registry, store), `ServingSettings` (poll interval).
 Outputs: a `Snapshot`; what failed to load is recorded as a reason (`model_problem`,
@@ -14,7 +16,6 @@ from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -22,8 +23,7 @@ import pandas as pd
 
 from features.event_log import EventLog
 from features.feature_repo import definitions
-from features.ingest import read_catalog
-from features.online import ServiceReader
+from features.online import EntityRows, ServiceReader
 from features.settings import Settings
 from features.store import feature_store, materializations
 from models import registry
@@ -42,79 +42,68 @@ from models.recs.candidates import (
 )
 from models.recs.ranker import CANDIDATE_FEATURES
 from serving.config import ServingSettings
-from serving.recs.caches import Columns, ItemFeatureCache
+from serving.recs.caches import Catalog, Columns, ItemFeatureCache, UserCandidates
 
 ITEM_VIEW = definitions.item_stats_fv.name
-USER_VIEWS = frozenset({definitions.user_stats_fv.name, definitions.user_item_stats_fv.name})
+USER_VIEW = definitions.user_stats_fv.name
+PAIR_VIEW = definitions.user_item_stats_fv.name
+USER_VIEWS = frozenset({USER_VIEW, PAIR_VIEW})
 POPULAR: Final = "popular"
 ITEM_BATCH = 1000
 """Items per online-store read when filling the item-feature cache."""
 CANDIDATE_BATCH = 500
 """Users per `generate_candidates` call when filling the table (bounds its dense blocks)."""
+FRESH_USERS = 5_000
+"""Users whose generated candidates are kept per worker (about 30 kB each: 150 MB at most);
+regenerating an evicted user's takes about 10 ms."""
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Catalog:
-    """The items the service may return, with their categories."""
-
-    categories: pd.Series
-    ids: frozenset[str]
-
-    @classmethod
-    def read(cls, path: Path) -> "Catalog":
-        frame = read_catalog(path).drop_duplicates("item_id", keep="last")
-        categories = frame.set_index("item_id")["category"]
-        return cls(categories, frozenset(categories.index))
-
-
-@dataclass(frozen=True)
 class Popularity:
-    """Catalog items in the popular source's order (distinct buyers over its window before
-    the cutoff), then the other items bought before the cutoff by all-time distinct buyers,
+    """Items in the popular source's order (distinct buyers over its window before the
+    cutoff), then the other items bought before the cutoff by all-time distinct buyers,
     scored strictly below the popular source's last item (so a category filter still finds
-    `k` items)."""
+    `k` items). `top` keeps to the catalog it is given."""
 
     items: tuple[str, ...]
     scores: tuple[float, ...]
-    categories: tuple[str, ...]
 
     @classmethod
-    def rank(cls, recent: pd.Series, all_time: pd.Series, catalog: Catalog) -> "Popularity":
+    def rank(cls, recent: pd.Series, all_time: pd.Series) -> "Popularity":
         head = recent[recent > 0].sort_index().sort_values(ascending=False, kind="stable")
         tail = all_time[~all_time.index.isin(head.index)].sort_index()
         tail = tail.sort_values(ascending=False, kind="stable").astype(float)
         if len(head) and len(tail):
             tail = tail / (tail.max() + 1) * float(head.iloc[-1])
         ranked = pd.concat([head.astype(float), tail])
-        ranked = ranked[ranked.index.isin(catalog.ids)]
-        return cls(tuple(ranked.index), tuple(ranked.to_numpy(dtype=float)),
-                   tuple(catalog.categories.reindex(ranked.index)))
+        return cls(tuple(ranked.index), tuple(ranked.to_numpy(dtype=float)))
 
     @classmethod
-    def from_sources(cls, sources: dict, catalog: Catalog) -> "Popularity":
+    def from_sources(cls, sources: dict) -> "Popularity":
         """From a candidate state: its popular source, then its purchase pairs."""
         pairs = sources["repurchase"].scores
-        return cls.rank(sources[POPULAR].ranking, pairs.groupby("item_id")["user_id"].nunique(),
-                        catalog)
+        return cls.rank(sources[POPULAR].ranking, pairs.groupby("item_id")["user_id"].nunique())
 
     @classmethod
-    def from_events(cls, events: pd.DataFrame, catalog: Catalog) -> "Popularity":
+    def from_events(cls, events: pd.DataFrame) -> "Popularity":
         """From the event log, as a candidate state fitted at the log's end would rank it."""
         if events.empty:
-            return cls((), (), ())
+            return cls((), ())
         cutoff = events["ts"].max().ceil("D")
         purchases = purchases_before(events, cutoff)
         recent = PopularSource().fit(purchases, cutoff, CandidateConfig()).ranking
-        return cls.rank(recent, purchases.groupby("item_id")["user_id"].nunique(), catalog)
+        return cls.rank(recent, purchases.groupby("item_id")["user_id"].nunique())
 
-    def top(self, k: int, category: str | None = None,
+    def top(self, k: int, catalog: Catalog, category: str | None = None,
             exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The `k` most popular items of `catalog` (of `category`, not in `exclude`)."""
         chosen = []
-        for item, score, item_category in zip(self.items, self.scores, self.categories,
-                                              strict=True):
-            if item in exclude or (category is not None and item_category != category):
+        category_of = catalog.category_of
+        for item, score in zip(self.items, self.scores, strict=True):
+            if item in exclude or item not in category_of or (
+                    category is not None and category_of[item] != category):
                 continue
             chosen.append((item, score))
             if len(chosen) == k:
@@ -122,12 +111,25 @@ class Popularity:
         return chosen
 
 
+def candidate_columns(frame: pd.DataFrame, catalog: Catalog) -> Columns:
+    """`generate_candidates` rows (of the catalog's items) as aligned columns: `item_id`,
+    its `category`, the `source` that proposed it and the candidate features (floats)."""
+    features = frame.reindex(columns=CANDIDATE_FEATURES).to_numpy(dtype=float,
+                                                                  na_value=np.nan)
+    return {
+        "item_id": frame["item_id"].to_numpy(dtype=object),
+        "category": frame["item_id"].map(catalog.category_of).to_numpy(dtype=object),
+        "source": proposing_source(frame).fillna(POPULAR).to_numpy(dtype=object),
+        **dict(zip(CANDIDATE_FEATURES, features.T.copy(), strict=True)),
+    }
+
+
 class CandidateTable:
     """The candidates of every user a candidate state knows, generated once, kept to the
-    catalog's items and grouped by user, as aligned columns: `item_id`, its `category`, the
-    `source` that proposed it and the candidate features (floats)."""
+    `catalog`'s items and grouped by user, as `candidate_columns`."""
 
     def __init__(self, sources: dict, catalog: Catalog):
+        self.catalog = catalog
         users = sorted(users_with_history(sources))
         parts = [generate_candidates(sources, users[start:start + CANDIDATE_BATCH])
                  for start in range(0, len(users), CANDIDATE_BATCH)]
@@ -140,14 +142,7 @@ class CandidateTable:
         stops = [*starts[1:], len(owners)]
         self._rows = {owners[start]: (start, stop)
                       for start, stop in zip(starts, stops, strict=True)}
-        features = frame.reindex(columns=CANDIDATE_FEATURES).to_numpy(dtype=float,
-                                                                      na_value=np.nan)
-        self._columns = {
-            "item_id": frame["item_id"].to_numpy(dtype=object),
-            "category": frame["item_id"].map(catalog.categories).to_numpy(dtype=object),
-            "source": proposing_source(frame).fillna(POPULAR).to_numpy(dtype=object),
-            **dict(zip(CANDIDATE_FEATURES, features.T.copy(), strict=True)),
-        }
+        self._columns = candidate_columns(frame, catalog)
 
     def __contains__(self, user_id: str) -> bool:
         return user_id in self._rows
@@ -156,10 +151,19 @@ class CandidateTable:
     def users(self) -> list[str]:
         return list(self._rows)
 
-    def of(self, user_id: str) -> Columns:
-        """The user's candidate rows (none for a user the state does not know)."""
+    def of(self, user_id: str, catalog: Catalog | None = None) -> Columns:
+        """The user's candidate rows (none for a user the state does not know), kept to
+        `catalog`'s items with its categories when it is not the table's."""
         start, stop = self._rows.get(user_id, (0, 0))
-        return {name: column[start:stop] for name, column in self._columns.items()}
+        columns = {name: column[start:stop] for name, column in self._columns.items()}
+        if catalog is None or catalog is self.catalog:
+            return columns
+        keep = np.fromiter((item in catalog.ids for item in columns["item_id"]), dtype=bool,
+                           count=stop - start)
+        columns = {name: column[keep] for name, column in columns.items()}
+        columns["category"] = np.array([catalog.category_of[item]
+                                        for item in columns["item_id"]], dtype=object)
+        return columns
 
 
 class OnlineStore:
@@ -185,13 +189,21 @@ class OnlineStore:
             return pd.DataFrame(columns=names, index=pd.Index([], name="item_id"), dtype=float)
         return pd.concat(parts)
 
-    def request_features(self, user_id: str, item_ids: list[str],
+    def user(self, user_id: str) -> EntityRows:
+        """The user's rows, read now: the stats, and the pair index when the stats exist."""
+        rows = self.reader.entity({"user_id": user_id})
+        with self._lock:
+            if rows.has(USER_VIEW):
+                rows.has(PAIR_VIEW)
+        return rows
+
+    def request_features(self, user: EntityRows, item_ids: list[str],
                          context: Mapping[str, datetime]) -> Columns:
         """User and user x item features (the item view skipped: the cache has it), with the
-        on-demand views computed for `context` (`as_of`)."""
+        on-demand views computed for `context` (`as_of`), from the `user`'s rows."""
         with self._lock:
-            return self.reader.read_columns({"user_id": user_id, "item_id": item_ids},
-                                            context, skip=(ITEM_VIEW,))
+            return self.reader.read_columns({**user.keys, "item_id": item_ids}, context,
+                                            skip=(ITEM_VIEW,), entity=user)
 
     def materializations(self) -> tuple:
         """The item view's materialization intervals (changes when it is re-materialized)."""
@@ -200,25 +212,34 @@ class OnlineStore:
 
 @dataclass(frozen=True)
 class Ranking:
-    """What the personalised path needs; exists only when all of it loaded."""
+    """What the personalised path needs; exists only when all of it loaded. `fresh` keeps
+    the candidates generated for users with purchases the candidate state lacks."""
 
     model: RegisteredRanker
     candidates: CandidateTable
     store: OnlineStore
     item_features: ItemFeatureCache
+    fresh: UserCandidates
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything one request reads, swapped as a whole."""
+    """Everything one request reads, swapped as a whole (but the item side, which
+    `item_features` refreshes in place)."""
 
     model: RegisteredRanker | None
     model_problem: str | None
-    catalog: Catalog
+    loaded_catalog: Catalog
     popularity: Popularity
     item_features: ItemFeatureCache | None
     store_problem: str | None
     ranking: Ranking | None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The current catalog: the item cache's (re-read when the file changes), else the
+        one loaded."""
+        return self.item_features.catalog if self.item_features else self.loaded_catalog
 
 
 def champion(settings: Settings, current: RegisteredRanker | None) -> RegisteredRanker | None:
@@ -240,22 +261,22 @@ def assemble(settings: Settings, options: ServingSettings, model: RegisteredRank
     catalog = Catalog.read(settings.catalog_path)
     candidates = None
     if model is not None:
-        popularity = Popularity.from_sources(model.sources, catalog)
+        popularity = Popularity.from_sources(model.sources)
         candidates = CandidateTable(model.sources, catalog)
     else:
-        popularity = Popularity.from_events(EventLog(settings.events_dir).read(), catalog)
+        popularity = Popularity.from_events(EventLog(settings.events_dir).read())
     item_features, store_problem, ranking = None, None, None
     try:
         store = connect()
-        item_features = ItemFeatureCache(store.item_features, sorted(catalog.ids),
-                                         store.materializations,
+        item_features = ItemFeatureCache(store.item_features, catalog, store.materializations,
                                          options.materialization_poll_seconds)
     except Exception as exc:
         logger.exception("the feature store is unavailable")
         store_problem = f"the feature store is unavailable: {exc}"
     else:
         if model is not None and candidates is not None:
-            ranking = Ranking(model, candidates, store, item_features)
+            ranking = Ranking(model, candidates, store, item_features,
+                              UserCandidates(FRESH_USERS))
     return Snapshot(model, model_problem, catalog, popularity, item_features, store_problem,
                     ranking)
 
