@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -52,7 +53,8 @@ class EventLog:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self._ids_by_file: dict[Path, frozenset[str]] = {}
+        self._ids_by_day: dict[str, set[str]] = {}
+        self._files_read: set[Path] = set()
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -95,36 +97,49 @@ class EventLog:
         return table.to_pandas()
 
     def _ids_of_day(self, day: str) -> set[str]:
-        """The event ids of one date partition (files read before are not read again)."""
-        ids: set[str] = set()
-        for path in sorted((self.root / f"date={day}").glob("*.parquet")):
-            if path not in self._ids_by_file:
-                column = pq.read_table(path, columns=["event_id"]).column(0)
-                self._ids_by_file[path] = frozenset(column.to_pylist())
-            ids |= self._ids_by_file[path]
+        """The event ids of one date partition (kept between calls: only files added since
+        the last call are read)."""
+        ids = self._ids_by_day.setdefault(day, set())
+        for path in (self.root / f"date={day}").glob("*.parquet"):
+            if path not in self._files_read:
+                ids.update(pq.read_table(path, columns=["event_id"]).column(0).to_pylist())
+                self._files_read.add(path)
         return ids
+
+    @staticmethod
+    def _days(events: pd.DataFrame) -> pd.Series:
+        """Each event's partition name, YYYY-MM-DD of its UTC time (formatted once per
+        distinct day: strftime of every row costs more than the rest of an append)."""
+        midnights = events["ts"].dt.floor("D")
+        names = {day: day.strftime("%Y-%m-%d") for day in midnights.unique()}
+        return midnights.map(names)
 
     def unseen(self, events: pd.DataFrame) -> pd.DataFrame:
         """The events whose id their date's partition does not hold yet (the first of ids
         repeated in `events`), ordered by time and id."""
         fresh = events.drop_duplicates("event_id").sort_values(["ts", "event_id"],
                                                                kind="stable")
-        dates = fresh["ts"].dt.strftime("%Y-%m-%d")
-        known = set().union(*(self._ids_of_day(str(day)) for day in dates.unique()))
-        return fresh[~fresh["event_id"].isin(known)]
+        keep = np.ones(len(fresh), dtype=bool)
+        days = self._days(fresh)
+        for day, rows in days.groupby(days, sort=False).indices.items():
+            known = self._ids_of_day(str(day))
+            ids = fresh["event_id"].to_numpy()[rows]
+            keep[rows] = [event_id not in known for event_id in ids]
+        return fresh[keep]
 
     def append(self, events: pd.DataFrame) -> AppendResult:
         """Append validated canonical events (see `validate_events`), skipping ids their
         date's partition holds already."""
         with self._writer_lock():
             fresh = self.unseen(events)
-            dates = fresh["ts"].dt.strftime("%Y-%m-%d")
+            dates = self._days(fresh)
             for day, group in fresh.groupby(dates, sort=True):
                 table = pa.Table.from_pandas(group.reindex(columns=list(EVENT_COLUMNS)),
                                              schema=EVENT_ARROW_SCHEMA, preserve_index=False)
                 digest = hashlib.sha1("\n".join(group["event_id"]).encode()).hexdigest()[:16]
                 path = self.root / f"date={day}" / f"part-{digest}.parquet"
                 write_parquet_atomic(table, path)
-                self._ids_by_file[path] = frozenset(group["event_id"])
+                self._ids_by_day.setdefault(str(day), set()).update(group["event_id"])
+                self._files_read.add(path)
         return AppendResult(written=len(fresh), duplicates=len(events) - len(fresh),
                             files=dates.nunique())
