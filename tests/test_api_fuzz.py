@@ -24,12 +24,14 @@ from db.suggestions import list_suggestions
 from features.settings import Settings
 from serving.app import create_app
 from serving.config import ServingSettings
+from serving.routes.events import DUPLICATE_ID
 from serving.schemas import BLANK, NOT_BLANK
 from tests.conftest import key_headers
 from tests.test_review import OFFERS, store_batch
 
 URL = "/v1/price-suggestions"
 EDIT = f"POST {URL}/{{suggestion_id}}/edit"
+EVENTS = "POST /v1/events"
 CONFIG = {
     "generation": {"mode": "all", "max-examples": 50, "deterministic": True,
                    "database": "none"},
@@ -42,6 +44,11 @@ CONFIG = {
         # the price breaks a guardrail of its batch, which is stored data the schema cannot
         # describe: 422 is allowed there, and `guardrail_refusals_only` fails any other 422.
         {"include-name": EDIT,
+         "checks": {"positive_data_acceptance": {"expected-statuses": [
+             "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]}}},
+        # Two events of one batch sharing an event_id are refused (a rule across items the
+        # schema cannot describe): `duplicate_ids_only` fails any other 422 of a valid batch.
+        {"include-name": EVENTS,
          "checks": {"positive_data_acceptance": {"expected-statuses": [
              "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]}}},
     ],
@@ -125,9 +132,18 @@ def guardrail_refusals_only(ctx, response, case) -> None:
         assert "rule" in response.json(), f"valid edit refused by the schema: {response.text}"
 
 
+def duplicate_ids_only(ctx, response, case) -> None:
+    """On a schema-valid batch of events, a 422 must name duplicate event ids."""
+    if (case.operation.label == EVENTS and response.status_code == 422
+            and case.meta is not None and case.meta.generation.mode.is_positive):
+        problems = response.json()["detail"]
+        assert all(DUPLICATE_ID in problem["msg"] for problem in problems), (
+            f"valid events refused: {response.text}")
+
+
 @schema.parametrize()
 def test_every_operation_follows_the_schema(case):
-    case.call_and_validate(additional_checks=[guardrail_refusals_only])
+    case.call_and_validate(additional_checks=[guardrail_refusals_only, duplicate_ids_only])
 
 
 @pytest.fixture(scope="module")

@@ -107,3 +107,14 @@ def test_an_unreachable_stream_answers_503_with_retry_after(tmp_path):
         assert int(response.headers["Retry-After"]) > 0
         recommendations = client.get("/v1/users/u1/recommendations", headers=headers)
         assert (recommendations.status_code, recommendations.json()["fallback"]) == (200, True)
+
+
+def test_numbers_and_times_must_have_their_json_types(api):
+    client, headers, stream = api
+    batch = [shopper_event("e1", quantity="3"), shopper_event("e2", unit_price=True),
+             shopper_event("e3", ts=1733306400), shopper_event("e4", quantity=2.0)]
+    response = client.post("/v1/events", json=batch, headers=headers)
+    assert response.status_code == 422
+    places = [tuple(problem["loc"]) for problem in response.json()["detail"]]
+    assert places == [("body", 0, "quantity"), ("body", 1, "unit_price"), ("body", 2, "ts")]
+    assert stream.backlog() == 0

@@ -9,15 +9,19 @@ import json
 import logging
 import re
 import shutil
+import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
+from cli.events import Repricer, consumer
 from db import migrate, service_database
 from db.channels import load_destinations
 from db.outbox import list_deliveries
@@ -30,9 +34,13 @@ from features.event_log import EventLog
 from features.ingest import read_catalog
 from features.schemas import validate_events
 from features.settings import Settings
+from features.store import apply_definitions, feature_store
+from features.transforms import build_feature_tables
 from models.pricing.guardrails import GuardrailsError, StockThreshold, load_guardrails
+from serving.app import create_app
 from serving.channels.worker import DeliveryWorker
-from tests.conftest import REPO_ROOT, service_settings
+from serving.config import ServingSettings
+from tests.conftest import REPO_ROOT, key_headers, service_settings
 from training.pricing.market import load_market_files
 from training.pricing.stock import (
     RepricingInputs,
@@ -335,3 +343,42 @@ def test_the_catalog_takes_the_channels_stock_of_its_items(tmp_path, online_reta
                                   before.set_index("item_id").drop(columns="stock_on_hand"))
     with pytest.raises(InputError, match=r"\.parquet file"):
         sync_catalog_stock(tmp_path / "catalog.csv", {SCARCE_ITEM: 1})
+
+
+def test_a_stock_report_posted_to_the_api_reprices_and_reaches_the_channel(
+        tmp_path, online_retail_four_months, champion):
+    """The whole path: POST /v1/events, the stream, the consumer `tailor events consume`
+    builds (with its repricer thread), the approval policy, the outbox, the channel."""
+    with ExitStack() as stack:
+        settings, inputs = shop(stack, "sqlite", tmp_path, online_retail_four_months, champion)
+        build_feature_tables(settings.events_dir, read_catalog(settings.catalog_path),
+                             settings.feature_tables_dir)
+        apply_definitions(feature_store(settings))
+        stock = report("api-1", SCARCE_ITEM, "web", "2011-03-31 18:00", 1000)
+        stock["ts"] = stock["ts"].isoformat()
+        with TestClient(create_app(settings, ServingSettings())) as client:
+            response = client.post("/v1/events", json=[stock],
+                                   headers=key_headers(settings, "storefront"))
+        assert response.status_code == 202
+        stopping = threading.Event()
+        repricer = Repricer(settings, inputs, stopping)
+        worker = consumer(settings, claim_idle_seconds=1.0, entries_per_round=50,
+                          max_deliveries=5, repricer=repricer)
+        repricer.thread.start()
+        try:
+            assert worker.run_once(1.0).events == 1
+            with service_database(settings) as engine:
+                deadline = time.monotonic() + 300
+                while not list_deliveries(engine, status="pending"):
+                    assert time.monotonic() < deadline, "no approved price queued"
+                    time.sleep(0.2)
+                (queued,) = list_deliveries(engine, status="pending")
+                with DeliveryWorker(engine, load_destinations(settings.channels_config)) as push:
+                    push.run(lambda: False, until_idle=True)
+        finally:
+            stopping.set()
+            repricer.thread.join()
+        assert (queued["item_id"], queued["channel"]) == (SCARCE_ITEM, "web")
+        feed = json.loads((tmp_path / "feeds/web.json").read_text())
+        assert feed == {SCARCE_ITEM: queued["price"]}
+        assert EventLog(settings.events_dir).read()["event_id"].eq("api-1").sum() == 1

@@ -11,6 +11,7 @@ draft it with `alembic.command.revision(alembic_config(connection), "what",
 autogenerate=True, rev_id="NNNN")` on a connection to a database at head, then review it.
 """
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -59,11 +60,16 @@ def _adopt_legacy(connection: Connection, config: Config) -> None:
     command.stamp(config, BASELINE)
 
 
+_IN_PROCESS = threading.Lock()
+
+
 def migrate(database: Engine | str) -> str:
     """Upgrade the database (an engine or a SQLAlchemy URL) to `head()`; returns the revision."""
     engine = engine_for(database) if isinstance(database, str) else database
     try:
-        with engine.begin() as connection:
+        # Alembic runs a migration through module-level proxies: one thread at a time (the
+        # stream consumer and its repricer thread both open the database).
+        with _IN_PROCESS, engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
             config = alembic_config(connection)

@@ -23,12 +23,61 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 RETRY_AFTER_SECONDS = 5
 router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[Depends(as_storefront)],
                    responses=AUTH_RESPONSES)
-_event_schema: dict[str, Any] = Event.model_json_schema()
+DUPLICATE_ID = "duplicate event_id"
+
+
+def _variant(event_types: list[str], required: list[str], without: list[str]) -> dict[str, Any]:
+    """`Event`'s JSON schema narrowed to some event types: the fields those types require
+    may not be null, the fields they may not carry are left out."""
+    schema = Event.model_json_schema()
+    properties = {name: dict(spec) for name, spec in schema["properties"].items()
+                  if name not in without}
+    properties["event_type"] = {**properties["event_type"], "enum": event_types}
+    properties["event_type"].pop("const", None)
+    for name in required:
+        spec = properties[name]
+        properties[name] = next(branch for branch in spec.get("anyOf", [spec])
+                                if branch.get("type") != "null") | {
+            key: value for key, value in spec.items() if key not in ("anyOf", "default")}
+    return {**schema, "properties": properties,
+            "required": sorted({*schema["required"], *required})}
+
+
+_event_schema: dict[str, Any] = {"oneOf": [
+    _variant(["view", "add_to_cart", "remove_from_cart"], ["session_id", "currency"],
+             ["stock_on_hand"]),
+    _variant(["purchase", "return"], ["session_id", "currency", "unit_price"],
+             ["stock_on_hand"]),
+    _variant(["inventory"], ["stock_on_hand"], []),
+]}
+"""The request body's event: one shape per kind of event (the rules of `Event` the schema
+can say)."""
 
 
 def _bad_body(message: str, body: Any = None) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": message,
                                     "input": body}])
+
+
+JSON_TYPES = {"quantity": "integer", "stock_on_hand": "integer", "unit_price": "number",
+              "ts": "string"}
+"""Fields whose JSON type the schema fixes where `Event` (which also reads CSV text) would
+convert: no "3" or `false` for a number, no number for a time."""
+
+
+def _json_type_errors(records: list) -> list[dict]:
+    def fits(value: Any, kind: str) -> bool:
+        if kind == "string":
+            return isinstance(value, str)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return kind == "number" or float(value).is_integer()
+
+    return [{"type": f"{kind}_type", "loc": ("body", index, name),
+             "msg": f"Input should be a JSON {kind}", "input": record[name]}
+            for index, record in enumerate(records) if isinstance(record, dict)
+            for name, kind in JSON_TYPES.items()
+            if record.get(name) is not None and not fits(record[name], kind)]
 
 
 def _events(raw: bytes) -> list[Event]:
@@ -43,6 +92,9 @@ def _events(raw: bytes) -> list[Event]:
                         type(body).__name__)
     if len(records) > MAX_EVENTS:
         raise _bad_body(f"at most {MAX_EVENTS} events per request, got {len(records)}")
+    wrong_types = _json_type_errors(records)
+    if wrong_types:
+        raise RequestValidationError(wrong_types)
     try:
         events = EVENT_LIST.validate_python(records)
     except ValidationError as error:
@@ -50,7 +102,7 @@ def _events(raw: bytes) -> list[Event]:
                                       for detail in error.errors()]) from None
     first: dict[str, int] = {}
     duplicates = [{"type": "value_error", "loc": ("body", index, "event_id"),
-                   "msg": f"duplicate event_id: event {first[event.event_id]} has it too",
+                   "msg": f"{DUPLICATE_ID}: event {first[event.event_id]} has it too",
                    "input": event.event_id}
                   for index, event in enumerate(events)
                   if first.setdefault(event.event_id, index) != index]
@@ -73,6 +125,10 @@ def _events(raw: bytes) -> list[Event]:
         "schema": {"oneOf": [_event_schema, {"type": "array", "items": _event_schema,
                                              "minItems": 1, "maxItems": MAX_EVENTS}]}}}}},
     responses={
+        status.HTTP_422_UNPROCESSABLE_CONTENT: {
+            "description": "Bad events: `loc` is `[\"body\", index, field]` for each",
+            "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/HTTPValidationError"}}}},
         status.HTTP_413_CONTENT_TOO_LARGE: {"model": Problem,
                                                    "description": "The body is too large"},
         status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Problem,
