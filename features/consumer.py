@@ -145,6 +145,8 @@ class Consumer:
                 self.log.append(fresh)
                 self.online.write(plan)
                 self.journal.clear()
+                for day in fresh["ts"].dt.floor("D").unique():
+                    self.log.compact(f"{day:%Y-%m-%d}")
         if self.after_events is not None:
             self.after_events(events)
         return len(fresh)

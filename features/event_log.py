@@ -6,7 +6,9 @@ date's partition does not hold yet, so appending the same events twice changes n
 event keeps its `ts`, hence its date, when it is sent again). Every file is written under a
 temporary name and renamed into place, and a lock file serialises writers. A log object
 remembers the ids of the files it has read, so a long-lived writer (the stream consumer)
-reads only the files other writers added since its last append.
+reads only the files other writers added since its last append. The consumer appends a small
+file per round; `compact` merges a partition's small files into one (written before they are
+removed; reads take each event id once, so a stopped compaction leaves no duplicate).
 """
 
 import fcntl
@@ -21,11 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.schemas import EVENT_ARROW_SCHEMA, EVENT_COLUMNS
 from features.timestamps import to_utc
+
+SMALL_FILE_ROWS = 100_000
+"""A partition file below this many events is small: compaction merges small files."""
+COMPACT_AT_FILES = 32
+"""A partition is compacted once it holds this many small files."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,19 @@ class EventLog:
             [str(p) for p in self._files()], schema=EVENT_ARROW_SCHEMA, format="parquet"
         )
 
+    def _table(self, condition) -> pa.Table:
+        """The log's events matching `condition`, each id once (a compaction stopped
+        between writing its file and removing the merged ones leaves both; one that
+        finishes while the files are listed is read again)."""
+        try:
+            table = self._dataset().to_table(filter=condition)
+        except FileNotFoundError:
+            table = self._dataset().to_table(filter=condition)
+        if pc.count_distinct(table.column("event_id")).as_py() < table.num_rows:
+            frame = table.to_pandas().drop_duplicates("event_id")
+            table = pa.Table.from_pandas(frame, schema=EVENT_ARROW_SCHEMA, preserve_index=False)
+        return table
+
     def read(
         self, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
     ) -> pd.DataFrame:
@@ -92,7 +113,7 @@ class EventLog:
             if bound is not None:
                 term = getattr(ds.field("ts"), op)(to_utc(bound))
                 condition = term if condition is None else condition & term
-        table = self._dataset().to_table(filter=condition)
+        table = self._table(condition)
         table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
         return table.to_pandas()
 
@@ -143,3 +164,29 @@ class EventLog:
                 self._files_read.add(path)
         return AppendResult(written=len(fresh), duplicates=len(events) - len(fresh),
                             files=dates.nunique())
+
+    def compact(self, day: str) -> int:
+        """Merge the small files of one date partition into one once there are
+        `COMPACT_AT_FILES` of them (the stream consumer appends a file per round); returns
+        how many were merged. The merged file is written before the small ones go."""
+        with self._writer_lock():
+            folder = self.root / f"date={day}"
+            small = [path for path in sorted(folder.glob("*.parquet"))
+                     if pq.read_metadata(path).num_rows < SMALL_FILE_ROWS]
+            if len(small) < COMPACT_AT_FILES:
+                return 0
+            merged = ds.dataset([str(p) for p in small], schema=EVENT_ARROW_SCHEMA,
+                                format="parquet").to_table().to_pandas()
+            merged = merged.drop_duplicates("event_id").sort_values(["ts", "event_id"],
+                                                                    kind="stable")
+            digest = hashlib.sha1("\n".join(merged["event_id"]).encode()).hexdigest()[:16]
+            path = folder / f"part-{digest}.parquet"
+            write_parquet_atomic(pa.Table.from_pandas(merged, schema=EVENT_ARROW_SCHEMA,
+                                                      preserve_index=False), path)
+            self._files_read.add(path)
+            for old in small:
+                if old != path:
+                    old.unlink()
+                    self._files_read.discard(old)
+        return len(small)
+

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from features.event_log import EventLog
+from features.event_log import COMPACT_AT_FILES, EventLog
 from features.ingest import import_events_file
 from features.schemas import InvalidRecordsError, validate_events
 from tests.conftest import event
@@ -89,3 +89,31 @@ def test_a_writer_sees_the_events_another_writer_appended_since(tmp_path):
     again = first.append(frame(event("a", "2011-01-01"), event("b", "2011-01-01")))
     assert (again.written, again.duplicates) == (0, 2)
     assert sorted(EventLog(tmp_path).read()["event_id"]) == ["a", "b"]
+
+
+def test_compaction_merges_a_partitions_small_files_and_keeps_every_event_once(tmp_path):
+    log = EventLog(tmp_path)
+    for n in range(COMPACT_AT_FILES - 1):
+        log.append(frame(event(f"e{n:03d}", f"2011-01-01 10:{n % 60:02d}")))
+    assert log.compact("2011-01-01") == 0  # not yet enough small files
+    log.append(frame(event("last", "2011-01-01 23:00"), event("next-day", "2011-01-02")))
+    assert log.compact("2011-01-01") == COMPACT_AT_FILES
+    assert len(list((tmp_path / "date=2011-01-01").glob("*.parquet"))) == 1
+    stored = EventLog(tmp_path).read()
+    assert len(stored) == COMPACT_AT_FILES + 1 and stored["event_id"].is_unique
+    again = log.append(frame(event("e000", "2011-01-01 10:00"), event("new", "2011-01-01")))
+    assert (again.written, again.duplicates) == (1, 1)
+    assert EventLog(tmp_path).append(frame(event("e005", "2011-01-01 10:05"))).written == 0
+
+
+def test_a_compaction_stopped_before_removing_the_merged_files_reads_each_event_once(
+        tmp_path):
+    log = EventLog(tmp_path)
+    for n in range(COMPACT_AT_FILES):
+        log.append(frame(event(f"e{n:03d}", "2011-01-01 10:00")))
+    kept = {path: path.read_bytes() for path in (tmp_path / "date=2011-01-01").glob("*")}
+    log.compact("2011-01-01")
+    for path, content in kept.items():  # as if the small files had not been removed
+        path.write_bytes(content)
+    stored = EventLog(tmp_path).read()
+    assert len(stored) == COMPACT_AT_FILES and stored["event_id"].is_unique
