@@ -14,7 +14,7 @@ removed; reads take each event id once, so a stopped compaction leaves no duplic
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -56,8 +56,13 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-class EventLog:
-    """Append-only, date-partitioned Parquet log of canonical events."""
+class PartitionedLog:
+    """What the date-partitioned Parquet logs share (`EventLog`, the served log): files under
+    `<root>/date=YYYY-MM-DD/`, a writer lock, reads by time, and per day the set of record
+    keys (`key`) stored, kept between calls so only files added since are read."""
+
+    schema: pa.Schema
+    key: str
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -85,47 +90,60 @@ class EventLog:
         return sorted(days)
 
     def _dataset(self) -> ds.Dataset:
-        return ds.dataset(
-            [str(p) for p in self._files()], schema=EVENT_ARROW_SCHEMA, format="parquet"
-        )
+        return ds.dataset([str(p) for p in self._files()], schema=self.schema, format="parquet")
 
-    def _table(self, condition) -> pa.Table:
-        """The log's events matching `condition`, each id once (a compaction stopped
-        between writing its file and removing the merged ones leaves both; one that
-        finishes while the files are listed is read again)."""
-        try:
-            table = self._dataset().to_table(filter=condition)
-        except FileNotFoundError:
-            table = self._dataset().to_table(filter=condition)
-        if pc.count_distinct(table.column("event_id")).as_py() < table.num_rows:
-            frame = table.to_pandas().drop_duplicates("event_id")
-            table = pa.Table.from_pandas(frame, schema=EVENT_ARROW_SCHEMA, preserve_index=False)
-        return table
-
-    def read(
-        self, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
-    ) -> pd.DataFrame:
-        """Events with `start <= ts < end` (either bound optional), sorted by time and id."""
-        if not self._files():
-            return pa.Table.from_pylist([], schema=EVENT_ARROW_SCHEMA).to_pandas()
+    def _table(self, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pa.Table:
+        """The rows with `start <= ts < end` (either bound optional), in file order."""
         condition = None
         for bound, op in ((start, "__ge__"), (end, "__lt__")):
             if bound is not None:
                 term = getattr(ds.field("ts"), op)(to_utc(bound))
                 condition = term if condition is None else condition & term
-        table = self._table(condition)
-        table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
-        return table.to_pandas()
+        if not self._files():
+            return self.schema.empty_table()
+        try:
+            return self._dataset().to_table(filter=condition)
+        except FileNotFoundError:  # a compaction removed a listed file: list again
+            return self._dataset().to_table(filter=condition)
 
     def _ids_of_day(self, day: str) -> set[str]:
-        """The event ids of one date partition (kept between calls: only files added since
-        the last call are read)."""
+        """The keys stored in one date partition."""
         ids = self._ids_by_day.setdefault(day, set())
         for path in (self.root / f"date={day}").glob("*.parquet"):
             if path not in self._files_read:
-                ids.update(pq.read_table(path, columns=["event_id"]).column(0).to_pylist())
+                ids.update(pq.read_table(path, columns=[self.key]).column(0).to_pylist())
                 self._files_read.add(path)
         return ids
+
+    def _write_day(self, day: str, table: pa.Table, ids: Sequence[str]) -> Path:
+        """Add a file of `table` (the records of keys `ids`) to one date partition, named by
+        a digest of the keys, atomically; returns its path."""
+        digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
+        path = self.root / f"date={day}" / f"part-{digest}.parquet"
+        write_parquet_atomic(table, path)
+        self._ids_by_day.setdefault(day, set()).update(ids)
+        self._files_read.add(path)
+        return path
+
+
+class EventLog(PartitionedLog):
+    """Append-only, date-partitioned Parquet log of canonical events."""
+
+    schema = EVENT_ARROW_SCHEMA
+    key = "event_id"
+
+    def read(
+        self, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+    ) -> pd.DataFrame:
+        """Events with `start <= ts < end` (either bound optional), sorted by time and id,
+        each id once (a compaction stopped between writing its file and removing the merged
+        ones leaves both)."""
+        table = self._table(start, end)
+        if pc.count_distinct(table.column("event_id")).as_py() < table.num_rows:
+            frame = table.to_pandas().drop_duplicates("event_id")
+            table = pa.Table.from_pandas(frame, schema=EVENT_ARROW_SCHEMA, preserve_index=False)
+        table = table.sort_by([("ts", "ascending"), ("event_id", "ascending")])
+        return table.to_pandas()
 
     @staticmethod
     def _days(events: pd.DataFrame) -> pd.Series:
@@ -157,11 +175,7 @@ class EventLog:
             for day, group in fresh.groupby(dates, sort=True):
                 table = pa.Table.from_pandas(group.reindex(columns=list(EVENT_COLUMNS)),
                                              schema=EVENT_ARROW_SCHEMA, preserve_index=False)
-                digest = hashlib.sha1("\n".join(group["event_id"]).encode()).hexdigest()[:16]
-                path = self.root / f"date={day}" / f"part-{digest}.parquet"
-                write_parquet_atomic(table, path)
-                self._ids_by_day.setdefault(str(day), set()).update(group["event_id"])
-                self._files_read.add(path)
+                self._write_day(str(day), table, group["event_id"].tolist())
         return AppendResult(written=len(fresh), duplicates=len(events) - len(fresh),
                             files=dates.nunique())
 
@@ -179,11 +193,9 @@ class EventLog:
                                 format="parquet").to_table().to_pandas()
             merged = merged.drop_duplicates("event_id").sort_values(["ts", "event_id"],
                                                                     kind="stable")
-            digest = hashlib.sha1("\n".join(merged["event_id"]).encode()).hexdigest()[:16]
-            path = folder / f"part-{digest}.parquet"
-            write_parquet_atomic(pa.Table.from_pandas(merged, schema=EVENT_ARROW_SCHEMA,
-                                                      preserve_index=False), path)
-            self._files_read.add(path)
+            path = self._write_day(day, pa.Table.from_pandas(
+                merged, schema=EVENT_ARROW_SCHEMA, preserve_index=False),
+                merged["event_id"].tolist())
             for old in small:
                 if old != path:
                     old.unlink()

@@ -13,18 +13,13 @@ written under a temporary name and renamed, a lock file serialises writers. A re
 no items has nothing to attribute and writes no row.
 """
 
-import fcntl
-import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from features.event_log import write_parquet_atomic
+from features.event_log import PartitionedLog
 from features.schemas import MAX_REPORTED_ERRORS, Id, InvalidRecordsError
 from features.settings import Settings
 from features.timestamps import to_utc
@@ -116,53 +111,19 @@ def served_dir(settings: Settings) -> Path:
     return settings.data_dir / "served"
 
 
-class ServedLog:
+class ServedLog(PartitionedLog):
     """Append-only, date-partitioned Parquet log of recommendation responses."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self._ids_by_file: dict[Path, frozenset[str]] = {}
-
-    @contextmanager
-    def _writer_lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-    def _files(self) -> list[Path]:
-        return sorted(self.root.glob("date=*/*.parquet"))
-
-    def days(self) -> list[date]:
-        """The UTC days the log's partitions cover, oldest first."""
-        return sorted({date.fromisoformat(path.parent.name.removeprefix("date="))
-                       for path in self._files()})
+    schema = SERVED_ARROW_SCHEMA
+    key = "request_id"
 
     def read(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """Served items of the responses with `start <= ts < end` (either bound optional),
         by time, request and position."""
-        files = self._files()
-        if not files:
-            return SERVED_ARROW_SCHEMA.empty_table().to_pandas()
-        condition = None
-        for bound, op in ((start, "__ge__"), (end, "__lt__")):
-            if bound is not None:
-                term = getattr(ds.field("ts"), op)(to_utc(bound))
-                condition = term if condition is None else condition & term
-        table = ds.dataset([str(p) for p in files], schema=SERVED_ARROW_SCHEMA,
-                           format="parquet").to_table(filter=condition)
+        table = self._table(None if start is None else to_utc(start),
+                            None if end is None else to_utc(end))
         return table.sort_by([("ts", "ascending"), ("request_id", "ascending"),
                               ("position", "ascending")]).to_pandas()
-
-    def _ids_of_day(self, day: str) -> set[str]:
-        """The request ids of one date partition (files read before are not read again)."""
-        ids: set[str] = set()
-        for path in sorted((self.root / f"date={day}").glob("*.parquet")):
-            if path not in self._ids_by_file:
-                column = pq.read_table(path, columns=["request_id"]).column(0)
-                self._ids_by_file[path] = frozenset(column.to_pylist())
-            ids |= self._ids_by_file[path]
-        return ids
 
     def append(self, records: Sequence[dict]) -> int:
         """Validate `records` (all or nothing: `InvalidRecordsError`) and store the responses
@@ -185,12 +146,8 @@ class ServedLog:
                          "position": position, "item_id": item.item_id,
                          "source": item.source, "score": item.score}
                         for r in fresh for position, item in enumerate(r.items, start=1)]
-                ids = [r.request_id for r in fresh]
-                digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
-                path = self.root / f"date={day}" / f"part-{digest}.parquet"
-                write_parquet_atomic(pa.Table.from_pylist(rows, schema=SERVED_ARROW_SCHEMA),
-                                     path)
-                self._ids_by_file[path] = frozenset(ids)
+                self._write_day(day, pa.Table.from_pylist(rows, schema=SERVED_ARROW_SCHEMA),
+                                [r.request_id for r in fresh])
                 written += len(fresh)
         return written
 
