@@ -727,6 +727,8 @@ def _build_events(rng: np.random.Generator, demand: _Demand, users: int, seed: i
         "unit_price": ev_price.astype(float),
         "currency": np.full(count, CURRENCY, dtype=object),
         "channel": np.array([c.channel for c in CHANNEL_SPECS], dtype=object)[ev_channel],
+        "request_id": np.full(count, None, dtype=object),  # shoppers not following recs
+        "stock_on_hand": np.full(count, np.nan),  # no stock reports (as canonical: float)
     })
 
 
