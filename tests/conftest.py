@@ -147,6 +147,16 @@ def catalog_row(item_id: str, category: str, price: float = 2.0) -> dict:
             "max_price": None}
 
 
+def live_redis() -> redis.Redis:
+    """A client of the shared Redis, or the test fails saying it does not answer."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis does not answer on 127.0.0.1:6379 (make test starts it)")
+    return client
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 def store_settings(request, tmp_path) -> Settings:
     """Settings for each online store backend; the Redis one is the real server."""
@@ -154,11 +164,7 @@ def store_settings(request, tmp_path) -> Settings:
     if request.param == "sqlite":
         yield Settings(data_dir=tmp_path / "data", feast_project=project)
         return
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis does not answer on 127.0.0.1:6379 (make test starts it)")
+    client = live_redis()
     settings = Settings(data_dir=tmp_path / "data", redis_url=REDIS_URL, feast_project=project)
     yield settings
     for key in client.scan_iter(match=f"*{project}".encode(), count=1000):

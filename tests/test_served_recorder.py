@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from features.event_log import EventLog
@@ -21,7 +20,7 @@ from serving.app import create_app
 from serving.config import ServingSettings
 from serving.recs import Recommendation, ScoredItem
 from serving.recs.served import ServedRecorder
-from tests.conftest import REDIS_URL, SAMPLE_CATALOG, SAMPLE_EVENTS, key_headers
+from tests.conftest import REDIS_URL, SAMPLE_CATALOG, SAMPLE_EVENTS, key_headers, live_redis
 
 PERSONAL = Recommendation([ScoredItem("i2", 0.9, "als"), ScoredItem("i1", 0.4, "popular")],
                           "7", fallback=False)
@@ -36,11 +35,7 @@ def stream(request, tmp_path) -> Iterator[EventStream]:
         yield sqlite_stream
         sqlite_stream.close()
         return
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis does not answer on 127.0.0.1:6379 (make test starts it)")
+    client = live_redis()
     redis_stream = RedisStream(REDIS_URL, f"test-served-{uuid.uuid4().hex[:12]}")
     yield redis_stream
     redis_stream.close()
