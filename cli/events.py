@@ -17,6 +17,7 @@ from rich.table import Table
 from cli import inputs
 from cli.inputs import ChannelPricesOption, ChannelsOption
 from cli.output import fail, out
+from features.changes import open_changes
 from features.consumer import Consumer, RoundResult
 from features.event_log import EventLog
 from features.ingest import read_catalog
@@ -94,7 +95,8 @@ def consumer(settings: Settings, claim_idle_seconds: float, entries_per_round: i
 
     return Consumer(open_stream(settings, claim_idle_seconds), EventLog(settings.events_dir),
                     writer, handlers={SERVED: served_handler(settings)},
-                    after_events=after_events, entries_per_round=entries_per_round,
+                    after_events=after_events, changes=open_changes(settings),
+                    entries_per_round=entries_per_round,
                     max_deliveries=max_deliveries)
 
 

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import pandas as pd
 import pyarrow as pa
 
+from features.changes import ChangeFeed
 from features.event_log import EventLog
 from features.schemas import EVENT_ARROW_SCHEMA, EVENT_LIST
 from features.stream import EVENTS, Entry, EventStream, StreamUnavailableError, consumer_name
@@ -43,10 +44,16 @@ Handler = Callable[[list[dict]], None]
 """Takes the records of entries of one kind (`served`)."""
 
 
+class OnlinePlan(Protocol):
+    def changed(self) -> tuple[list[str], list[str]]:
+        """The users and items whose rows the plan writes."""
+        ...
+
+
 class OnlineWriter(Protocol):
     """Computes the online rows events lead to (reading the current ones), and writes them."""
 
-    def plan(self, events: pd.DataFrame) -> Any: ...
+    def plan(self, events: pd.DataFrame) -> OnlinePlan: ...
 
     def write(self, plan: Any) -> None: ...
 
@@ -111,7 +118,7 @@ class Consumer:
     def __init__(self, stream: EventStream, log: EventLog, online: OnlineWriter,
                  handlers: Mapping[str, Handler] | None = None,
                  after_events: Callable[[pd.DataFrame], None] | None = None,
-                 name: str | None = None,
+                 name: str | None = None, changes: ChangeFeed | None = None,
                  entries_per_round: int = 50, max_deliveries: int = 5):
         self.stream = stream
         self.log = log
@@ -119,6 +126,7 @@ class Consumer:
         self.handlers = dict(handlers or {})
         self.after_events = after_events
         self.name = name or consumer_name()
+        self.changes = changes
         self.entries_per_round = entries_per_round
         self.max_deliveries = max_deliveries
         self.journal = Journal(log.root / ".online-journal.pkl")
@@ -130,8 +138,17 @@ class Consumer:
             logger.warning("finishing the writes of %d events a stopped consumer left",
                            len(events))
             self.log.append(events)
-            self.online.write(plan)
+            self._write_online(plan)
             self.journal.clear()
+
+    def _write_online(self, plan: OnlinePlan) -> None:
+        """Write the rows, then tell the serving caches whose rows changed (before the
+        journal is cleared: a consumer stopped in between notifies again on redo)."""
+        self.online.write(plan)
+        if self.changes is not None:
+            users, items = plan.changed()
+            if users or items:
+                self.changes.publish(users, items)
 
     def _store_events(self, records: list[dict]) -> int:
         """Append the events to the log and the online features; how many were new."""
@@ -143,7 +160,7 @@ class Consumer:
                 plan = self.online.plan(fresh)
                 self.journal.save(fresh, plan)
                 self.log.append(fresh)
-                self.online.write(plan)
+                self._write_online(plan)
                 self.journal.clear()
                 for day in fresh["ts"].dt.floor("D").unique():
                     self.log.compact(f"{day:%Y-%m-%d}")

@@ -96,6 +96,13 @@ class OnlineRows:
         """User x item pairs with a new `user_item_stats` row."""
         return len(self.views.get(USER_ITEM_STATS, ()))
 
+    def changed(self) -> tuple[list[str], list[str]]:
+        """The users and the items whose rows these are (what cached answers depend on)."""
+        users = self.views.get(USER_STATS)
+        items = self.views.get(ITEM_STATS)
+        return ([] if users is None else users["user_id"].tolist(),
+                [] if items is None else items["item_id"].tolist())
+
 
 @dataclass(frozen=True)
 class _Stored:
