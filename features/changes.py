@@ -62,10 +62,12 @@ def _merge(cursor: str, notices: Iterable[tuple[Any, Any]], complete: bool) -> C
     return Changes(cursor, frozenset(users), frozenset(items), complete)
 
 
-def _stream_id(value: bytes | str) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else value
-    milliseconds, _, sequence = text.partition("-")
-    return int(milliseconds), int(sequence or 0)
+def cursor_order(cursor: bytes | str) -> tuple[int, int]:
+    """A cursor of either feed as a key that sorts notices in the order they were published
+    (Redis stream ids `ms-seq`, SQLite row ids)."""
+    text = cursor.decode() if isinstance(cursor, bytes) else cursor
+    first, _, second = text.partition("-")
+    return int(first), int(second or 0)
 
 
 class RedisChanges:
@@ -97,7 +99,7 @@ class RedisChanges:
             return Changes(self.START, frozenset(), frozenset(), complete=cursor == self.START)
         trimmed = info["entries-added"] > info["length"]
         first = info["recorded-first-entry-id"]
-        if trimmed and _stream_id(cursor) < _stream_id(first):  # start again from the end
+        if trimmed and cursor_order(cursor) < cursor_order(first):  # start again from the end
             return Changes(self.latest(), frozenset(), frozenset(), complete=False)
         last = entries[-1][0].decode() if entries else cursor
         return _merge(last, ((fields[b"users"], fields[b"items"]) for _, fields in entries),

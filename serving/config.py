@@ -26,6 +26,19 @@ class ServingSettings(BaseSettings):
     materialization; after one, cached item features are re-read from the online store (in
     the background; requests keep the previous values meanwhile)."""
 
+    result_cache_users: int = Field(default=10_000, ge=0)
+    """How many users' ranked lists a worker keeps (about 10 kB each with 300 candidates);
+    0 turns the result cache off."""
+
+    result_ttl_seconds: float = Field(default=300.0, gt=0)
+    """The longest a ranked list is reused: what bounds the drift of time-based features
+    (the user's own events, a model swap, a materialization or a catalog change end it
+    sooner)."""
+
+    changes_poll_seconds: float = Field(default=0.1, gt=0)
+    """How often (at most) a request reads the stream consumer's change notices, which
+    drop the cached lists of users with new purchases and re-read changed items."""
+
     session_secret: SecretStr | None = None
     """Signs the review page's session cookies; default: a random secret generated once into
     the data directory (set it when several machines serve the page)."""

@@ -167,8 +167,14 @@ def store_settings(request, tmp_path) -> Settings:
     client = live_redis()
     settings = Settings(data_dir=tmp_path / "data", redis_url=REDIS_URL, feast_project=project)
     yield settings
-    for key in client.scan_iter(match=f"*{project}".encode(), count=1000):
-        client.delete(key)
+    delete_project_keys(client, project)
+
+
+def delete_project_keys(client, project: str) -> None:
+    """Delete a Feast project's keys and tailor's own (stream, change notices, results)."""
+    for pattern in (f"*{project}", f"tailor:{project}:*"):
+        for key in client.scan_iter(match=pattern.encode(), count=1000):
+            client.delete(key)
 
 
 # Item i1 (kitchen): u1 buys on Jan 1 and Jan 3, u2 buys on Jan 1 and returns on Jan 5, a guest

@@ -217,30 +217,38 @@ def test_reread_item_features_after_a_materialization_only(trained):
     recommender = Recommender(trained.settings,
                               ServingSettings(clock="model", materialization_poll_seconds=0.05))
     recommender.load()
-    cache = recommender._current().item_features
+    ranking = recommender._current().ranking
+    assert ranking is not None
+    cache = ranking.item_features
     loaded, frame = cache.loaded_version, cache.frame
 
     time.sleep(0.1)
     recommender.recommend(trained.user, 5)  # due: checks the registry, finds nothing new
     assert wait_for(lambda: not cache._refreshing.locked())
     unchanged = cache.frame is frame
+    misses = ranking.results.misses
+    recommender.recommend(trained.user, 5)
+    cached = ranking.results.misses == misses
 
     materialize(feature_store(trained.settings), END + timedelta(days=1))
     time.sleep(0.1)
     recommender.recommend(trained.user, 5)
 
-    assert unchanged
+    assert unchanged and cached
     assert wait_for(lambda: cache.loaded_version != loaded)
     assert cache.frame is not frame
     assert cache.loaded_version[-1][1] == END + timedelta(days=1)
     pd.testing.assert_frame_equal(cache.frame, frame)  # the same tables: the same values
+    recommender.recommend(trained.user, 5)  # the user's cached list predates the re-read
+    assert ranking.results.misses == misses + 1
 
 
 def test_reload_champion_after_promotion(trained):
     """Kept last: it trains a second version (and moves the alias back afterwards)."""
     with TestClient(serving_app(trained.settings),
                     headers=key_headers(trained.settings, "admin")) as client:
-        before = recommend(client, trained.user).json()["model_version"]
+        first = recommend(client, trained.user).json()
+        before = first["model_version"]
         registry.configure(trained.settings)
         second = train_recs(trained.settings, params=RankerParams(n_estimators=5), cutoffs=2)
         try:
@@ -258,3 +266,5 @@ def test_reload_champion_after_promotion(trained):
     assert reload.json() == {"previous_version": trained.version,
                              "current_version": second.version, "changed": True}
     assert after["model_version"] == second.version and after["fallback"] is False
+    # The first model's cached list went with it: the new one scored the user anew.
+    assert [item["score"] for item in after["items"]] != [item["score"] for item in first["items"]]

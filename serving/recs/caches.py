@@ -11,22 +11,30 @@ purchases the candidate state lacks, under a marker of the history they came fro
 """
 
 import gc
+import hashlib
+import json
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import redis
 
 from features.ingest import read_catalog
+from features.online import EntityRows
 
 logger = logging.getLogger(__name__)
 
 Columns = dict[str, np.ndarray]
+RACE_SECONDS = 60.0
+"""Longer than any request takes: invalidations older than this cannot race a request."""
 
 
 def file_signature(path: Path) -> tuple[int, int, int] | None:
@@ -63,20 +71,27 @@ class Catalog:
 
 
 class ItemFeatureCache:
-    """A catalog and its items' features, both re-read (in a background thread) when the
-    registry records a new materialization or the catalog file changes (items added,
-    prices or categories changed), checked at most every `poll` seconds."""
+    """A catalog and its items' features, re-read (in a background thread) when the registry
+    records a new materialization or the catalog file changes (items added, prices or
+    categories changed), checked at most every `poll` seconds; and per item when the stream
+    consumer rewrote some items' rows (`update`). `generation` counts the whole re-reads:
+    answers computed under an older one are out of date."""
 
     def __init__(self, read: Callable[[list[str]], pd.DataFrame], catalog: Catalog,
                  version: Callable[[], tuple], poll: float):
         self._read = read
         self._version = version
         self._poll = poll
+        self.generation = 0
         self.loaded_version = version()
         """The materialization intervals the cached values were read after."""
         self._keep(catalog, read(sorted(catalog.ids)))
+        self.state = _state_of(self.loaded_version, catalog)
         self._checked_at = time.monotonic()
         self._refreshing = threading.Lock()
+        self._pending = threading.Lock()
+        self._updated: set[str] = set()
+        self._reread_all = False
 
     def _keep(self, catalog: Catalog, frame: pd.DataFrame) -> None:
         self.frame = frame
@@ -93,36 +108,82 @@ class ItemFeatureCache:
         """The catalog the cached features were read for."""
         return self._state[0]
 
+    def poll(self) -> None:
+        """Start a refresh when one is due (`poll` seconds since the last check, or items
+        to re-read); requests call it."""
+        if self._updated or time.monotonic() - self._checked_at > self._poll:
+            self._start_refresh()
+
     def lookup(self, item_ids: list[str]) -> Columns:
         """Each feature's values for the ids, in order (NaN where the store has no features
         for the item)."""
-        due = time.monotonic() - self._checked_at > self._poll
-        if due and self._refreshing.acquire(blocking=False):
-            threading.Thread(target=self._refresh, name="item-features", daemon=True).start()
         _, positions, columns = self._state
         unknown = len(positions)
         rows = np.fromiter((positions.get(item, unknown) for item in item_ids), dtype=np.intp,
                            count=len(item_ids))
         return {name: column[rows] for name, column in columns.items()}
 
-    def _refresh(self) -> None:
-        """Re-read the catalog and its items if the catalog file changed or a
-        materialization happened since they were read (runs in the thread `lookup` starts,
-        holding the refresh lock)."""
+    def update(self, item_ids: frozenset[str], everything: bool = False) -> None:
+        """Re-read these items' features soon (in the background); `everything`: re-read
+        the whole catalog's (some changes went unseen)."""
+        with self._pending:
+            self._updated |= item_ids
+            self._reread_all |= everything
+        self._start_refresh()
+
+    def _start_refresh(self) -> None:
+        if self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh_all, name="item-features", daemon=True).start()
+
+    def _refresh_all(self) -> None:
+        """Refresh until no update is pending, then release the refresh lock."""
         try:
-            version = self._version()
-            catalog = self.catalog
-            if catalog.changed():
-                catalog = Catalog.read(catalog.path)
-            if version != self.loaded_version or catalog is not self.catalog:
+            self._refresh()
+            while self._updated or self._reread_all:
+                self._refresh()
+        finally:
+            self._refreshing.release()
+
+    def _refresh(self) -> None:
+        """When `poll` seconds passed since the last check: re-read the catalog and its
+        items if the catalog file changed or a materialization happened since they were
+        read. Else re-read the items `update` named. (Runs in the thread `_start_refresh`
+        starts, under the refresh lock.)"""
+        try:
+            with self._pending:
+                updated, self._updated = self._updated, set()
+                reread_all, self._reread_all = self._reread_all, False
+            catalog, version = self.catalog, self.loaded_version
+            if time.monotonic() - self._checked_at > self._poll:
+                version = self._version()
+                if catalog.changed():
+                    catalog = Catalog.read(catalog.path)
+                self._checked_at = time.monotonic()
+            if version != self.loaded_version or catalog is not self.catalog or reread_all:
                 self._keep(catalog, self._read(sorted(catalog.ids)))
                 self.loaded_version = version
+                self.state = _state_of(version, catalog)
+                self.generation += 1
                 logger.info("item features re-read after a materialization or a catalog change")
+            elif updated & catalog.ids:
+                self._keep_rows(self._read(sorted(updated & catalog.ids)))
         except Exception:
             logger.exception("refreshing cached item features failed; keeping the old ones")
-        finally:
             self._checked_at = time.monotonic()
-            self._refreshing.release()
+
+    state: str
+    """What the whole re-reads read (materializations and catalog file), the same in every
+    worker that read the same: what answers shared between workers are checked against."""
+
+    def _keep_rows(self, rows: pd.DataFrame) -> None:
+        """Replace some items' features (same catalog, same generation)."""
+        frame = self.frame.copy()
+        frame.loc[rows.index, rows.columns] = rows
+        self._keep(self.catalog, frame)
+
+
+def _state_of(version: tuple, catalog: Catalog) -> str:
+    return hashlib.sha256(repr((version, catalog.signature)).encode()).hexdigest()[:16]
 
 
 class UserCandidates:
@@ -158,3 +219,133 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """A user's candidates scored, best first (ties by item id): `item_id`, `score`,
+    `source` and `category` columns (none when the store has no features for the user:
+    popularity answers), and the user's rows they were scored from when this worker scored
+    them (None when shared by another)."""
+
+    history: bool
+    columns: Columns
+    generation: int
+    """The item features' `ItemFeatureCache.generation` it was scored with."""
+    user: EntityRows | None = None
+
+
+class ResultCache:
+    """Users' `RankedList`s, at most `capacity` users (least recently used go first), each
+    for at most `ttl` seconds (what bounds the drift of time-based features). An entry is
+    out of date when the item features were re-read since (`generation`); `invalidate`
+    drops users whose rows changed, and an answer computed before that is not kept."""
+
+    def __init__(self, capacity: int, ttl: float):
+        self._capacity = capacity
+        self._ttl = ttl
+        self._entries: OrderedDict[str, tuple[float, RankedList]] = OrderedDict()
+        self._invalidated: dict[str, float] = {}
+        self._cleared = 0.0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, user_id: str, generation: int) -> RankedList | None:
+        """The user's list if kept, fresh and of this generation (counted as a hit)."""
+        with self._lock:
+            entry = self._entries.get(user_id)
+            if entry is not None and entry[0] > time.monotonic() \
+                    and entry[1].generation == generation:
+                self._entries.move_to_end(user_id)
+                self.hits += 1
+                return entry[1]
+            self.misses += 1
+            return None
+
+    def put(self, user_id: str, ranked: RankedList, started: float, age: float = 0.0) -> None:
+        """Keep a list computed from data read after `started` (`time.monotonic()`; `age`
+        seconds before, for a list scored elsewhere), unless the user was invalidated
+        since."""
+        with self._lock:
+            if started <= max(self._cleared, self._invalidated.get(user_id, 0.0)):
+                return
+            self._entries[user_id] = (started - age + self._ttl, ranked)
+            self._entries.move_to_end(user_id)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, user_ids: Collection[str]) -> None:
+        """Drop these users' lists (their rows changed)."""
+        now = time.monotonic()
+        with self._lock:
+            for user_id in user_ids:
+                self._entries.pop(user_id, None)
+                self._invalidated[user_id] = now
+            if len(self._invalidated) > self._capacity:  # forget what no request can race
+                self._invalidated = {user: at for user, at in self._invalidated.items()
+                                     if at > now - RACE_SECONDS}
+
+    def clear(self) -> None:
+        """Drop every list (some changes went unseen)."""
+        with self._lock:
+            self._entries.clear()
+            self._invalidated.clear()
+            self._cleared = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class SharedList:
+    """A ranked list as another worker left it: scored with every change notice up to
+    `read_through` applied (a change feed cursor)."""
+
+    read_through: str
+    history: bool
+    columns: Columns
+    scored_at: float
+    """When the scoring started (`time.time()`): the list's TTL counts from there."""
+
+
+class SharedResults:
+    """Ranked lists shared by the workers in Redis (`<name>:results:<user>`), each kept
+    `ttl` seconds under the model version and item state (`ItemFeatureCache.state`) it was
+    scored with; whether it is still fresh for the user's change notices is for the reader
+    to tell (`read_through`)."""
+
+    def __init__(self, client: Any, name: str, ttl: float):
+        self.client = client
+        self.prefix = f"{name}:results:"
+        self.ttl = ttl
+        self.hits = 0
+
+    def get(self, user_id: str, state: str) -> SharedList | None:
+        """The user's list if one was kept under `state` (None too when Redis fails: the
+        worker scores the user itself)."""
+        try:
+            value = self.client.get(self.prefix + user_id)
+        except redis.RedisError as error:
+            logger.warning("reading shared results failed: %s", error)
+            return None
+        if value is None:
+            return None
+        found = json.loads(value)
+        if found["state"] != state:
+            return None
+        columns = {"item_id": np.array(found["item_id"], dtype=object),
+                   "score": np.array(found["score"], dtype=float),
+                   "source": np.array(found["source"], dtype=object),
+                   "category": np.array(found["category"], dtype=object)}
+        return SharedList(found["read_through"], found["history"], columns, found["scored_at"])
+
+    def put(self, user_id: str, state: str, read_through: str, ranked: RankedList,
+            scored_at: float) -> None:
+        value = {"state": state, "read_through": read_through, "history": ranked.history,
+                 "scored_at": scored_at,
+                 **{name: ranked.columns[name].tolist() if ranked.history else []
+                    for name in ("item_id", "score", "source", "category")}}
+        try:
+            self.client.set(self.prefix + user_id, json.dumps(value), ex=max(int(self.ttl), 1))
+        except redis.RedisError as error:
+            logger.warning("sharing results failed: %s", error)

@@ -5,17 +5,23 @@ one reference, so a request sees the old model or the new one, never a mix, and 
 keeps answering until the new one is fully loaded (or for good, when loading fails).
 
 Personalised path (`Snapshot.ranking` loaded, the user has online features): the user's
-rows are read once (stats and pair index); the user's candidates (the precomputed table's,
-or generated from the online history when it holds purchases the candidate state lacks:
-`serving.recs.fresh`) minus excluded items and other categories, topped up with popular
-items passing the same filters to `k`; user and user x item features from the user's rows,
-item features from the cache; `feature_matrix` and the booster score them; ties by item id.
-Anything missing on the way (no model, no online features for the user, an error) answers
-with the popularity fallback: `recommend` never raises for those.
+ranked list comes from the result cache (in process, then shared through Redis), or is
+scored now: the user's rows are read once (stats and pair index); the user's candidates (the
+precomputed table's, or generated from the online history when it holds purchases the
+candidate state lacks: `serving.recs.fresh`); user and user x item features from the user's
+rows, item features from the cache; `feature_matrix` and the booster score them all; ties by
+item id. Excluded items and other categories are then dropped from the list, and popular
+items passing the same filters, scored the same way, top it up to `k`. Anything missing on
+the way (no model, no online features for the user, an error) answers with the popularity
+fallback: `recommend` never raises for those.
+
+Requests also follow the stream consumer's change notices (`features.changes`, at most every
+`changes_poll_seconds`): a user named there loses the cached list, an item is re-read.
 """
 
 import logging
 import threading
+import time
 from collections import ChainMap
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -24,18 +30,24 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import redis
 
+from features.changes import ChangeFeed, cursor_order, open_changes
+from features.online import EntityRows
 from features.settings import Settings
 from models import registry
 from models.recs.artifacts import MODEL_NAME, RegisteredRanker
 from models.recs.ranker import feature_matrix
 from serving.config import ServingSettings
-from serving.recs.caches import Columns, settle_heap
+from serving.recs.caches import Columns, RankedList, SharedResults, settle_heap
 from serving.recs.fresh import OnlineHistory, user_candidates
 from serving.recs.snapshot import POPULAR, Ranking, Snapshot, StoreConnector, assemble, champion
 from serving.schemas import FeatureStoreKind, Source
 
 logger = logging.getLogger(__name__)
+
+NOTICED_USERS = 100_000
+"""Users whose latest change notice a worker remembers (then it forgets them all)."""
 
 
 class ReloadError(RuntimeError):
@@ -94,6 +106,19 @@ class Recommender:
         self._snapshot: Snapshot | None = None
         self._reload_lock = threading.Lock()
         self._connect = StoreConnector(settings)
+        self._changes: ChangeFeed | None = None
+        self._cursor = ""
+        self._changes_due = 0.0
+        self._changes_lock = threading.Lock()
+        self._shared = (SharedResults(redis.Redis.from_url(settings.redis_url, socket_timeout=1.0),
+                                      f"tailor:{settings.feast_project}",
+                                      options.result_ttl_seconds)
+                        if settings.redis_url and options.result_cache_users else None)
+        self._noticed: dict[str, tuple[int, int]] = {}
+        """The latest change notice (`cursor_order`) naming each user, as far as read."""
+        self._horizon = (0, 0)
+        """Shared lists read through an older notice are not trusted (notices before it
+        went unread, or were forgotten)."""
 
     # Loading ---------------------------------------------------------------------------
 
@@ -108,6 +133,12 @@ class Recommender:
             except Exception as exc:
                 logger.exception("loading the champion failed")
                 model, problem = None, f"the champion could not be loaded: {exc}"
+            try:  # before the caches are read: changes from now on are followed
+                self._open_changes()
+            except Exception as exc:
+                logger.warning("the change notices cannot be read (%s); cached answers "
+                               "last their TTL", exc)
+                self._changes = None
             self._snapshot = assemble(self.settings, self.options, model, problem, self._connect)
             settle_heap()
             logger.info("serving %s version %s", MODEL_NAME, model.version if model else None)
@@ -166,9 +197,12 @@ class Recommender:
         """The user's top `k` catalog items, personalised when possible; never raises for
         a missing model, user or feature (the popularity fallback answers then)."""
         snapshot = self._current()
+        if snapshot.item_features is not None:
+            snapshot.item_features.poll()
         ranking = snapshot.ranking
         exclude = frozenset(exclude)
         if ranking is not None:
+            self._follow_changes(ranking)
             try:
                 items = self._personalised(snapshot, ranking, user_id, k, category, exclude)
             except Exception:
@@ -184,38 +218,142 @@ class Recommender:
 
     def _personalised(self, snapshot: Snapshot, ranking: Ranking, user_id: str, k: int,
                       category: str | None, exclude: frozenset[str]) -> list[ScoredItem] | None:
-        model = ranking.model
+        ranked = self._ranked(ranking, user_id)
+        if not ranked.history:
+            return None
+        columns = ranked.columns
+        keep = np.ones(len(columns["item_id"]), dtype=bool)
+        if exclude:
+            keep &= [item not in exclude for item in columns["item_id"]]
+        if category is not None:
+            keep &= columns["category"] == category
+        if not keep.all():
+            columns = {name: column[keep] for name, column in columns.items()}
+        if len(columns["item_id"]) < k:  # the filters left too few: popular items that pass
+            catalog = ranking.item_features.catalog
+            taken = exclude | set(columns["item_id"])
+            extra = [item for item, _ in snapshot.popularity.top(
+                k - len(columns["item_id"]), catalog, category, taken)]
+            if extra:
+                popular = with_popular(ranking.candidates.of(""), extra,
+                                       ranking.model.sources["repurchase"].item_repeat_rate,
+                                       catalog.category_of)
+                user = ranked.user or ranking.store.user(user_id)
+                columns = _ranked_columns(popular, self._score(ranking, user, popular),
+                                          after=columns)
+        top = zip(columns["item_id"][:k], columns["score"][:k], columns["source"][:k],
+                  strict=True)
+        return [ScoredItem(item, float(score), source) for item, score, source in top] or None
+
+    def _ranked(self, ranking: Ranking, user_id: str) -> RankedList:
+        """The user's candidates ranked: from the result cache, or scored now and kept."""
+        generation = ranking.item_features.generation
+        ranked = ranking.results.get(user_id, generation)
+        if ranked is not None:
+            return ranked
+        started, scored_at, read_through = time.monotonic(), time.time(), self._cursor
+        shared = self._shared if self._changes is not None else None
+        state = f"{ranking.model.version}:{ranking.item_features.state}"
+        if shared is not None:
+            found = shared.get(user_id, state)
+            if found is not None and self._fresh(user_id, found.read_through):
+                shared.hits += 1
+                ranked = RankedList(found.history, found.columns, generation)
+                ranking.results.put(user_id, ranked, started, age=scored_at - found.scored_at)
+                return ranked
         user = ranking.store.user(user_id)
         history = OnlineHistory.of(user)
         if history is None:
             if user_id in ranking.candidates:
                 logger.info("no online features for user %s; answering with popularity",
                             user_id)
-            return None
-        catalog = ranking.item_features.catalog
-        candidates = user_candidates(ranking, user_id, history, catalog)
-        keep = np.ones(len(candidates["item_id"]), dtype=bool)
-        if exclude:
-            keep &= [item not in exclude for item in candidates["item_id"]]
-        if category is not None:
-            keep &= candidates["category"] == category
-        if not keep.all():
-            candidates = {name: column[keep] for name, column in candidates.items()}
-        if len(candidates["item_id"]) < k:  # the filters left too few: popular items that pass
-            taken = exclude | set(candidates["item_id"])
-            extra = snapshot.popularity.top(k - len(candidates["item_id"]), catalog, category,
-                                            taken)
-            candidates = with_popular(candidates, [item for item, _ in extra],
-                                      model.sources["repurchase"].item_repeat_rate,
-                                      catalog.category_of)
-        if not len(candidates["item_id"]):
-            return None
+            ranked = RankedList(False, {}, generation)
+        else:
+            candidates = user_candidates(ranking, user_id, history,
+                                         ranking.item_features.catalog)
+            scores = (self._score(ranking, user, candidates) if len(candidates["item_id"])
+                      else np.zeros(0))
+            ranked = RankedList(True, _ranked_columns(candidates, scores), generation, user)
+        ranking.results.put(user_id, ranked, started)
+        if shared is not None:
+            shared.put(user_id, state, read_through, ranked, scored_at)
+        return ranked
+
+    def _score(self, ranking: Ranking, user: EntityRows, candidates: Columns) -> np.ndarray:
+        """The ranker's scores of the candidates for the user (features: the user's rows,
+        the item cache and the candidate columns)."""
+        model = ranking.model
         item_ids = candidates["item_id"].tolist()
         online = ranking.store.request_features(user, item_ids, {"as_of": self.as_of(model)})
         rows = ChainMap(online, ranking.item_features.lookup(item_ids), candidates)
         # An object array of categories: what `feature_matrix` indexes, with no list copy.
         features = feature_matrix(rows, cast(Sequence[Any], candidates["category"]))
-        scores = np.asarray(model.booster.predict(features, num_threads=1))
-        top = np.lexsort((candidates["item_id"], -scores))[:k]  # ties: by id
-        return [ScoredItem(item_ids[row], float(scores[row]), candidates["source"][row])
-                for row in top]
+        return np.asarray(model.booster.predict(features, num_threads=1))
+
+    # Following the stream consumer's changes ------------------------------------------------
+
+    def _open_changes(self) -> None:
+        """Open the feed and read on from its newest notice; shared lists from before are
+        not trusted (the notices before went unread)."""
+        self._changes = open_changes(self.settings)
+        self._cursor = self._changes.latest()
+        self._horizon = cursor_order(self._cursor)
+        self._noticed = {}
+
+    def _notice(self, users: frozenset[str], order: tuple[int, int]) -> None:
+        """Remember that these users' rows changed at `order`; past `NOTICED_USERS`, forget
+        them all and distrust every shared list from before instead."""
+        if len(self._noticed) + len(users) > NOTICED_USERS:
+            self._noticed = {}
+            self._horizon = order
+        for user in users:
+            self._noticed[user] = order
+
+    def _fresh(self, user_id: str, read_through: str) -> bool:
+        """Whether a shared list read through `read_through` saw the user's latest notice."""
+        seen = cursor_order(read_through)
+        return seen >= self._horizon and seen >= self._noticed.get(user_id, (0, 0))
+
+    def _follow_changes(self, ranking: Ranking) -> None:
+        """At most every `changes_poll_seconds`, read the change notices: drop the cached
+        lists of users whose rows changed, re-read changed items (everything when notices
+        went unseen). Another request reading them meanwhile: carry on."""
+        now = time.monotonic()
+        if now < self._changes_due or not self._changes_lock.acquire(blocking=False):
+            return
+        try:
+            self._changes_due = now + self.options.changes_poll_seconds
+            if self._changes is None:
+                self._open_changes()
+                ranking.results.clear()  # changes before the feed opened went unseen
+                return
+            changes = self._changes.since(self._cursor)
+            self._cursor = changes.cursor
+            if not changes.complete:
+                logger.warning("change notices were trimmed unread; dropping cached answers")
+                self._horizon = cursor_order(changes.cursor)
+                ranking.results.clear()
+                ranking.item_features.update(frozenset(), everything=True)
+                return
+            if changes.users:
+                self._notice(changes.users, cursor_order(changes.cursor))
+                ranking.results.invalidate(changes.users)
+            if changes.items:
+                ranking.item_features.update(changes.items)
+        except Exception as exc:  # the feed is down: the TTL still bounds cached answers
+            logger.warning("reading the change notices failed: %s", exc)
+        finally:
+            self._changes_lock.release()
+
+
+def _ranked_columns(candidates: Columns, scores: np.ndarray, after: Columns | None = None
+                    ) -> Columns:
+    """Item ids, scores, sources and categories best first (ties by item id), merged with
+    the ranked columns `after` when given."""
+    columns = {"item_id": candidates["item_id"], "score": scores,
+               "source": candidates["source"], "category": candidates["category"]}
+    if after is not None:
+        columns = {name: np.concatenate([after[name], column])
+                   for name, column in columns.items()}
+    order = np.lexsort((columns["item_id"], -columns["score"]))
+    return {name: column[order] for name, column in columns.items()}

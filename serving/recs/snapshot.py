@@ -42,7 +42,7 @@ from models.recs.candidates import (
 )
 from models.recs.ranker import CANDIDATE_FEATURES
 from serving.config import ServingSettings
-from serving.recs.caches import Catalog, Columns, ItemFeatureCache, UserCandidates
+from serving.recs.caches import Catalog, Columns, ItemFeatureCache, ResultCache, UserCandidates
 
 ITEM_VIEW = definitions.item_stats_fv.name
 USER_VIEW = definitions.user_stats_fv.name
@@ -213,13 +213,15 @@ class OnlineStore:
 @dataclass(frozen=True)
 class Ranking:
     """What the personalised path needs; exists only when all of it loaded. `fresh` keeps
-    the candidates generated for users with purchases the candidate state lacks."""
+    the candidates generated for users with purchases the candidate state lacks, `results`
+    the users' ranked lists."""
 
     model: RegisteredRanker
     candidates: CandidateTable
     store: OnlineStore
     item_features: ItemFeatureCache
     fresh: UserCandidates
+    results: ResultCache
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,8 @@ def assemble(settings: Settings, options: ServingSettings, model: RegisteredRank
     else:
         if model is not None and candidates is not None:
             ranking = Ranking(model, candidates, store, item_features,
-                              UserCandidates(FRESH_USERS))
+                              UserCandidates(FRESH_USERS),
+                              ResultCache(options.result_cache_users, options.result_ttl_seconds))
     return Snapshot(model, model_problem, catalog, popularity, item_features, store_problem,
                     ranking)
 
