@@ -83,6 +83,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.recs_quality
 	$(BIN)/python -m benchmarks.pricing_quality
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.ranker_predict
 	$(BIN)/python -m benchmarks.review_page
 	$(BIN)/python -m benchmarks.delivery
 	$(BIN)/python -m benchmarks.ingest

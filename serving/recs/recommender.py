@@ -288,7 +288,7 @@ class Recommender:
         rows = ChainMap(online, ranking.item_features.lookup(item_ids), candidates)
         # An object array of categories: what `feature_matrix` indexes, with no list copy.
         features = feature_matrix(rows, cast(Sequence[Any], candidates["category"]))
-        return np.asarray(model.booster.predict(features, num_threads=1))
+        return model.predict(features)
 
     # Following the stream consumer's changes ------------------------------------------------
 

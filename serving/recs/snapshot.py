@@ -253,7 +253,7 @@ def champion(settings: Settings, current: RegisteredRanker | None) -> Registered
         return None
     if current and current.version == str(version.version):
         return current
-    return load_ranker(version)
+    return load_ranker(version, compiled_dir=settings.data_dir / "compiled")
 
 
 def assemble(settings: Settings, options: ServingSettings, model: RegisteredRanker | None,
