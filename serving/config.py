@@ -8,10 +8,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.timestamps import to_utc
 
+LogFormat = Literal["text", "json"]
+TraceExporter = Literal["none", "console", "otlp"]
+
 
 class ServingSettings(BaseSettings):
-    """How the service tells the time, how often it checks for new item features, and what
-    signs the review page's sessions."""
+    """How the service tells the time, how often it checks for new item features, what
+    signs the review page's sessions, and how it logs and traces."""
 
     model_config = SettingsConfigDict(env_prefix="TAILOR_SERVING_", env_file=".env",
                                       extra="ignore")
@@ -42,6 +45,14 @@ class ServingSettings(BaseSettings):
     session_secret: SecretStr | None = None
     """Signs the review page's session cookies; default: a random secret generated once into
     the data directory (set it when several machines serve the page)."""
+
+    log_format: LogFormat = "text"
+    """`tailor serve`'s log lines: `text` for people, or `json` (one object per line with
+    the request id; recommended in production)."""
+
+    trace_exporter: TraceExporter = "none"
+    """Where OpenTelemetry spans of requests go: nowhere (tracing off), stdout, or an OTLP
+    collector over HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`)."""
 
     @field_validator("clock")
     @classmethod

@@ -38,6 +38,7 @@ from features.settings import Settings
 from models import registry
 from models.recs.artifacts import MODEL_NAME, RegisteredRanker
 from models.recs.ranker import feature_matrix
+from serving import observability
 from serving.config import ServingSettings
 from serving.recs.caches import Columns, RankedList, SharedResults, settle_heap
 from serving.recs.fresh import OnlineHistory, user_candidates
@@ -248,19 +249,23 @@ class Recommender:
     def _ranked(self, ranking: Ranking, user_id: str) -> RankedList:
         """The user's candidates ranked: from the result cache, or scored now and kept."""
         generation = ranking.item_features.generation
-        ranked = ranking.results.get(user_id, generation)
-        if ranked is not None:
-            return ranked
         started, scored_at, read_through = time.monotonic(), time.time(), self._cursor
         shared = self._shared if self._changes is not None else None
         state = f"{ranking.model.version}:{ranking.item_features.state}"
-        if shared is not None:
-            found = shared.get(user_id, state)
-            if found is not None and self._fresh(user_id, found.read_through):
+        with observability.span("cache"):
+            ranked = ranking.results.get(user_id, generation)
+            if ranked is not None:
+                observability.record_cache("hit")
+                return ranked
+            found = shared.get(user_id, state) if shared is not None else None
+            if shared is not None and found is not None \
+                    and self._fresh(user_id, found.read_through):
                 shared.hits += 1
+                observability.record_cache("shared")
                 ranked = RankedList(found.history, found.columns, generation)
                 ranking.results.put(user_id, ranked, started, age=scored_at - found.scored_at)
                 return ranked
+        observability.record_cache("miss")
         user = ranking.store.user(user_id)
         history = OnlineHistory.of(user)
         if history is None:
@@ -288,7 +293,8 @@ class Recommender:
         rows = ChainMap(online, ranking.item_features.lookup(item_ids), candidates)
         # An object array of categories: what `feature_matrix` indexes, with no list copy.
         features = feature_matrix(rows, cast(Sequence[Any], candidates["category"]))
-        return model.predict(features)
+        with observability.span("model"):
+            return model.predict(features)
 
     # Following the stream consumer's changes ------------------------------------------------
 

@@ -41,6 +41,7 @@ from models.recs.candidates import (
     purchases_before,
 )
 from models.recs.ranker import CANDIDATE_FEATURES
+from serving import observability
 from serving.config import ServingSettings
 from serving.recs.caches import Catalog, Columns, ItemFeatureCache, ResultCache, UserCandidates
 
@@ -169,7 +170,7 @@ class CandidateTable:
 class OnlineStore:
     """The Feast online store of the `recs_ranker_v1` feature service, read under the lock
     its backend needs (Feast shares one SQLite connection between threads: one reader at a
-    time; Redis needs none)."""
+    time; Redis needs none); every read timed (`serving.observability.store_read`)."""
 
     def __init__(self, settings: Settings):
         self.reader = ServiceReader(feature_store(settings), definitions.RECS_RANKER_SERVICE)
@@ -181,7 +182,7 @@ class OnlineStore:
         names = self.reader.views[ITEM_VIEW].names
         parts = []
         for start in range(0, len(item_ids), ITEM_BATCH):
-            with self._lock:
+            with observability.store_read("item_features"), self._lock:
                 values = self.reader.read({"item_id": item_ids[start:start + ITEM_BATCH]},
                                           skip=USER_VIEWS)
             parts.append(values.set_index("item_id")[names])
@@ -192,7 +193,7 @@ class OnlineStore:
     def user(self, user_id: str) -> EntityRows:
         """The user's rows, read now: the stats, and the pair index when the stats exist."""
         rows = self.reader.entity({"user_id": user_id})
-        with self._lock:
+        with observability.store_read("user"), self._lock:
             if rows.has(USER_VIEW):
                 rows.has(PAIR_VIEW)
         return rows
@@ -201,7 +202,7 @@ class OnlineStore:
                          context: Mapping[str, datetime]) -> Columns:
         """User and user x item features (the item view skipped: the cache has it), with the
         on-demand views computed for `context` (`as_of`), from the `user`'s rows."""
-        with self._lock:
+        with observability.store_read("request_features"), self._lock:
             return self.reader.read_columns({**user.keys, "item_id": item_ids}, context,
                                             skip=(ITEM_VIEW,), entity=user)
 

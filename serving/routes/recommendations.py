@@ -1,11 +1,13 @@
 """`GET /v1/users/{user_id}/recommendations`: the user's top k items, personalised or the
 popularity fallback; a well-formed request always gets 200. Every response is recorded for
-attribution (`serving.recs.served`: buffered in process, never waiting on the stream)."""
+attribution (`serving.recs.served`: buffered in process, never waiting on the stream) and
+counted in the metrics (fallback or not, the model version: `serving.observability`)."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from serving import observability
 from serving.auth import AUTH_RESPONSES, as_storefront
 from serving.deps import ExcludeDep, RecommenderDep, RequestIdDep, ServedDep
 from serving.routes import once
@@ -32,8 +34,10 @@ def recommendations(
     category: Annotated[str | None, Query(
         description="Only items of this catalog category (exact); empty means any")] = None,
 ) -> Recommendations:
-    result = recommender.recommend(user_id, k, category or None, exclude)
+    with observability.span("recommend"):
+        result = recommender.recommend(user_id, k, category or None, exclude)
     served.record(request_id, user_id, result)
+    observability.record_recommendation(result.fallback, result.model_version)
     return Recommendations(
         request_id=request_id, model_version=result.model_version, fallback=result.fallback,
         items=[RecommendedItem(item_id=item.item_id, score=item.score, source=item.source)
