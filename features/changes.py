@@ -11,8 +11,6 @@ must drop everything it cached. Same backends as the stream, chosen by the setti
 """
 
 import json
-import sqlite3
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any, Protocol
 import redis
 
 from features.settings import Settings
+from features.stream import SqliteFile
 
 KEEP = 100_000
 """How many notices the feed keeps (about: Redis trims in whole nodes)."""
@@ -118,23 +117,11 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 
-class SqliteChanges:
+class SqliteChanges(SqliteFile):
     """The feed as a table of a SQLite file (the stream's); ids are consecutive."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connection().executescript(SQLITE_SCHEMA)
-
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                         check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            self._local.connection = connection
-        return connection
+        super().__init__(path, SQLITE_SCHEMA)
 
     def publish(self, users: Iterable[str], items: Iterable[str]) -> None:
         connection = self._connection()
@@ -158,12 +145,6 @@ class SqliteChanges:
             return Changes(self.latest(), frozenset(), frozenset(), complete=False)
         last = str(rows[-1][0]) if rows else cursor
         return _merge(last, ((users, items) for _, users, items in rows), complete=True)
-
-    def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
 
 
 def open_changes(settings: Settings) -> ChangeFeed:

@@ -221,16 +221,15 @@ POLL_SECONDS = 0.02
 """How often a reader waiting on an empty SQLite stream looks again."""
 
 
-class SqliteStream:
-    """The stream as a table of a SQLite file; claims are leases of `claim_idle_seconds`."""
+class SqliteFile:
+    """A SQLite file holding `schema` (WAL, `synchronous=FULL`), one connection per thread,
+    in autocommit mode."""
 
-    def __init__(self, path: Path, claim_idle_seconds: float = 30.0):
+    def __init__(self, path: Path, schema: str):
         self.path = Path(path)
-        self.lease_seconds = claim_idle_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connection() as connection:
-            connection.executescript(SQLITE_SCHEMA)
+        self._connection().executescript(schema)
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -241,6 +240,21 @@ class SqliteStream:
             connection.execute("PRAGMA synchronous=FULL")
             self._local.connection = connection
         return connection
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+
+class SqliteStream(SqliteFile):
+    """The stream as a table of a SQLite file; claims are leases of `claim_idle_seconds`."""
+
+    def __init__(self, path: Path, claim_idle_seconds: float = 30.0):
+        super().__init__(path, SQLITE_SCHEMA)
+        self.lease_seconds = claim_idle_seconds
 
     def append(self, kind: str, records: Sequence[dict]) -> str:
         data = _dumps(kind, records)
@@ -296,12 +310,6 @@ class SqliteStream:
 
     def backlog(self) -> int:
         return int(self._connection().execute("SELECT count(*) FROM entries").fetchone()[0])
-
-    def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
 
 
 def open_stream(settings: Settings, claim_idle_seconds: float = 30.0) -> EventStream:
