@@ -36,7 +36,7 @@ from serving import observability
 from serving.auth import KeyCache
 from serving.config import LogFormat, ServingSettings
 from serving.deps import ServiceDatabase
-from serving.middleware import MetricsMiddleware, RequestIdMiddleware
+from serving.middleware import RequestMiddleware
 from serving.recs import Recommender
 from serving.recs.served import ServedRecorder
 from serving.review import pages as review
@@ -115,8 +115,7 @@ def create_app(settings: Settings | None = None,
     app = FastAPI(title="tailor recommendations", version=API_VERSION, description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.keys = KeyCache()
-    app.add_middleware(MetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)  # added last: outside, so metrics see the id
+    app.add_middleware(RequestMiddleware)
     app.include_router(ops.router)
     app.include_router(recommendations.router)
     app.include_router(events.router)

@@ -1,13 +1,12 @@
 """ASGI middleware of the service.
 
-`RequestIdMiddleware`: every HTTP request gets a fresh uuid4 (`request.state.request_id`, a
+`RequestMiddleware`, around every HTTP request: a fresh uuid4 (`request.state.request_id`, a
 `UUID`), sent back as the `X-Request-ID` response header and set in
-`serving.observability.REQUEST_ID` while the request runs (log lines carry it);
-recommendations echo it in the body.
-
-`MetricsMiddleware` (inside it): times every HTTP request and counts its status by route
-template, counts what raised, and wraps the request in the trace's server span when tracing
-is on (`serving.observability`).
+`serving.observability.REQUEST_ID` while the request runs (log lines carry it;
+recommendations echo it in the body); the request timed and its status counted by route
+template, what raised counted, and the request wrapped in the trace's server span when
+tracing is on (`serving.observability`). One layer, one wrapper of `send`: it runs on every
+request.
 """
 
 import uuid
@@ -21,8 +20,14 @@ from serving import observability
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
-class RequestIdMiddleware:
-    """Give every HTTP request a fresh uuid4 and send it back as `X-Request-ID`."""
+def route_of(scope: Scope) -> str:
+    """The template of the route that answered (`/v1/users/{user_id}/recommendations`)."""
+    return getattr(scope.get("route"), "path_format", None) or observability.UNMATCHED
+
+
+class RequestMiddleware:
+    """Every HTTP request's id (`X-Request-ID`), latency, status and exceptions by route
+    template, and its span."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -34,48 +39,22 @@ class RequestIdMiddleware:
         request_id = uuid.uuid4()
         scope.setdefault("state", {})["request_id"] = request_id
         header = str(request_id)
+        method = scope["method"]
+        status = 500  # unless a response starts
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = header
             await send(message)
 
         token = observability.REQUEST_ID.set(header)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            observability.REQUEST_ID.reset(token)
-
-
-def route_of(scope: Scope) -> str:
-    """The template of the route that answered (`/v1/users/{user_id}/recommendations`)."""
-    return getattr(scope.get("route"), "path_format", None) or observability.UNMATCHED
-
-
-class MetricsMiddleware:
-    """Latency, status and exceptions of every HTTP request by route template; its span."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method = scope["method"]
-        status = 500  # unless a response starts
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         start = perf_counter()
         error: BaseException | None = None
         with observability.request_span(method) as span:
             try:
-                await self.app(scope, receive, send_with_status)
+                await self.app(scope, receive, send_with_id)
             except Exception as exc:
                 error = exc
                 raise
@@ -85,3 +64,4 @@ class MetricsMiddleware:
                                              error)
                 if span is not None:
                     observability.end_request_span(span, method, route, status)
+                observability.REQUEST_ID.reset(token)
