@@ -108,20 +108,25 @@ def online_retail_four_months(tmp_path_factory) -> Path:
     return folder / "data"
 
 
-@pytest.fixture
-def feature_ready_settings(tmp_path, online_retail_four_months) -> Settings:
-    """Settings on a copy of the four-month slice with features built and applied."""
+def features_ready(source: Path, data_dir: Path) -> Settings:
+    """Settings on a copy of the data directory `source` at `data_dir`, with its feature
+    tables built and the definitions applied (a fresh Feast project)."""
     from features.ingest import read_catalog
     from features.store import apply_definitions, feature_store
     from features.transforms import build_feature_tables
 
-    data_dir = tmp_path / "data"
-    shutil.copytree(online_retail_four_months, data_dir)
+    shutil.copytree(source, data_dir)
     settings = Settings(data_dir=data_dir, feast_project=f"t{uuid.uuid4().hex[:8]}")
     build_feature_tables(settings.events_dir, read_catalog(settings.catalog_path),
                          settings.feature_tables_dir)
     apply_definitions(feature_store(settings))
     return settings
+
+
+@pytest.fixture
+def feature_ready_settings(tmp_path, online_retail_four_months) -> Settings:
+    """Settings on a copy of the four-month slice with features built and applied."""
+    return features_ready(online_retail_four_months, tmp_path / "data")
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ feature rows, one compilation shared by concurrent processes, and the fallback t
 booster when compiling fails. A ranker trained on four months of the real export."""
 
 import logging
-import shutil
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +16,12 @@ import pytest
 from features.event_log import EventLog
 from features.ingest import read_catalog
 from features.settings import Settings
-from features.store import apply_definitions, feature_store
-from features.transforms import build_feature_tables
+from features.store import feature_store
 from models import registry
 from models.recs.artifacts import MODEL_NAME, load_ranker
 from models.recs.compiled import PARITY_TOLERANCE, CompileError, cache_key, compile_booster
 from models.recs.ranker import FEATURE_COLUMNS, RankerParams
+from tests.conftest import features_ready
 from training.recs.examples import HORIZON, build_examples
 from training.recs.train import train_recs
 
@@ -41,13 +39,10 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, online_retail_four_months) -> Trained:
-    data_dir = tmp_path_factory.mktemp("compiled") / "data"
-    shutil.copytree(online_retail_four_months, data_dir)
-    settings = Settings(data_dir=data_dir, feast_project=f"t{uuid.uuid4().hex[:8]}")
+    settings = features_ready(online_retail_four_months,
+                              tmp_path_factory.mktemp("compiled") / "data")
     catalog = read_catalog(settings.catalog_path)
-    build_feature_tables(settings.events_dir, catalog, settings.feature_tables_dir)
     store = feature_store(settings)
-    apply_definitions(store)
     assert train_recs(settings, params=QUICK, cutoffs=2).promoted
     version = registry.champion(MODEL_NAME)
     assert version is not None

@@ -3,7 +3,6 @@ SQLite online store, MLflow SQLite tracking and a LightGBM ranker trained on fou
 the real Online Retail export."""
 
 import json
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,15 +16,14 @@ from fastapi.testclient import TestClient
 from features.event_log import EventLog
 from features.ingest import read_catalog
 from features.settings import Settings
-from features.store import apply_definitions, feature_store, materialize
-from features.transforms import build_feature_tables
+from features.store import feature_store, materialize
 from models import registry
 from models.recs.artifacts import MODEL_NAME
 from models.recs.ranker import RankerParams
 from serving.app import create_app
 from serving.config import ServingSettings
 from serving.recs import Recommender
-from tests.conftest import key_headers
+from tests.conftest import features_ready, key_headers
 from training.recs.train import train_recs
 
 CONTRACT = Path(__file__).resolve().parents[1] / "serving" / "openapi.json"
@@ -61,13 +59,10 @@ def popularity_order(events: pd.DataFrame, catalog_ids: set[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, online_retail_four_months) -> Trained:
     """Features built, applied and materialized; one ranker trained and champion."""
-    data_dir = tmp_path_factory.mktemp("serving") / "data"
-    shutil.copytree(online_retail_four_months, data_dir)
-    settings = Settings(data_dir=data_dir, feast_project=f"t{uuid.uuid4().hex[:8]}")
+    settings = features_ready(online_retail_four_months,
+                              tmp_path_factory.mktemp("serving") / "data")
     catalog = read_catalog(settings.catalog_path)
-    build_feature_tables(settings.events_dir, catalog, settings.feature_tables_dir)
     store = feature_store(settings)
-    apply_definitions(store)
     materialize(store, END)
     registry.configure(settings)
     report = train_recs(settings, params=QUICK, cutoffs=2)
