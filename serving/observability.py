@@ -19,6 +19,9 @@ sum(rate(tailor_recommendations_total[5m]))`; the cache hit ratio likewise from 
 Several workers: with `PROMETHEUS_MULTIPROC_DIR` set (before the workers start) every
 worker writes its values there and any worker's `/metrics` answers for all of them
 (`prometheus_client` multiprocess mode); `run_metrics_dir` sets it up for `tailor serve`.
+Feast sets the variable to a temporary directory of its own when it is unset (on import), so
+a single process usually runs in multiprocess mode too; a worker's live gauges are dropped
+when its process exits.
 
 The request path records through `record_cache(outcome)`, `store_read(read)` (a context manager
 timing one feature-store read) and `span(name)` (a child span of the request's, a shared
@@ -27,6 +30,7 @@ with the request's id (`REQUEST_ID`, set by `serving.middleware`). Traces: `star
 with an exporter from `span_exporter` (`none`, `console`, `otlp`).
 """
 
+import atexit
 import json
 import logging
 import os
@@ -183,10 +187,17 @@ def run_metrics_dir(workers: int) -> Iterator[None]:
 
 
 def worker_exit() -> None:
-    """Drop this worker's live gauges (multiprocess mode) and flush its traces."""
-    if MULTIPROCESS:
-        mark_process_dead(os.getpid())
+    """Flush this worker's traces. (Its live gauges go when the process exits: dropping
+    them here would leave an app started again in this process without them.)"""
     stop_tracing()
+
+
+def _drop_live_gauges() -> None:
+    mark_process_dead(os.getpid())
+
+
+if MULTIPROCESS:
+    atexit.register(_drop_live_gauges)
 
 
 # Logs ----------------------------------------------------------------------------------
