@@ -239,7 +239,7 @@ class Recommender:
                 popular = with_popular(ranking.candidates.of(""), extra,
                                        ranking.model.sources["repurchase"].item_repeat_rate,
                                        catalog.category_of)
-                user = ranked.user or ranking.store.user(user_id)
+                user = ranked.user if ranked.user is not None else ranking.store.user(user_id)
                 columns = _ranked_columns(popular, self._score(ranking, user, popular),
                                           after=columns)
         top = zip(columns["item_id"][:k], columns["score"][:k], columns["source"][:k],
@@ -250,13 +250,13 @@ class Recommender:
         """The user's candidates ranked: from the result cache, or scored now and kept."""
         generation = ranking.item_features.generation
         started, scored_at, read_through = time.monotonic(), time.time(), self._cursor
-        shared = self._shared if self._changes is not None else None
-        state = f"{ranking.model.version}:{ranking.item_features.state}"
         with observability.span("cache"):
             ranked = ranking.results.get(user_id, generation)
             if ranked is not None:
                 observability.record_cache("hit")
                 return ranked
+            shared = self._shared if self._changes is not None else None
+            state = f"{ranking.model.version}:{ranking.item_features.state}"
             found = shared.get(user_id, state) if shared is not None else None
             if shared is not None and found is not None \
                     and self._fresh(user_id, found.read_through):
