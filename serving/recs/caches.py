@@ -292,9 +292,6 @@ class ResultCache:
             self._invalidated.clear()
             self._cleared = time.monotonic()
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
 
 @dataclass(frozen=True)
 class SharedList:
