@@ -9,6 +9,8 @@ Keys are looked up by their SHA-256 in the service database (`db.keys`); a found
 remembered for `KEY_CACHE_SECONDS` per worker, so the storefront's requests do not each
 query the database (a revoked key is refused within that time at most); while the database is
 down, keys found before are still taken (recommendations keep answering), others get 503.
+A remembered key is checked on the event loop; only a lookup in the database goes to the
+thread pool, so a keyed request costs no thread hop of its own.
 """
 
 import logging
@@ -19,6 +21,7 @@ from typing import Annotated, NamedTuple, cast
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
 
 from db.keys import ApiKey, find_key_by_hash, hash_key
 from db.schemas import ROLES, Role
@@ -48,9 +51,12 @@ class KeyCache:
         self._found: dict[str, tuple[ApiKey, float]] = {}
         self._lock = threading.Lock()
 
-    def find(self, database: ServiceDatabase, key: str) -> ApiKey | None:
-        """The active key `key`, None when unknown or revoked."""
-        return self.find_by_hash(database, hash_key(key))
+    def remembered(self, digest: str) -> ApiKey | None:
+        """The key whose SHA-256 is `digest` when found less than `seconds` ago (no I/O);
+        None when it must be looked up."""
+        with self._lock:
+            hit = self._found.get(digest)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
     def find_by_hash(self, database: ServiceDatabase, digest: str) -> ApiKey | None:
         """The active key whose SHA-256 is `digest`, None when unknown or revoked."""
@@ -81,14 +87,18 @@ def _unauthorized(detail: str) -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+async def authenticate(request: Request,
+                       credentials: HTTPAuthorizationCredentials | None) -> Caller:
     """The caller of a request, from its bearer key (401 when missing, unknown or revoked)."""
     if credentials is None or not credentials.credentials.strip():
         raise _unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
-    database = cast(ServiceDatabase, request.app.state.database)
-    with database_errors():
-        key = cast(KeyCache, request.app.state.keys).find(database,
-                                                         credentials.credentials.strip())
+    keys = cast(KeyCache, request.app.state.keys)
+    digest = hash_key(credentials.credentials.strip())
+    key = keys.remembered(digest)
+    if key is None:
+        database = cast(ServiceDatabase, request.app.state.database)
+        with database_errors():
+            key = await run_in_threadpool(keys.find_by_hash, database, digest)
     if key is None:
         raise _unauthorized("unknown or revoked API key")
     return Caller(key.name, key.role)
@@ -97,11 +107,11 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
 def require(role: Role):
     """A dependency: the caller, when its key has `role` (or `admin`); else 401 / 403."""
 
-    def caller_with_role(
+    async def caller_with_role(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
-        caller = authenticate(request, credentials)
+        caller = await authenticate(request, credentials)
         if caller.role not in (role, "admin"):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

@@ -2,17 +2,17 @@
 `price_suggestions`, `channel_deliveries`; `once` keeps their query parameters
 single-valued."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
 
-def once(*repeatable: str) -> Callable[[Request], None]:
+def once(*repeatable: str) -> Callable[[Request], Awaitable[None]]:
     """A router dependency: 422 when a query parameter other than `repeatable` is given more
     than once (the schema declares one value; the app would silently take the last)."""
 
-    def single_valued(request: Request) -> None:
+    async def single_valued(request: Request) -> None:
         query = request.query_params
         repeated = sorted({name for name in query if name not in repeatable
                            and len(query.getlist(name)) > 1})
