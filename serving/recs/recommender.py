@@ -17,6 +17,10 @@ fallback: `recommend` never raises for those.
 
 Requests also follow the stream consumer's change notices (`features.changes`, at most every
 `changes_poll_seconds`): a user named there loses the cached list, an item is re-read.
+
+`cached` is the part of `recommend` that needs no I/O (a list in this worker's result cache,
+or the popularity fallback, while the notices were read recently enough): the route calls it
+on the event loop and goes to the thread pool for `recommend` only when it returns None.
 """
 
 import logging
@@ -212,6 +216,40 @@ class Recommender:
             else:
                 if items is not None:
                     return Recommendation(items, ranking.model.version, fallback=False)
+        return self._popular(snapshot, k, category, exclude)
+
+    def cached(self, user_id: str, k: int, category: str | None = None,
+               exclude: Collection[str] = frozenset()) -> Recommendation | None:
+        """`recommend`'s answer when it needs no I/O (the user's list in this worker's
+        result cache, or no model: the popularity fallback, and the change notices read less
+        than `changes_poll_seconds` ago); None otherwise. For the event loop: the route
+        calls `recommend` in the thread pool only when this returns None."""
+        snapshot = self._current()
+        ranking = snapshot.ranking
+        if ranking is None:
+            return self._popular(snapshot, k, category, frozenset(exclude))
+        if time.monotonic() >= self._changes_due:
+            return None
+        if snapshot.item_features is not None:
+            snapshot.item_features.poll()
+        try:
+            ranked = ranking.results.get(user_id, ranking.item_features.generation)
+            if ranked is None:
+                return None
+            exclude = frozenset(exclude)
+            if not ranked.history:
+                observability.record_cache("hit")
+                return self._popular(snapshot, k, category, exclude)
+            columns = _filtered(ranked.columns, category, exclude)
+            if len(columns["item_id"]) < k:  # a top-up may read the store
+                return None
+            observability.record_cache("hit")
+            return Recommendation(_top(columns, k), ranking.model.version, fallback=False)
+        except Exception:  # `recommend` answers, and logs what failed
+            return None
+
+    def _popular(self, snapshot: Snapshot, k: int, category: str | None,
+                 exclude: frozenset[str]) -> Recommendation:
         popular = snapshot.popularity.top(k, snapshot.catalog, category, exclude)
         return Recommendation([ScoredItem(item, score, POPULAR) for item, score in popular],
                               snapshot.model.version if snapshot.model else None,
@@ -222,14 +260,7 @@ class Recommender:
         ranked = self._ranked(ranking, user_id)
         if not ranked.history:
             return None
-        columns = ranked.columns
-        keep = np.ones(len(columns["item_id"]), dtype=bool)
-        if exclude:
-            keep &= [item not in exclude for item in columns["item_id"]]
-        if category is not None:
-            keep &= columns["category"] == category
-        if not keep.all():
-            columns = {name: column[keep] for name, column in columns.items()}
+        columns = _filtered(ranked.columns, category, exclude)
         if len(columns["item_id"]) < k:  # the filters left too few: popular items that pass
             catalog = ranking.item_features.catalog
             taken = exclude | set(columns["item_id"])
@@ -242,9 +273,7 @@ class Recommender:
                 user = ranked.user if ranked.user is not None else ranking.store.user(user_id)
                 columns = _ranked_columns(popular, self._score(ranking, user, popular),
                                           after=columns)
-        top = zip(columns["item_id"][:k], columns["score"][:k], columns["source"][:k],
-                  strict=True)
-        return [ScoredItem(item, float(score), source) for item, score, source in top] or None
+        return _top(columns, k) or None
 
     def _ranked(self, ranking: Ranking, user_id: str) -> RankedList:
         """The user's candidates ranked: from the result cache, or scored now and kept."""
@@ -350,6 +379,21 @@ class Recommender:
             logger.warning("reading the change notices failed: %s", exc)
         finally:
             self._changes_lock.release()
+
+
+def _filtered(columns: Columns, category: str | None, exclude: frozenset[str]) -> Columns:
+    """The ranked columns without the excluded items and other categories."""
+    keep = np.ones(len(columns["item_id"]), dtype=bool)
+    if exclude:
+        keep &= [item not in exclude for item in columns["item_id"]]
+    if category is not None:
+        keep &= columns["category"] == category
+    return columns if keep.all() else {name: column[keep] for name, column in columns.items()}
+
+
+def _top(columns: Columns, k: int) -> list[ScoredItem]:
+    top = zip(columns["item_id"][:k], columns["score"][:k], columns["source"][:k], strict=True)
+    return [ScoredItem(item, float(score), source) for item, score, source in top]
 
 
 def _ranked_columns(candidates: Columns, scores: np.ndarray, after: Columns | None = None

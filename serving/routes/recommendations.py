@@ -1,11 +1,16 @@
 """`GET /v1/users/{user_id}/recommendations`: the user's top k items, personalised or the
 popularity fallback; a well-formed request always gets 200. Every response is recorded for
 attribution (`serving.recs.served`: buffered in process, never waiting on the stream) and
-counted in the metrics (fallback or not, the model version: `serving.observability`)."""
+counted in the metrics (fallback or not, the model version: `serving.observability`).
+
+The route runs on the event loop: an answer from the worker's result cache
+(`Recommender.cached`) costs no thread hop; anything that reads the store or scores goes to
+the thread pool (`Recommender.recommend`)."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
+from starlette.concurrency import run_in_threadpool
 
 from serving import observability
 from serving.auth import AUTH_RESPONSES, as_storefront
@@ -24,7 +29,7 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"],
     description="Personalised by the champion ranker when the user has history and "
                 "features; otherwise the popularity fallback (`fallback: true`). `exclude` "
                 "and `category` apply to both; only catalog items are returned.")
-def recommendations(
+async def recommendations(
     user_id: Annotated[str, Path(min_length=1, max_length=200)],
     recommender: RecommenderDep,
     request_id: RequestIdDep,
@@ -35,7 +40,10 @@ def recommendations(
         description="Only items of this catalog category (exact); empty means any")] = None,
 ) -> Recommendations:
     with observability.span("recommend"):
-        result = recommender.recommend(user_id, k, category or None, exclude)
+        result = recommender.cached(user_id, k, category or None, exclude)
+        if result is None:
+            result = await run_in_threadpool(recommender.recommend, user_id, k,
+                                             category or None, exclude)
     served.record(request_id, user_id, result)
     observability.record_recommendation(result.fallback, result.model_version)
     return Recommendations(
