@@ -74,11 +74,13 @@ class RedisChanges:
 
     START = "0-0"
 
-    def __init__(self, url: str, name: str, timeout_seconds: float = 2.0):
+    def __init__(self, url: str, name: str, timeout_seconds: float = 2.0,
+                 retried: bool = True):
         self.key = f"{name}:changes"
+        retry = {} if retried else {"retry": None}  # None: each command tried once
         # Any: redis-py types every reply as "awaitable or value" (one client class for both).
         self.client: Any = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
-                                                socket_connect_timeout=timeout_seconds)
+                                                socket_connect_timeout=timeout_seconds, **retry)
 
     def publish(self, users: Iterable[str], items: Iterable[str]) -> None:
         self.client.xadd(self.key, {"users": json.dumps(sorted(users)),
@@ -147,8 +149,13 @@ class SqliteChanges(SqliteFile):
         return _merge(last, ((users, items) for _, users, items in rows), complete=True)
 
 
-def open_changes(settings: Settings) -> ChangeFeed:
-    """The settings' feed: Redis when `redis_url` is set, else beside the SQLite stream."""
+def open_changes(settings: Settings, request_timeout: float | None = None) -> ChangeFeed:
+    """The settings' feed: Redis when `redis_url` is set, else beside the SQLite stream.
+    With `request_timeout` (the request path), Redis commands fail after that many seconds
+    and are not retried."""
     if settings.redis_url:
-        return RedisChanges(settings.redis_url, f"tailor:{settings.feast_project}")
+        name = f"tailor:{settings.feast_project}"
+        if request_timeout is None:
+            return RedisChanges(settings.redis_url, name)
+        return RedisChanges(settings.redis_url, name, request_timeout, retried=False)
     return SqliteChanges(settings.data_dir / "stream.db")

@@ -24,8 +24,12 @@ warnings.filterwarnings("ignore", "On demand feature view is an experimental", R
 warnings.filterwarnings("ignore", r"fetch_arrow_table\(\) is deprecated", DeprecationWarning)
 
 
-def redis_connection_string(url: str) -> str:
-    """Translate `redis://[:password@]host[:port][/db]` into Feast's `host:port,db=N,...`."""
+def redis_connection_string(url: str, timeout_seconds: float | None = None) -> str:
+    """Translate `redis://[:password@]host[:port][/db]` into Feast's `host:port,db=N,...`;
+    with `timeout_seconds` (the request path), connecting and each socket read give up after
+    that long, and a failed command is not retried (Feast hands the options to its Redis
+    client: without them a hung server blocks for ever, and redis-py's default retries with
+    backoff turn one timeout into four and seconds of sleep)."""
     parsed = urlparse(url)
     if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
         raise InputError(f"TAILOR_REDIS_URL must look like redis://host:port/db, got {url!r}")
@@ -37,28 +41,33 @@ def redis_connection_string(url: str) -> str:
         parts.append(f"password={parsed.password}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
+    if timeout_seconds is not None:
+        parts += [f"socket_timeout={timeout_seconds}",
+                  f"socket_connect_timeout={timeout_seconds}", "retry=null"]
     return ",".join(parts)
 
 
-def repo_config(settings: Settings) -> RepoConfig:
-    """The Feast config: `feature_store.yaml` filled in from settings."""
+def repo_config(settings: Settings, timeout_seconds: float | None = None) -> RepoConfig:
+    """The Feast config: `feature_store.yaml` filled in from settings (`timeout_seconds`:
+    see `redis_connection_string`)."""
     text = FEATURE_STORE_YAML.read_text().replace("${TAILOR_DATA_DIR}", str(settings.data_dir))
     raw = yaml.safe_load(text)
     raw["project"] = settings.feast_project
     if settings.redis_url:
         raw["online_store"] = {
             "type": "redis",
-            "connection_string": redis_connection_string(settings.redis_url),
+            "connection_string": redis_connection_string(settings.redis_url, timeout_seconds),
         }
     config = RepoConfig(**raw)
     config.repo_path = settings.data_dir
     return config
 
 
-def feature_store(settings: Settings) -> FeatureStore:
-    """A Feast store on the settings' data directory and online store."""
+def feature_store(settings: Settings, timeout_seconds: float | None = None) -> FeatureStore:
+    """A Feast store on the settings' data directory and online store (`timeout_seconds`:
+    of the Redis online store's calls, for the request path; batch writes wait)."""
     (settings.data_dir / "feast").mkdir(parents=True, exist_ok=True)
-    return FeatureStore(config=repo_config(settings))
+    return FeatureStore(config=repo_config(settings, timeout_seconds))
 
 
 def anchored_objects(data_dir: Path) -> list:

@@ -208,33 +208,6 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_the_event_loop_answers_from_the_result_cache_only_what_needs_no_io(trained):
-    recommender = Recommender(trained.settings,
-                              ServingSettings(clock="model", changes_poll_seconds=3600))
-    recommender.load()
-
-    never_scored = recommender.cached(trained.user, 10)
-    scored = recommender.recommend(trained.user, 10)
-    same = recommender.cached(trained.user, 10)
-    filtered = recommender.cached(trained.user, 7,
-                                  exclude={item.item_id for item in scored.items[:3]})
-    too_few = recommender.cached(trained.user, 20, category="toys")  # a top-up reads the store
-    unknown = recommender.cached(UNKNOWN_USER, 5)
-    recommender.recommend(UNKNOWN_USER, 5)  # its missing rows are remembered
-
-    assert never_scored is None and too_few is None and unknown is None
-    assert same == scored and not scored.fallback
-    assert filtered is not None and filtered.items == scored.items[3:]
-    assert recommender.cached(UNKNOWN_USER, 5) == recommender.recommend(UNKNOWN_USER, 5)
-    assert recommender.cached(UNKNOWN_USER, 5).fallback
-
-    every_time = Recommender(trained.settings,
-                             ServingSettings(clock="model", changes_poll_seconds=1e-6))
-    every_time.load()
-    every_time.recommend(trained.user, 10)
-    assert every_time.cached(trained.user, 10) is None  # the notices are due: read them first
-
-
 def test_reread_item_features_after_a_materialization_only(trained):
     recommender = Recommender(trained.settings,
                               ServingSettings(clock="model", materialization_poll_seconds=0.05))

@@ -18,9 +18,11 @@ fallback: `recommend` never raises for those.
 Requests also follow the stream consumer's change notices (`features.changes`, at most every
 `changes_poll_seconds`): a user named there loses the cached list, an item is re-read.
 
-`cached` is the part of `recommend` that needs no I/O (a list in this worker's result cache,
-or the popularity fallback, while the notices were read recently enough): the route calls it
-on the event loop and goes to the thread pool for `recommend` only when it returns None.
+`recommend` runs on the event loop (see `serving.routes.recommendations`): its store reads
+are bounded (`STORE_TIMEOUT_SECONDS`), and after `BREAKER.failure_threshold` failed or slow
+personalised answers in a row the popularity fallback answers alone for
+`BREAKER.open_seconds` (then one personalised try), so a store outage neither stalls the
+worker nor logs a stack trace per request.
 """
 
 import logging
@@ -36,6 +38,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from db.channels import BreakerSettings
 from features.changes import ChangeFeed, cursor_order, open_changes
 from features.online import EntityRows
 from features.settings import Settings
@@ -43,14 +46,26 @@ from models import registry
 from models.recs.artifacts import MODEL_NAME, RegisteredRanker
 from models.recs.ranker import feature_matrix
 from serving import observability
+from serving.channels.breaker import CircuitBreaker
+from serving.channels.clock import SystemClock
 from serving.config import ServingSettings
 from serving.recs.caches import Columns, RankedList, SharedResults, settle_heap
 from serving.recs.fresh import OnlineHistory, user_candidates
-from serving.recs.snapshot import POPULAR, Ranking, Snapshot, StoreConnector, assemble, champion
+from serving.recs.snapshot import (
+    POPULAR,
+    STORE_TIMEOUT_SECONDS,
+    Ranking,
+    Snapshot,
+    StoreConnector,
+    assemble,
+    champion,
+)
 from serving.schemas import FeatureStoreKind, Source
 
 logger = logging.getLogger(__name__)
 
+BREAKER = BreakerSettings(failure_threshold=3, slow_call_seconds=0.5, open_seconds=5.0)
+"""When the personalised path stops being tried for a while: failures and slow answers."""
 NOTICED_USERS = 100_000
 """Users whose latest change notice a worker remembers (then it forgets them all)."""
 
@@ -115,15 +130,18 @@ class Recommender:
         self._cursor = ""
         self._changes_due = 0.0
         self._changes_lock = threading.Lock()
-        self._shared = (SharedResults(redis.Redis.from_url(settings.redis_url, socket_timeout=1.0),
-                                      f"tailor:{settings.feast_project}",
-                                      options.result_ttl_seconds)
-                        if settings.redis_url and options.result_cache_users else None)
+        self._shared = (SharedResults(
+            redis.Redis.from_url(settings.redis_url, retry=None,  # each command tried once
+                                 socket_timeout=STORE_TIMEOUT_SECONDS,
+                                 socket_connect_timeout=STORE_TIMEOUT_SECONDS),
+            f"tailor:{settings.feast_project}", options.result_ttl_seconds)
+            if settings.redis_url and options.result_cache_users else None)
         self._noticed: dict[str, tuple[int, int]] = {}
         """The latest change notice (`cursor_order`) naming each user, as far as read."""
         self._horizon = (0, 0)
         """Shared lists read through an older notice are not trusted (notices before it
         went unread, or were forgotten)."""
+        self.breaker = CircuitBreaker(BREAKER, SystemClock())
 
     # Loading ---------------------------------------------------------------------------
 
@@ -206,47 +224,21 @@ class Recommender:
             snapshot.item_features.poll()
         ranking = snapshot.ranking
         exclude = frozenset(exclude)
-        if ranking is not None:
+        if ranking is not None and self.breaker.allow():
+            started = time.monotonic()
             self._follow_changes(ranking)
             try:
                 items = self._personalised(snapshot, ranking, user_id, k, category, exclude)
             except Exception:
-                logger.exception("ranking failed for user %s; answering with popularity",
-                                 user_id)
+                self.breaker.record(ok=False)
+                logger.exception("ranking failed for user %s; answering with popularity%s",
+                                 user_id, "" if self.breaker.allow() else
+                                 f" alone for {self.breaker.settings.open_seconds:.0f} s")
             else:
+                self.breaker.record(ok=True, seconds=time.monotonic() - started)
                 if items is not None:
                     return Recommendation(items, ranking.model.version, fallback=False)
         return self._popular(snapshot, k, category, exclude)
-
-    def cached(self, user_id: str, k: int, category: str | None = None,
-               exclude: Collection[str] = frozenset()) -> Recommendation | None:
-        """`recommend`'s answer when it needs no I/O (the user's list in this worker's
-        result cache, or no model: the popularity fallback, and the change notices read less
-        than `changes_poll_seconds` ago); None otherwise. For the event loop: the route
-        calls `recommend` in the thread pool only when this returns None."""
-        snapshot = self._current()
-        ranking = snapshot.ranking
-        if ranking is None:
-            return self._popular(snapshot, k, category, frozenset(exclude))
-        if time.monotonic() >= self._changes_due:
-            return None
-        if snapshot.item_features is not None:
-            snapshot.item_features.poll()
-        try:
-            ranked = ranking.results.get(user_id, ranking.item_features.generation)
-            if ranked is None:
-                return None
-            exclude = frozenset(exclude)
-            if not ranked.history:
-                observability.record_cache("hit")
-                return self._popular(snapshot, k, category, exclude)
-            columns = _filtered(ranked.columns, category, exclude)
-            if len(columns["item_id"]) < k:  # a top-up may read the store
-                return None
-            observability.record_cache("hit")
-            return Recommendation(_top(columns, k), ranking.model.version, fallback=False)
-        except Exception:  # `recommend` answers, and logs what failed
-            return None
 
     def _popular(self, snapshot: Snapshot, k: int, category: str | None,
                  exclude: frozenset[str]) -> Recommendation:
@@ -330,7 +322,7 @@ class Recommender:
     def _open_changes(self) -> None:
         """Open the feed and read on from its newest notice; shared lists from before are
         not trusted (the notices before went unread)."""
-        self._changes = open_changes(self.settings)
+        self._changes = open_changes(self.settings, request_timeout=STORE_TIMEOUT_SECONDS)
         self._cursor = self._changes.latest()
         self._horizon = cursor_order(self._cursor)
         self._noticed = {}

@@ -51,6 +51,9 @@ PAIR_VIEW = definitions.user_item_stats_fv.name
 USER_VIEWS = frozenset({USER_VIEW, PAIR_VIEW})
 POPULAR: Final = "popular"
 ITEM_BATCH = 1000
+STORE_TIMEOUT_SECONDS = 0.25
+"""A Redis call on the request path not answered by then fails, untried again (a healthy
+store answers in under a millisecond; the event loop waits on it)."""
 """Items per online-store read when filling the item-feature cache."""
 CANDIDATE_BATCH = 500
 """Users per `generate_candidates` call when filling the table (bounds its dense blocks)."""
@@ -173,7 +176,8 @@ class OnlineStore:
     time; Redis needs none); every read timed (`serving.observability.store_read`)."""
 
     def __init__(self, settings: Settings):
-        self.reader = ServiceReader(feature_store(settings), definitions.RECS_RANKER_SERVICE)
+        self.reader = ServiceReader(feature_store(settings, STORE_TIMEOUT_SECONDS),
+                                    definitions.RECS_RANKER_SERVICE)
         self._lock: AbstractContextManager[Any] = (
             nullcontext() if settings.redis_url else threading.Lock())
 
