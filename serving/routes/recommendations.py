@@ -10,11 +10,13 @@ threads). Measured in docs/experiments.md (2026-12-05)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from serving import observability
 from serving.auth import AUTH_RESPONSES, as_storefront
-from serving.deps import ExcludeDep, RecommenderDep, RequestIdDep, ServedDep
+from serving.deps import ExcludeQuery, excluded
+from serving.recs import Recommender
+from serving.recs.served import ServedRecorder
 from serving.routes import once
 from serving.schemas import Recommendations, RecommendedItem
 
@@ -30,17 +32,20 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"],
                 "features; otherwise the popularity fallback (`fallback: true`). `exclude` "
                 "and `category` apply to both; only catalog items are returned.")
 async def recommendations(
+    request: Request,
     user_id: Annotated[str, Path(min_length=1, max_length=200)],
-    recommender: RecommenderDep,
-    request_id: RequestIdDep,
-    served: ServedDep,
-    exclude: ExcludeDep,
+    *,
     k: Annotated[int, Query(ge=1, le=100, description="How many items")] = 10,
     category: Annotated[str | None, Query(
         description="Only items of this catalog category (exact); empty means any")] = None,
+    exclude: ExcludeQuery,
 ) -> Recommendations:
+    # The worker's objects from the app state, not dependencies: see `serving.deps`.
+    recommender: Recommender = request.app.state.recommender
+    served: ServedRecorder = request.app.state.served
+    request_id = request.state.request_id
     with observability.span("recommend"):
-        result = recommender.recommend(user_id, k, category or None, exclude)
+        result = recommender.recommend(user_id, k, category or None, excluded(exclude))
     served.record(request_id, user_id, result)
     observability.record_recommendation(result.fallback, result.model_version)
     return Recommendations(
