@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None,
         secret = serving_options.session_secret
         app.state.sessions = Sessions(load_secret(
             config.data_dir, secret.get_secret_value() if secret else None))
+        observability.set_metrics(serving_options.metrics)
         observability.start_tracing(observability.span_exporter(serving_options.trace_exporter))
         try:
             recommender = Recommender(config, serving_options)

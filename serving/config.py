@@ -46,6 +46,10 @@ class ServingSettings(BaseSettings):
     """Signs the review page's session cookies; default: a random secret generated once into
     the data directory (set it when several machines serve the page)."""
 
+    metrics: bool = True
+    """Record Prometheus metrics and serve them at `/metrics` (off: 404; what the serving
+    benchmark compares against to measure their cost)."""
+
     log_format: LogFormat = "text"
     """`tailor serve`'s log lines: `text` for people, or `json` (one object per line with
     the request id; recommended in production)."""

@@ -23,6 +23,10 @@ Feast sets the variable to a temporary directory of its own when it is unset (on
 a single process usually runs in multiprocess mode too; a worker's live gauges are dropped
 when its process exits.
 
+`TAILOR_SERVING_METRICS=false` turns recording off in the worker (`set_metrics`: every
+`record_*` a no-op, `/metrics` answers 404): what the serving benchmark compares against to
+measure the metrics' cost.
+
 The request path records through `record_cache(outcome)`, `store_read(read)` (a context manager
 timing one feature-store read) and `span(name)` (a child span of the request's, a shared
 no-op when tracing is off). Logs: `log_config(format)`, `text` or one JSON object per line
@@ -93,6 +97,7 @@ _CACHE = {outcome: RESULT_CACHE.labels(outcome) for outcome in CACHE_OUTCOMES}
 _STORE_READS = {read: (STORE_READ_SECONDS.labels(read), f"store.{read}")
                 for read in ("user", "request_features", "item_features")}
 _OFF: AbstractContextManager[None] = nullcontext()
+_recording = True
 _tracing: tuple[TracerProvider, Tracer] | None = None
 _version_lock = threading.Lock()
 _version: str | None = None
@@ -100,9 +105,20 @@ _version: str | None = None
 
 # Metrics -------------------------------------------------------------------------------
 
+def set_metrics(enabled: bool) -> None:
+    """Record metrics in this process (the default), or not (`record_*` do nothing)."""
+    global _recording
+    _recording = enabled
+
+
+def metrics_enabled() -> bool:
+    return _recording
+
+
 def record_cache(outcome: str) -> None:
     """Count one result-cache lookup by its outcome (one of `CACHE_OUTCOMES`)."""
-    _CACHE[outcome].inc()
+    if _recording:
+        _CACHE[outcome].inc()
 
 
 @contextmanager
@@ -115,11 +131,14 @@ def store_read(read: str) -> Iterator[None]:
         try:
             yield
         finally:
-            histogram.observe(perf_counter() - start)
+            if _recording:
+                histogram.observe(perf_counter() - start)
 
 
 def record_recommendation(fallback: bool, model_version: str | None) -> None:
     """Count one recommendations response and the version that answered it."""
+    if not _recording:
+        return
     _FALLBACK[fallback].inc()
     record_model_version(model_version)
 
@@ -128,7 +147,7 @@ def record_model_version(version: str | None) -> None:
     """This worker serves `version` (None: no model): its series 1, the previous one 0."""
     global _version
     label = version or "none"
-    if label == _version:
+    if label == _version or not _recording:
         return
     with _version_lock:
         if label == _version:
@@ -147,6 +166,8 @@ def _http_series(method: str, route: str, status: int) -> tuple[Histogram, Count
 def record_request(method: str, route: str, status: int, seconds: float,
                    error: BaseException | None = None) -> None:
     """Count one answered request (`error`: what it raised)."""
+    if not _recording:
+        return
     method = method if method in METHODS else "OTHER"
     latency, responses = _http_series(method, route, status)
     latency.observe(seconds)

@@ -116,6 +116,30 @@ def test_metrics_are_open_and_out_of_the_schema(plain):
     assert "/metrics" not in schema["paths"]
 
 
+def test_metrics_off_record_nothing_and_are_not_served(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", feast_project=f"t{uuid.uuid4().hex[:8]}")
+    headers = key_headers(settings, "storefront")
+
+    def recorded() -> dict[tuple[str, frozenset], float]:
+        text = observability.exposition(None)[0].decode()
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.name.startswith("tailor_")}
+
+    try:
+        with TestClient(create_app(settings, ServingSettings(metrics=False))) as client:
+            before = recorded()
+            answer = client.get("/v1/users/alice/recommendations", headers=headers)
+            scraped = client.get("/metrics")
+            after = recorded()
+    finally:
+        observability.set_metrics(True)
+
+    assert answer.status_code == 200 and answer.json()["fallback"] is True
+    assert scraped.status_code == 404
+    assert after == before
+
+
 @pytest.fixture
 def log_lines():
     """Lines the test logger writes, formatted as `tailor serve --log-format json` does."""

@@ -54,7 +54,11 @@ def not_ready(body: NotReady) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    """Prometheus metrics (`serving.observability`), of every worker in multiprocess mode."""
+    """Prometheus metrics (`serving.observability`), of every worker in multiprocess mode;
+    404 when they are off (`TAILOR_SERVING_METRICS=false`)."""
+    if not observability.metrics_enabled():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="metrics are off in this worker "
+                                                              "(TAILOR_SERVING_METRICS=false)")
     body, content_type = observability.exposition(request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
