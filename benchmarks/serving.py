@@ -7,15 +7,16 @@ candidate lists are close to 300 items, and measures per store:
   miss (the result cache off), and `Recommender.recommend` with the result cache on;
 - over HTTP with wrk (a C load generator; 32 connections) against uvicorn with 2 workers:
   `/healthz` (the framework's floor, same run), recommendations for 2,000 users with
-  history drawn Zipf-like (repeat visits) with the result cache on (after a warm-up), and
-  the same with every request a miss (cache off).
+  history drawn Zipf-like (repeat visits) with the result cache on (after a warm-up), the
+  same against a server with metrics off in alternating rounds (the metrics' cost), and
+  every request a miss (cache off).
 Baselines, in the same run: the floor (Redis only: one pipelined HMGET of the same rows on
 Feast's keys plus one predict; and the same through Feast's `online_read`), the naive path
 (Feast `get_online_features` against every candidate on every request) and per-request
 candidate generation. Targets (issue #18): Zipf >= 2,000 req/s, >= 20% of /healthz's rate
 and p99 <= 50 ms; every request a miss >= 1,000 req/s; in-process p99 on Redis <= 5 ms
-(and >= 3x below the naive path's). wrk comes from Debian's package (`benchmarks.wrk`
-installs it when missing).
+(and >= 3x below the naive path's); metrics cost <= 5% of throughput. wrk comes from
+Debian's package (`benchmarks.wrk` installs it when missing).
 
 Writes `benchmarks/results/serving.json` and `.md`.
 Run from the repository root: python -m benchmarks.serving [--requests 1000]
@@ -106,6 +107,10 @@ ROUTE = "in-process: app route (TestClient, every request a miss)"
 HEALTHZ = "HTTP: /healthz (the framework's floor)"
 HTTP_ZIPF = "HTTP: recommendations, Zipf users, result cache on"
 HTTP_MISS = "HTTP: recommendations, Zipf users, every request a miss"
+HTTP_ZIPF_METRICS_ON = "HTTP: Zipf, cache on, metrics on (median of alternating rounds)"
+HTTP_ZIPF_METRICS_OFF = "HTTP: Zipf, cache on, metrics off (median of alternating rounds)"
+METRICS_ROUNDS = 3
+METRICS_COST_TARGET = 0.05
 NAIVE = "naive: candidates + Feast get_online_features + predict"
 FLOOR = "floor: pipelined HMGET + predict"
 FLOOR_FEAST = "floor: Feast online_read (3 views) + predict"
@@ -432,7 +437,7 @@ def free_port() -> int:
 
 
 def start_server(settings: Settings, backend: str, workdir: Path, port: int,
-                 result_cache: bool) -> tuple[subprocess.Popen, Path]:
+                 result_cache: bool, metrics: bool = True) -> tuple[subprocess.Popen, Path]:
     """`tailor serve` (uvicorn, uvloop, 2 workers), configured from the environment only."""
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("TAILOR_") and name != "MLFLOW_TRACKING_URI"}
@@ -442,7 +447,9 @@ def start_server(settings: Settings, backend: str, workdir: Path, port: int,
         env["TAILOR_REDIS_URL"] = REDIS_URL
     if not result_cache:
         env["TAILOR_SERVING_RESULT_CACHE_USERS"] = "0"
-    log = workdir / f"uvicorn-{backend}.log"
+    if not metrics:
+        env["TAILOR_SERVING_METRICS"] = "false"
+    log = workdir / f"uvicorn-{backend}-{port}.log"
     command = [str(Path(sys.executable).parent / "tailor"), "serve", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(HTTP_WORKERS), "--no-access-log"]
     with open(log, "wb") as output:  # the child keeps its own descriptor
@@ -499,30 +506,52 @@ def zipf_paths(users: list[str], count: int, seed: int) -> list[str]:
 
 def over_http(settings: Settings, backend: str, workdir: Path, paths: list[str],
               seconds: float) -> dict:
-    """wrk against uvicorn (2 workers): /healthz and the Zipf users with the result cache
-    on (after a warm-up of `seconds` / 3), then every request a miss (cache off)."""
-    results = {}
-    for result_cache in (True, False):
-        port = free_port()
-        step(f"  starting uvicorn ({HTTP_WORKERS} workers, {backend}, result cache "
-             f"{'on' if result_cache else 'off'}) on 127.0.0.1:{port}")
-        process, log = start_server(settings, backend, workdir, port, result_cache)
-        try:
+    """wrk against uvicorn (2 workers): /healthz and the Zipf users with the result cache on
+    (after a warm-up of `seconds` / 3); the metrics' cost: the same against a server with
+    metrics off, both warm, in alternating rounds of `seconds` / 3 (medians compared); then
+    every request a miss (cache off)."""
+    results: dict = {}
+    servers = {}
+    try:
+        for metrics in (True, False):
+            port = free_port()
+            step(f"  starting uvicorn ({HTTP_WORKERS} workers, {backend}, result cache on, "
+                 f"metrics {'on' if metrics else 'off'}) on 127.0.0.1:{port}")
+            servers[metrics] = (*start_server(settings, backend, workdir, port, True,
+                                              metrics), port)
+        for process, log, port in servers.values():
             step(f"  ready after {wait_ready(process, log, port):.1f} s")
-            authorization = storefront_headers(settings)["Authorization"]
-            url = f"http://127.0.0.1:{port}"
-            if result_cache:
-                step(f"  {HEALTHZ}")
-                results[HEALTHZ] = run_wrk(url, ["/healthz"], authorization, seconds,
-                                           CONNECTIONS)
-                run_wrk(url, paths, authorization, max(seconds / 3, 1), CONNECTIONS)
-                step(f"  {HTTP_ZIPF}")
-                results[HTTP_ZIPF] = run_wrk(url, paths, authorization, seconds, CONNECTIONS)
-            else:
-                step(f"  {HTTP_MISS}")
-                results[HTTP_MISS] = run_wrk(url, paths, authorization, seconds, CONNECTIONS)
-        finally:
+        authorization = storefront_headers(settings)["Authorization"]
+        on, off = (f"http://127.0.0.1:{servers[metrics][2]}" for metrics in (True, False))
+        step(f"  {HEALTHZ}")
+        results[HEALTHZ] = run_wrk(on, ["/healthz"], authorization, seconds, CONNECTIONS)
+        for url in (on, off):
+            run_wrk(url, paths, authorization, max(seconds / 3, 1), CONNECTIONS)
+        step(f"  {HTTP_ZIPF}")
+        results[HTTP_ZIPF] = run_wrk(on, paths, authorization, seconds, CONNECTIONS)
+        step(f"  metrics on / off, {METRICS_ROUNDS} alternating rounds")
+        rounds: dict[str, list[dict]] = {HTTP_ZIPF_METRICS_ON: [], HTTP_ZIPF_METRICS_OFF: []}
+        for _ in range(METRICS_ROUNDS):
+            for row, url in ((HTTP_ZIPF_METRICS_ON, on), (HTTP_ZIPF_METRICS_OFF, off)):
+                rounds[row].append(run_wrk(url, paths, authorization, max(seconds / 3, 1),
+                                           CONNECTIONS))
+        for row, runs in rounds.items():
+            results[row] = sorted(runs, key=lambda run: run["per_second"])[len(runs) // 2]
+    finally:
+        for process, _, _ in servers.values():
             stop_server(process)
+    port = free_port()
+    step(f"  starting uvicorn ({HTTP_WORKERS} workers, {backend}, result cache off) on "
+         f"127.0.0.1:{port}")
+    process, log = start_server(settings, backend, workdir, port, result_cache=False)
+    try:
+        step(f"  ready after {wait_ready(process, log, port):.1f} s")
+        authorization = storefront_headers(settings)["Authorization"]
+        step(f"  {HTTP_MISS}")
+        results[HTTP_MISS] = run_wrk(f"http://127.0.0.1:{port}", paths, authorization,
+                                     seconds, CONNECTIONS)
+    finally:
+        stop_server(process)
     return results
 
 
@@ -555,7 +584,11 @@ def verdicts(results: dict) -> dict:
                                 and zipf["p99_ms"] <= HTTP_P99_TARGET_MS),
             "miss_per_second": miss["per_second"],
             "miss_target_met": miss["per_second"] >= HTTP_MISS_RATE_TARGET,
+            "metrics_cost": 1 - (results[HTTP_ZIPF_METRICS_ON][backend]["per_second"]
+                                 / results[HTTP_ZIPF_METRICS_OFF][backend]["per_second"]),
         }
+        goal["http"][backend]["metrics_cost_target_met"] = (
+            goal["http"][backend]["metrics_cost"] <= METRICS_COST_TARGET)
     return goal
 
 
@@ -582,6 +615,10 @@ def verdict_lines(goal: dict) -> list[str]:
             f"p99 <= {HTTP_P99_TARGET_MS:.0f} ms: {word(http['zipf_target_met'])}",
             f"HTTP on {backend}, every request a miss: {http['miss_per_second']:.0f} req/s, "
             f"target >= {HTTP_MISS_RATE_TARGET:.0f}: {word(http['miss_target_met'])}",
+            f"HTTP on {backend}, cost of the metrics (throughput lost against a worker with "
+            f"metrics off, medians of {METRICS_ROUNDS} alternating rounds): "
+            f"{http['metrics_cost']:.1%}, target <= {METRICS_COST_TARGET:.0%}: "
+            f"{word(http['metrics_cost_target_met'])}",
         ]
     return lines
 
@@ -675,7 +712,8 @@ def main() -> None:
         finally:
             delete_redis_project(PROJECT)
 
-    order = [RECOMMEND, RECOMMEND_CACHED, ROUTE, HEALTHZ, HTTP_ZIPF, HTTP_MISS, FLOOR,
+    order = [RECOMMEND, RECOMMEND_CACHED, ROUTE, HEALTHZ, HTTP_ZIPF, HTTP_ZIPF_METRICS_ON,
+             HTTP_ZIPF_METRICS_OFF, HTTP_MISS, FLOOR,
              FLOOR_FEAST, NAIVE, CANDIDATES]
     results = {path: results[path] for path in order if path in results}
     goal = verdicts(results)
