@@ -18,7 +18,10 @@ looks at the user's history before choosing the items to read features for reads
 the user's rows once, then `read_columns` reuses them.
 """
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -53,12 +56,15 @@ def decode(value: Value | None):
 
 
 def _utc_seconds(seconds: np.ndarray) -> pd.DatetimeIndex:
-    """UTC datetimes from Unix seconds, NaT for NaN (pandas' own unit conversion of a float
-    array with NaN warns of an overflow)."""
-    stamps = np.full(len(seconds), np.datetime64("NaT"), dtype="datetime64[s]")
-    known = ~np.isnan(seconds)
-    stamps[known] = seconds[known].astype(np.int64)
-    return pd.DatetimeIndex(stamps).tz_localize("UTC")
+    """UTC datetimes from Unix seconds (whole: fractions dropped), NaT for NaN (pandas' own
+    unit conversion of a float array with NaN warns of an overflow)."""
+    return pd.DatetimeIndex(seconds.astype("datetime64[s]"), tz="UTC")  # NaN: NaT
+
+
+def _repeated(value: object, length: int) -> object:
+    """A request value for every row: a datetime as a column (pandas is slow to broadcast
+    one), anything else as given (pandas broadcasts it)."""
+    return pd.DatetimeIndex([value]).repeat(length) if isinstance(value, datetime) else value
 
 
 class ViewColumns:
@@ -96,6 +102,20 @@ class ViewColumns:
             columns[name] = column
         return columns
 
+    def repeated(self, row: tuple, length: int) -> dict[str, Any]:
+        """`columns` of one `online_read` row, repeated `length` times."""
+        _, values = row
+        columns: dict[str, Any] = {}
+        for name in self.names:
+            value = decode(values.get(name)) if values else None
+            if name in self.lists:
+                column = np.empty(length, dtype=object)
+                column.fill(value)  # the one list on every row
+            else:
+                column = np.full(length, np.nan if value is None else value, dtype=float)
+            columns[name] = _utc_seconds(column) if name in self.timestamps else column
+        return columns
+
 
 class EntityRows:
     """One entity's rows (a user's) in the tables keyed by it alone, each read from the
@@ -114,7 +134,7 @@ class EntityRows:
     def reply(self, table: FeatureView, names: Sequence[str]) -> tuple:
         """`online_read`'s (timestamp, {name: proto}) reply for the entity in `table`."""
         if table.name not in self._replies:
-            if sorted(table.join_keys) != sorted(self.keys):
+            if self._reader.join_keys(table) != sorted(self.keys):
                 raise ValueError(f"{table.name!r} is not keyed by {sorted(self.keys)} alone")
             self._replies[table.name] = self._reader.online_read(table, [self.keys], names)[0]
         return self._replies[table.name]
@@ -138,6 +158,50 @@ class EntityRows:
                 if names is None or name in names}
 
 
+@dataclass(frozen=True)
+class OnDemand:
+    """An on-demand view as the reader runs it: its registered pandas function on a frame of
+    its inputs (Feast's accessors to them are slow: read off the view once)."""
+
+    view: OnDemandFeatureView
+    sources: frozenset[str]
+    """The feature views it reads."""
+    inputs: tuple[str, ...]
+    """Their features it reads: the first columns of its frame."""
+    requested: tuple[str, ...]
+    """Its request fields: the frame's last columns."""
+    outputs: tuple[str, ...]
+    udf: Callable[[pd.DataFrame], pd.DataFrame]
+
+    @classmethod
+    def of(cls, view: OnDemandFeatureView) -> "OnDemand":
+        transformation = view.feature_transformation
+        if transformation is None or transformation.udf is None:
+            raise ValueError(f"on-demand view {view.name} has no transformation")
+        sources = view.source_feature_view_projections.values()
+        requested = tuple(field.name for source in view.source_request_sources.values()
+                          for field in source.schema)
+        return cls(view, frozenset(source.name for source in sources),
+                   tuple(f.name for source in sources for f in source.features), requested,
+                   tuple(f.name for f in view.features), transformation.udf)
+
+    def run(self, columns: Mapping[str, Any], request: Mapping[str, object],
+            length: int) -> dict[str, np.ndarray]:
+        """The view's output columns for rows of `columns` (its source features) and the
+        `request` data: numbers as float64 (as the views' are) when all of them are."""
+        inputs = pd.DataFrame({**{name: columns[name] for name in self.inputs},
+                               **{name: _repeated(request[name], length)
+                                  for name in self.requested}},
+                              index=pd.RangeIndex(length), copy=False)
+        outputs = self.udf(inputs)
+        values = outputs.to_numpy()  # one array: no Series per column
+        if values.dtype.kind not in "iuf":  # not all numbers: column by column
+            return {name: outputs[name].to_numpy() for name in self.outputs}
+        values = values.astype(float, copy=False)
+        position = {name: column for column, name in enumerate(outputs.columns)}
+        return {name: values[:, position[name]] for name in self.outputs}
+
+
 class ServiceReader:
     """Reads a feature service's online features: one `online_read` per feature view (on
     the distinct entity keys of the request), then its on-demand views in process."""
@@ -147,14 +211,14 @@ class ServiceReader:
         self.store = store
         self._provider = store._get_provider()
         self.views: dict[str, ViewColumns] = {}
-        self.on_demand: list[OnDemandFeatureView] = []
+        self.on_demand: list[OnDemand] = []
         on_demand = {view.name: view for view in store.list_on_demand_feature_views()}
         for projection in service.feature_view_projections:
             if projection.name_alias:
                 raise UnsupportedServiceError(
                     f"{service_name} renames {projection.name!r}; the reader does not")
             if projection.name in on_demand:
-                self.on_demand.append(on_demand[projection.name])
+                self.on_demand.append(OnDemand.of(on_demand[projection.name]))
                 continue
             names = [feature.name for feature in projection.features]
             self.views[projection.name] = ViewColumns(
@@ -169,6 +233,13 @@ class ServiceReader:
                     f"{index.name!r} cannot index {indexed.view.name!r}: it must group it by a "
                     "subset of its entities, and the indexed view may hold no arrays")
             self.indexes[indexed.view.name] = index
+        self._join_keys: dict[str, list[str]] = {}
+
+    def join_keys(self, table: FeatureView) -> list[str]:
+        """The table's join keys, sorted (Feast works them out on every call)."""
+        if table.name not in self._join_keys:
+            self._join_keys[table.name] = sorted(table.join_keys)
+        return self._join_keys[table.name]
 
     def table(self, view_name: str) -> tuple[FeatureView, list[str]]:
         """Where a view's features are read from (its index, when it has one) and which."""
@@ -209,21 +280,10 @@ class ServiceReader:
             columns.update(self._read_indexed(view, keys, length, entity)
                            if name in self.indexes
                            else self._read_view(view, keys, length, entity))
-        rows = pd.RangeIndex(length)
-        for odfv in self.on_demand:
-            sources = odfv.source_feature_view_projections.values()
-            if any(source.name in skip for source in sources):
+        for transform in self.on_demand:
+            if not transform.sources.isdisjoint(skip):
                 continue
-            inputs = pd.DataFrame({
-                **{f.name: columns[f.name] for source in sources for f in source.features},
-                **{f.name: (request or {})[f.name]
-                   for source in odfv.source_request_sources.values() for f in source.schema},
-            }, index=rows)
-            transformation = odfv.feature_transformation
-            if transformation is None:
-                raise ValueError(f"on-demand view {odfv.name} has no transformation")
-            outputs = transformation.udf(inputs)
-            columns.update({f.name: outputs[f.name].to_numpy() for f in odfv.features})
+            columns.update(transform.run(columns, request or {}, length))
         return columns
 
     def _read_distinct(self, table: FeatureView, join_keys: list[str],
@@ -261,6 +321,8 @@ class ServiceReader:
         """The view's columns for every row."""
         spread, found = self._read_distinct(view.view, view.join_keys, keys, length,
                                             view.names, entity)
+        if len(found) == 1:  # one entity's row (a user's), on every row
+            return view.repeated(found[0], length)
         return {name: column[spread] for name, column in view.columns(found).items()}
 
     def _read_indexed(self, view: ViewColumns, keys: dict[str, list | str], length: int,
@@ -268,7 +330,7 @@ class ServiceReader:
         """The view's columns from its index: one read of each distinct owner's row (a
         user's), then each row's item looked up in that owner's arrays."""
         index, names = self.table(view.view.name)
-        owner_keys = sorted(index.join_keys)
+        owner_keys = self.join_keys(index)
         (item_key,) = [key for key in view.join_keys if key not in owner_keys]
         items_field = names[0]
         spread, found = self._read_distinct(index, owner_keys, keys, length, names, entity)
@@ -280,12 +342,17 @@ class ServiceReader:
             items = decode(values.get(items_field)) if values else None
             if not items:
                 continue
-            rows = np.flatnonzero(spread == owner)
+            rows: slice | np.ndarray = slice(None)  # one owner (a user): every row
+            owned = row_items
+            if len(found) > 1:
+                rows = np.flatnonzero(spread == owner)
+                owned = [row_items[row] for row in rows]
             where = {item: position for position, item in enumerate(items)}
-            positions = np.fromiter((where.get(row_items[row], -1) for row in rows),
-                                    dtype=np.intp, count=len(rows))
-            known = positions >= 0
-            arrays = np.array([decode(values.get(name)) for name in view.names], dtype=float)
-            columns[:, rows[known]] = arrays[:, positions[known]]
+            positions = np.fromiter(map(where.get, owned, repeat(-1)), dtype=np.intp,
+                                    count=len(owned))
+            # The owner's arrays, then a NaN: where an item it has no row for (-1) lands.
+            arrays = np.full((len(view.names), len(items) + 1), np.nan)
+            arrays[:, :-1] = [decode(values.get(name)) for name in view.names]
+            columns[:, rows] = arrays[:, positions]
         return {name: _utc_seconds(column) if name in view.timestamps else column
                 for name, column in zip(view.names, columns, strict=True)}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.feature_repo.definitions import RECS_RANKER_SERVICE
+from features.feature_repo.definitions import RECS_RANKER_SERVICE, recency
 from features.online import ServiceReader
 from features.store import feature_store, materializations, materialize
 from tests.test_feature_store import prepare
@@ -126,3 +126,54 @@ def test_entity_rows_read_once_and_reused_by_read_columns(store_settings):
     for name in plain:
         assert_same_column(pd.Series(reused[name]), pd.Series(plain[name]), name)
     assert reader.entity({"user_id": "nobody"}).values("user_stats") is None
+
+
+@pytest.mark.parametrize("user", ["u1", "nobody"])
+def test_one_user_given_once_reads_what_get_online_features_returns(store_settings, user):
+    """Serving's shape: one user (read once, the same values on every row), many items."""
+    store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
+    items = ["i2", "unknown", "i1", "i2"]
+    theirs = feast_frame(store, [user] * len(items), items)
+
+    columns = ServiceReader(store, SERVICE).read_columns({"user_id": user, "item_id": items},
+                                                         {"as_of": AS_OF})
+
+    assert set(columns) == set(theirs.columns)
+    for name in theirs.columns:
+        assert_same_column(pd.Series(columns[name]), theirs[name], name)
+    days = columns["user_item_days_since_last_purchase"]
+    assert days.dtype == np.float64 and columns["user_tenure_days"].dtype == np.float64
+    if user == "nobody":
+        assert np.isnan(days).all() and pd.isna(columns["user_last_purchase_ts"]).all()
+        assert columns["user_category_names"].tolist() == [None] * len(items)
+        return
+    assert days.tolist()[1:3] == [pytest.approx(np.nan, nan_ok=True), 6 + 14 / 24]
+    assert columns["user_category_names"][0] == ["kitchen", "toys"]
+
+
+def test_recency_gives_the_same_days_for_any_datetime_column():
+    """Online it gets zone-aware columns; offline Feast may hand it other datetime types
+    (naive UTC, another zone, strings): the same instants give the same days."""
+    stamps = ["2011-01-03 10:00", None, "2011-01-01 09:00"]
+    aware = pd.DataFrame({
+        "as_of": pd.DatetimeIndex([AS_OF] * 3),
+        "user_last_purchase_ts": pd.DatetimeIndex(stamps, tz="UTC").as_unit("s"),
+        "user_first_purchase_ts": pd.DatetimeIndex(stamps, tz="UTC").tz_convert("Asia/Tokyo"),
+        "user_item_last_purchase_ts": pd.DatetimeIndex(stamps, tz="UTC"),
+    })
+    others = pd.DataFrame({
+        "as_of": pd.Series([AS_OF] * 3, dtype=object),
+        "user_last_purchase_ts": pd.DatetimeIndex(stamps),  # naive: UTC
+        "user_first_purchase_ts": [s and f"{s}:00+00:00" for s in stamps],
+        "user_item_last_purchase_ts": pd.DatetimeIndex(stamps).astype("datetime64[us]"),
+    })
+    udf = recency.feature_transformation.udf
+
+    days, expected = udf(aware), udf(others)
+
+    assert [dtype.kind for dtype in others.dtypes] == ["O", "M", "O", "M"]
+
+    pd.testing.assert_frame_equal(days, expected)
+    for name in days.columns:
+        assert days[name].tolist()[::2] == [pytest.approx(6 + 14 / 24), pytest.approx(9 - 9 / 24)]
+        assert np.isnan(days[name][1])

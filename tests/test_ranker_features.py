@@ -1,5 +1,7 @@
 """The ranker's feature matrix: derived features, and one result for frames and columns."""
 
+from collections import ChainMap
+
 import numpy as np
 import pandas as pd
 
@@ -48,3 +50,41 @@ def test_feature_matrix_of_numpy_columns_equals_the_training_frame():
 
     assert served.flags.c_contiguous and served.dtype == np.float64
     np.testing.assert_array_equal(served, ranking_features(frame, CATEGORIES).to_numpy())
+
+
+def test_category_share_the_same_for_one_users_lists_on_every_row_or_a_copy_per_row():
+    """Serving repeats one user's lists (the same objects) on all rows; training has rows of
+    many users: one lookup table per user, or one per row, must agree."""
+    names, shares = ["toys", "kitchen", "toys"], [0.6, 0.3, 0.1]  # toys twice: first share
+    categories = np.array(["toys", "garden", None, "kitchen"], dtype=object)
+    shared = {"user_category_names": np.empty(4, dtype=object),
+              "user_category_shares": np.empty(4, dtype=object)}
+    shared["user_category_names"].fill(names)
+    shared["user_category_shares"].fill(shares)
+    copies = {"user_category_names": [list(names) for _ in range(4)],
+              "user_category_shares": [list(shares) for _ in range(4)]}
+    mixed = {"user_category_names": [names, None, list(names), names],
+             "user_category_shares": [shares, None, list(shares), shares]}
+    share = FEATURE_COLUMNS.index("user_category_share")
+
+    values = [feature_matrix(rows, categories)[:, share] for rows in (shared, copies, mixed)]
+
+    assert values[0].tolist() == [0.6, 0.0, 0.0, 0.3]
+    assert values[1].tolist() == values[0].tolist()
+    assert values[2].tolist() == [0.6, 0.0, 0.0, 0.3]
+
+
+def test_feature_matrix_of_a_chain_of_mappings_equals_it_merged():
+    """Serving chains the online, item and candidate columns: the first mapping holding a
+    column gives it, a column none holds is NaN."""
+    frame = examples()
+    columns = {name: values.to_numpy() for name, values in frame.items()}
+    online = {name: columns[name] for name in ("user_frequency", "user_tenure_days")}
+    shadowed = {"user_frequency": np.zeros(3), "repurchase_score": columns["repurchase_score"]}
+    rest = {name: values for name, values in columns.items() if name not in online}
+    categories = frame["item_id"].map(CATEGORIES).to_numpy()
+
+    chained = feature_matrix(ChainMap(online, shadowed, rest), categories)
+
+    np.testing.assert_array_equal(chained, feature_matrix(columns, categories))
+    assert np.isnan(chained[:, FEATURE_COLUMNS.index("covisit_score")]).all()

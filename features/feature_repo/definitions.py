@@ -152,9 +152,11 @@ def recency(inputs: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     def instants(column: str) -> np.ndarray:
-        # cache=False: the values are mostly distinct, and caching costs more than it saves.
-        stamps = pd.to_datetime(inputs[column], utc=True, cache=False)
-        return stamps.to_numpy(dtype="datetime64[ns]")  # UTC; NaT where missing
+        values = inputs[column]
+        if not isinstance(values.dtype, pd.DatetimeTZDtype):  # zone-aware: instants already
+            # cache=False: the values are mostly distinct, and caching costs more than it saves.
+            values = pd.to_datetime(values, utc=True, cache=False)
+        return values.to_numpy(dtype="datetime64[ns]")  # UTC; NaT where missing
 
     as_of = instants("as_of")
     one_day = np.timedelta64(1, "D")

@@ -1,9 +1,12 @@
 """The recommender's ranker over candidates and their `recs_ranker_v1` features: LightGBM
 LambdaRank blended with a binary classifier, merged into one native booster."""
 
+import operator
 import re
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import repeat
 from typing import Any
 
 import lightgbm as lgb
@@ -30,13 +33,41 @@ BASE_FEATURES = (*CANDIDATE_FEATURES, *FEAST_FEATURES)
 FEATURE_COLUMNS = (*BASE_FEATURES, *DERIVED_FEATURES)
 
 
-def _category_share(names, shares, category) -> float:
-    if names is None or category is None:
-        return 0.0
+def _category_shares(names: Sequence, shares: Sequence, categories: Sequence) -> np.ndarray:
+    """Each row's share of its category in its user's purchases (`names` and the aligned
+    `shares`), 0 when either is missing. Rows holding the same lists (a user's, on each of
+    the user's candidates) look their categories up in one table."""
+    user_names, user_shares = _one_object(names), _one_object(shares)
+    if user_names is not None and user_shares is not None:  # serving: one user's rows
+        table = _share_table(user_names, user_shares)
+        return np.fromiter(map(table.get, categories, repeat(0.0)), dtype=float,
+                           count=len(categories))
+    values = np.zeros(len(categories))
+    tables: dict[tuple[int, int], tuple[Any, Any, dict]] = {}
+    for row, (user_names, user_shares, category) in enumerate(
+            zip(names, shares, categories, strict=True)):
+        if user_names is None or category is None:
+            continue
+        key = (id(user_names), id(user_shares))
+        if key not in tables:  # the lists are kept too: their ids stay theirs
+            tables[key] = (user_names, user_shares, _share_table(user_names, user_shares))
+        values[row] = tables[key][2].get(category, 0.0)
+    return values
+
+
+def _one_object(values: Sequence) -> Any:
+    """The object every element of `values` is (None when they differ, or there are none)."""
+    first = next(iter(values), None)
+    return first if all(map(operator.is_, values, repeat(first))) else None
+
+
+def _share_table(names: Sequence, shares: Sequence) -> dict:
+    """Category -> share; a name given twice keeps its first share."""
+    table: dict = {}
     for name, share in zip(names, shares, strict=True):
-        if name == category:
-            return float(share)
-    return 0.0
+        table.setdefault(name, share)
+    table.pop(None, None)  # a row without a category has no share
+    return table
 
 
 def feature_matrix(rows: Mapping[str, Any], item_categories: Sequence) -> np.ndarray:
@@ -48,21 +79,23 @@ def feature_matrix(rows: Mapping[str, Any], item_categories: Sequence) -> np.nda
     candidate columns and the `recs_ranker_v1` features, including the user's category
     names and shares; a column it lacks is NaN. `item_categories` is each row's category.
     """
-    matrix = np.full((len(item_categories), len(FEATURE_COLUMNS)), np.nan)
+    # Filled a feature at a time (contiguous rows of the transpose), then transposed once.
+    columns = np.full((len(FEATURE_COLUMNS), len(item_categories)), np.nan)
+    # A ChainMap's maps looked at directly: a miss in one of them raises (and costs) nothing.
+    sources = rows.maps if isinstance(rows, ChainMap) else [rows]
     for position, name in enumerate(BASE_FEATURES):
-        if name in rows:
-            matrix[:, position] = _floats(rows[name])
-    column = dict(zip(BASE_FEATURES, matrix.T[:len(BASE_FEATURES)], strict=True))
+        for source in sources:
+            if name in source:
+                columns[position] = _floats(source[name])
+                break  # a column it lacks stays NaN
+    column = dict(zip(BASE_FEATURES, columns, strict=False))
     orders = _positive(column["user_frequency"])
     times_bought = column["user_item_times_bought"]
     tenure = column["user_tenure_days"]
     with np.errstate(divide="ignore", invalid="ignore"):  # as pandas: inf and NaN, silently
         derived = {
-            "user_category_share": [
-                _category_share(names, shares, category)
-                for names, shares, category in zip(rows["user_category_names"],
-                                                   rows["user_category_shares"],
-                                                   item_categories, strict=True)],
+            "user_category_share": _category_shares(
+                rows["user_category_names"], rows["user_category_shares"], item_categories),
             "user_item_share_of_orders": np.nan_to_num(times_bought, nan=0.0) / orders,
             # How far into its usual repurchase cycle the pair is (1 = one average gap since).
             "user_item_due_ratio": column["user_item_days_since_last_purchase"] / (
@@ -70,8 +103,8 @@ def feature_matrix(rows: Mapping[str, Any], item_categories: Sequence) -> np.nda
             "user_days_per_order": tenure / orders,
         }
     for position, name in enumerate(DERIVED_FEATURES, start=len(BASE_FEATURES)):
-        matrix[:, position] = derived[name]
-    return matrix
+        columns[position] = derived[name]
+    return np.ascontiguousarray(columns.T)
 
 
 def ranking_features(examples: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
