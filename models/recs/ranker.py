@@ -88,7 +88,7 @@ def feature_matrix(rows: Mapping[str, Any], item_categories: Sequence) -> np.nda
             if name in source:
                 columns[position] = _floats(source[name])
                 break  # a column it lacks stays NaN
-    column = dict(zip(BASE_FEATURES, columns, strict=False))
+    column = dict(zip(BASE_FEATURES, columns[:len(BASE_FEATURES)], strict=True))
     orders = _positive(column["user_frequency"])
     times_bought = column["user_item_times_bought"]
     tenure = column["user_tenure_days"]
