@@ -17,7 +17,13 @@ from features.consumer import online_writes
 from features.feature_repo.definitions import RECS_RANKER_SERVICE
 from features.ingest import read_catalog
 from features.settings import Settings, get_settings
-from features.store import apply_definitions, feature_store, materialize, online_features
+from features.store import (
+    apply_definitions,
+    feature_store,
+    materialize,
+    online_features,
+    online_store_kind,
+)
 from features.transforms import build_feature_tables
 
 app = typer.Typer(help="Build, register and materialize the recommender's features (Feast).",
@@ -74,7 +80,7 @@ def materialize_command(
     require_applied(settings, store)
     with online_writes(settings.events_dir):  # not between a consumer's read and write
         until = materialize(store, utc_datetime(end))
-    backend = "redis" if settings.redis_url else "sqlite"
+    backend = online_store_kind(settings).replace("_", " ")
     out.print(f"materialized features up to {until.isoformat()} into the {backend} online store")
 
 

@@ -18,6 +18,17 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """`redis://host:port/db`: use Redis as the Feast online store instead of SQLite."""
 
+    redis_cluster_nodes: str | None = None
+    """`host:port,host:port,...`: some nodes of a Redis Cluster (the others are found from
+    them); use the cluster as the Feast online store, instead of SQLite or `redis_url`'s
+    server (which still serves the result cache, change feed and event stream)."""
+
+    redis_cluster_password: str | None = None
+    """The Redis Cluster's password (`requirepass`), if it has one."""
+
+    redis_cluster_tls: bool = False
+    """Connect to the Redis Cluster's nodes over TLS."""
+
     feast_project: str = "tailor"
 
     mlflow_tracking_uri: str | None = Field(

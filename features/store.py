@@ -1,14 +1,17 @@
 """The one place that builds the Feast `FeatureStore` from tailor's settings.
 
-SQLite is the embedded online store; setting `TAILOR_REDIS_URL` switches to Redis. Both go
-through the same code path: only the `online_store` block of the config differs.
+SQLite is the embedded online store; setting `TAILOR_REDIS_URL` switches to Redis, and
+`TAILOR_REDIS_CLUSTER_NODES` to a Redis Cluster. All go through the same code path: only the
+`online_store` block of the config differs.
 """
 
 import copy
+import json
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Literal
+from urllib.parse import unquote, urlparse
 
 import yaml
 from feast import FeatureStore, FileSource, RepoConfig
@@ -22,6 +25,35 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Feast warns on every use of an on-demand view; ours is a small, tested pandas transform.
 warnings.filterwarnings("ignore", "On demand feature view is an experimental", RuntimeWarning)
 warnings.filterwarnings("ignore", r"fetch_arrow_table\(\) is deprecated", DeprecationWarning)
+# Feast's connection string cannot carry redis-py's `retry` object: a Redis Cluster's
+# "no retry" is the deprecated `cluster_error_retry_attempts=0`.
+warnings.filterwarnings("ignore", ".*'cluster_error_retry_attempts'", DeprecationWarning)
+
+
+OnlineStoreKind = Literal["sqlite", "redis", "redis_cluster"]
+
+
+def online_store_kind(settings: Settings) -> OnlineStoreKind:
+    """The online store the settings choose: a Redis Cluster when its nodes are set, else
+    Redis when `redis_url` is, else SQLite."""
+    if settings.redis_cluster_nodes:
+        return "redis_cluster"
+    return "redis" if settings.redis_url else "sqlite"
+
+
+def _options(password: str | None, tls: bool, timeout_seconds: float | None,
+             no_retry: str) -> list[str]:
+    """The `name=value` options of Feast's Redis connection string (Feast JSON-decodes each
+    value: the password goes as a JSON string, so that one like `123` stays a string)."""
+    options = []
+    if password:
+        options.append(f"password={json.dumps(password)}")
+    if tls:
+        options.append("ssl=true")
+    if timeout_seconds is not None:
+        options += [f"socket_timeout={timeout_seconds}",
+                    f"socket_connect_timeout={timeout_seconds}", no_retry]
+    return options
 
 
 def redis_connection_string(url: str, timeout_seconds: float | None = None) -> str:
@@ -37,14 +69,33 @@ def redis_connection_string(url: str, timeout_seconds: float | None = None) -> s
     database = parsed.path.lstrip("/")
     if database:
         parts.append(f"db={int(database)}")
-    if parsed.password:
-        parts.append(f"password={parsed.password}")
-    if parsed.scheme == "rediss":
-        parts.append("ssl=true")
-    if timeout_seconds is not None:
-        parts += [f"socket_timeout={timeout_seconds}",
-                  f"socket_connect_timeout={timeout_seconds}", "retry=null"]
-    return ",".join(parts)
+    password = unquote(parsed.password) if parsed.password else None
+    return ",".join(parts + _options(password, parsed.scheme == "rediss", timeout_seconds,
+                                     "retry=null"))
+
+
+def redis_cluster_connection_string(nodes: str, password: str | None = None,
+                                    tls: bool = False,
+                                    timeout_seconds: float | None = None) -> str:
+    """Feast's connection string of a `redis_cluster` online store from the settings'
+    `host:port,...` nodes, password and TLS; `timeout_seconds` as for Redis. redis-py's
+    cluster client refuses a `retry` option (its nodes' connections never retry) and tries a
+    failed command 3 more times itself, each waiting out the timeout again:
+    `cluster_error_retry_attempts=0` turns that off. What it cannot turn off: a pipeline
+    (Feast reads through one) sends each command that failed on a node again on its own, so
+    a hung node costs up to (1 + the read's keys on it) timeouts."""
+    addresses = [node.strip() for node in nodes.split(",")]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or any(c in host for c in ":/=@ ") or not port.isdigit() \
+                or not 0 < int(port) < 65536:
+            raise InputError("TAILOR_REDIS_CLUSTER_NODES must look like host:port,host:port,"
+                             f"... (names or IPv4 addresses, no scheme), got {nodes!r}")
+    if password and "," in password:
+        raise InputError("TAILOR_REDIS_CLUSTER_PASSWORD cannot hold a comma: Feast's Redis "
+                         "connection string is split on commas")
+    return ",".join(addresses + _options(password, tls, timeout_seconds,
+                                         "cluster_error_retry_attempts=0"))
 
 
 def repo_config(settings: Settings, timeout_seconds: float | None = None) -> RepoConfig:
@@ -53,7 +104,15 @@ def repo_config(settings: Settings, timeout_seconds: float | None = None) -> Rep
     text = FEATURE_STORE_YAML.read_text().replace("${TAILOR_DATA_DIR}", str(settings.data_dir))
     raw = yaml.safe_load(text)
     raw["project"] = settings.feast_project
-    if settings.redis_url:
+    if settings.redis_cluster_nodes:
+        raw["online_store"] = {
+            "type": "redis",
+            "redis_type": "redis_cluster",
+            "connection_string": redis_cluster_connection_string(
+                settings.redis_cluster_nodes, settings.redis_cluster_password,
+                settings.redis_cluster_tls, timeout_seconds),
+        }
+    elif settings.redis_url:
         raw["online_store"] = {
             "type": "redis",
             "connection_string": redis_connection_string(settings.redis_url, timeout_seconds),

@@ -67,7 +67,7 @@ __all__ = [
 
 Source = Literal["repurchase", "covisit", "als", "next_order", "popular"]
 """The candidate source that proposed an item (`popular`: the fallback or a top-up)."""
-FeatureStoreKind = Literal["sqlite", "redis"]
+FeatureStoreKind = Literal["sqlite", "redis", "redis_cluster"]
 StatusFilter = Literal["pending", "approved", "rejected", "edited", "superseded", "any"]
 """The review status to list: one `SuggestionStatus`, or `any`."""
 DeliveryStatusFilter = Literal["pending", "delivered", "failed", "superseded", "any"]

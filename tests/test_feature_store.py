@@ -2,14 +2,28 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from feast.infra.online_stores.redis import RedisOnlineStore
 
+from features.errors import InputError
 from features.event_log import EventLog
 from features.ingest import upsert_catalog
 from features.schemas import validate_events
 from features.settings import Settings
-from features.store import apply_definitions, feature_store, materialize, online_features
+from features.store import (
+    apply_definitions,
+    feature_store,
+    materialize,
+    online_features,
+    online_store_kind,
+    redis_connection_string,
+    repo_config,
+)
 from features.transforms import build_feature_tables
+from tests import redis_cluster as local_cluster
 from tests.conftest import SAMPLE_CATALOG, SAMPLE_EVENTS
+
+pytest_plugins = ["tests.redis_cluster"]  # one local Redis Cluster for the session
+store_settings = local_cluster.store_settings  # conftest's backends and the Redis Cluster
 
 
 def prepare(settings: Settings, end: datetime | None = None):
@@ -26,7 +40,11 @@ def prepare(settings: Settings, end: datetime | None = None):
 
 def test_online_features_after_materialize_match_the_events(store_settings):
     store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
-    assert (store.config.online_store.type == "redis") == bool(store_settings.redis_url)
+    online = store.config.online_store
+    assert (online.type == "redis") == (online_store_kind(store_settings) != "sqlite")
+    if nodes := store_settings.redis_cluster_nodes:  # 2 users, 2 items, 3 pairs: on its nodes
+        assert online.redis_type == "redis_cluster"
+        assert sum(local_cluster.keys_per_node(nodes, store_settings.feast_project)) == 7
 
     values = online_features(store, "u1", ["i1", "i2", "unknown"],
                              as_of=datetime(2011, 1, 10, tzinfo=UTC))
@@ -89,3 +107,47 @@ def test_historical_features_never_see_values_dated_after_the_label_time(tmp_pat
     recency = frame["user_recency_days"].tolist()
     assert recency[2] == pytest.approx(2 + 14 / 24)  # Jan 1 09:00 to Jan 3 23:00
     assert recency[3] == pytest.approx(14 / 24)  # Jan 3 10:00 to Jan 4 00:00
+
+
+def test_cluster_nodes_make_the_online_store_a_redis_cluster(monkeypatch, tmp_path):
+    """`TAILOR_REDIS_CLUSTER_NODES` wins over `TAILOR_REDIS_URL` for the online store; its
+    password, TLS and the request path's timeouts reach Feast's Redis client as given."""
+    monkeypatch.setenv("TAILOR_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("TAILOR_REDIS_CLUSTER_NODES", "10.0.0.1:7000, redis-b:7001")
+    monkeypatch.setenv("TAILOR_REDIS_CLUSTER_PASSWORD", "123")
+    monkeypatch.setenv("TAILOR_REDIS_CLUSTER_TLS", "true")
+    settings = Settings(data_dir=tmp_path)
+    assert online_store_kind(settings) == "redis_cluster"
+
+    batch = repo_config(settings).online_store
+    online = repo_config(settings, timeout_seconds=0.25).online_store
+
+    assert (batch.type, batch.redis_type) == ("redis", "redis_cluster")
+    nodes, options = RedisOnlineStore._parse_connection_string(batch.connection_string)
+    assert nodes == [{"host": "10.0.0.1", "port": "7000"}, {"host": "redis-b", "port": "7001"}]
+    assert options == {"password": "123", "ssl": True}  # Feast's parser keeps it a string
+    _, options = RedisOnlineStore._parse_connection_string(online.connection_string)
+    # No `retry`: redis-py's cluster client refuses it; it has its own retries instead.
+    assert options == {"password": "123", "ssl": True, "socket_timeout": 0.25,
+                       "socket_connect_timeout": 0.25, "cluster_error_retry_attempts": 0}
+
+
+def test_redis_url_password_reaches_feast_decoded():
+    _, options = RedisOnlineStore._parse_connection_string(
+        redis_connection_string("rediss://:p%40ss@redis:6380/1", timeout_seconds=0.5))
+    assert options == {"db": 1, "password": "p@ss", "ssl": True, "socket_timeout": 0.5,
+                       "socket_connect_timeout": 0.5, "retry": None}
+
+
+@pytest.mark.parametrize("nodes", ["redis-a", "redis-a:", "redis-a:7000,", "redis://a:7000",
+                                   "a:7000;b:7001", "[::1]:7000", "a:70000", "a:0"])
+def test_bad_cluster_nodes_are_refused_naming_the_setting(tmp_path, nodes):
+    with pytest.raises(InputError, match="TAILOR_REDIS_CLUSTER_NODES must look like host:port"):
+        repo_config(Settings(data_dir=tmp_path, redis_cluster_nodes=nodes))
+
+
+def test_cluster_password_with_a_comma_is_refused(tmp_path):
+    settings = Settings(data_dir=tmp_path, redis_cluster_nodes="a:7000",
+                        redis_cluster_password="se,cret")
+    with pytest.raises(InputError, match="TAILOR_REDIS_CLUSTER_PASSWORD"):
+        repo_config(settings)

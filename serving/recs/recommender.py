@@ -42,6 +42,7 @@ from db.channels import BreakerSettings
 from features.changes import ChangeFeed, cursor_order, open_changes
 from features.online import EntityRows
 from features.settings import Settings
+from features.store import online_store_kind
 from models import registry
 from models.recs.artifacts import MODEL_NAME, RegisteredRanker
 from models.recs.ranker import feature_matrix
@@ -122,7 +123,7 @@ class Recommender:
     def __init__(self, settings: Settings, options: ServingSettings):
         self.settings = settings
         self.options = options
-        self.feature_store_kind: FeatureStoreKind = "redis" if settings.redis_url else "sqlite"
+        self.feature_store_kind: FeatureStoreKind = online_store_kind(settings)
         self._snapshot: Snapshot | None = None
         self._reload_lock = threading.Lock()
         self._connect = StoreConnector(settings)

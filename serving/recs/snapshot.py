@@ -25,7 +25,7 @@ from features.event_log import EventLog
 from features.feature_repo import definitions
 from features.online import EntityRows, ServiceReader
 from features.settings import Settings
-from features.store import feature_store, materializations
+from features.store import feature_store, materializations, online_store_kind
 from models import registry
 from models.recs.artifacts import (
     MODEL_NAME,
@@ -179,7 +179,7 @@ class OnlineStore:
         self.reader = ServiceReader(feature_store(settings, STORE_TIMEOUT_SECONDS),
                                     definitions.RECS_RANKER_SERVICE)
         self._lock: AbstractContextManager[Any] = (
-            nullcontext() if settings.redis_url else threading.Lock())
+            nullcontext() if online_store_kind(settings) != "sqlite" else threading.Lock())
 
     def item_features(self, item_ids: list[str]) -> pd.DataFrame:
         """The item view's features of the items, one row per item id, read in batches."""

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from features.settings import get_settings
+from features.store import online_store_kind
 from serving import observability
 from serving.auth import AUTH_RESPONSES, as_admin
 from serving.deps import RecommenderDep
@@ -37,7 +38,7 @@ async def healthz() -> Health:
 def readyz(request: Request) -> Readiness | JSONResponse:
     recommender: Recommender | None = getattr(request.app.state, "recommender", None)
     if recommender is None:  # the lifespan sets it once loaded
-        kind: FeatureStoreKind = "redis" if get_settings().redis_url else "sqlite"
+        kind: FeatureStoreKind = online_store_kind(get_settings())
         return not_ready(NotReady(reason=LOADING, model_version=None, feature_store=kind))
     state = recommender.status()
     if state.reason is not None or state.model_version is None:
