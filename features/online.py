@@ -14,10 +14,13 @@ in it, instead of one key per (user, item). Same values, same transform code: th
 the reader equal to `get_online_features` on both stores.
 
 `EntityRows` keeps one entity's rows (a user's stats and index) once read: a request that
-looks at the user's history before choosing the items to read features for reads each of
-the user's rows once, then `read_columns` reuses them.
+looks at the user's history before choosing the items to read features for reads all of
+the user's rows in one store call (on Redis: one pipelined round trip, as Feast batches the
+views of `get_online_features`), then `read_columns` reuses them.
 """
 
+import ast
+import textwrap
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from feast import FeatureStore, FeatureView, OnDemandFeatureView
+from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Array, UnixTimestamp
@@ -132,11 +136,20 @@ class EntityRows:
         return keys == self.keys
 
     def reply(self, table: FeatureView, names: Sequence[str]) -> tuple:
-        """`online_read`'s (timestamp, {name: proto}) reply for the entity in `table`."""
+        """`online_read`'s (timestamp, {name: proto}) reply for the entity in `table`; the
+        first call reads the entity's rows of every table of the service keyed by it alone,
+        in one store call."""
         if table.name not in self._replies:
             if self._reader.join_keys(table) != sorted(self.keys):
                 raise ValueError(f"{table.name!r} is not keyed by {sorted(self.keys)} alone")
-            self._replies[table.name] = self._reader.online_read(table, [self.keys], names)[0]
+            tables = [(owned, read) for owned, read in self._reader.tables_keyed_by(self.keys)
+                      if owned.name not in self._replies]
+            if table.name not in {owned.name for owned, _ in tables}:
+                tables.append((table, names))
+            replies = self._reader.online_read_tables(
+                [(owned, [self.keys], read) for owned, read in tables])
+            for (owned, _), (reply,) in zip(tables, replies, strict=True):
+                self._replies[owned.name] = reply
         return self._replies[table.name]
 
     def has(self, view_name: str) -> bool:
@@ -158,19 +171,35 @@ class EntityRows:
                 if names is None or name in names}
 
 
-@dataclass(frozen=True)
+def _named_in(source: str | None) -> set[str] | None:
+    """The string constants of a function's source text (None without a source)."""
+    if not source:
+        return None
+    tree = ast.parse(textwrap.dedent(source))
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+@dataclass
 class OnDemand:
     """An on-demand view as the reader runs it: its registered pandas function on a frame of
-    its inputs (Feast's accessors to them are slow: read off the view once)."""
+    its inputs (Feast's accessors to them are slow: read off the view once).
+
+    The frame holds the inputs the function's source names as strings (`inputs["x"]`): a
+    pandas frame costs per column, and a view's sources bring features the function never
+    reads. A function that builds a name it reads fails on the narrower frame (KeyError):
+    the reader then gives it every input, from that call on."""
 
     view: OnDemandFeatureView
     sources: frozenset[str]
     """The feature views it reads."""
     inputs: tuple[str, ...]
-    """Their features it reads: the first columns of its frame."""
+    """Their features the function reads: the first columns of its frame."""
     requested: tuple[str, ...]
     """Its request fields: the frame's last columns."""
     outputs: tuple[str, ...]
+    every_input: tuple[str, ...]
+    """All the sources' features (`inputs` when the function names them all)."""
     udf: Callable[[pd.DataFrame], pd.DataFrame]
 
     @classmethod
@@ -181,25 +210,36 @@ class OnDemand:
         sources = view.source_feature_view_projections.values()
         requested = tuple(field.name for source in view.source_request_sources.values()
                           for field in source.schema)
-        return cls(view, frozenset(source.name for source in sources),
-                   tuple(f.name for source in sources for f in source.features), requested,
-                   tuple(f.name for f in view.features), transformation.udf)
+        every_input = tuple(f.name for source in sources for f in source.features)
+        named = _named_in(getattr(transformation, "udf_string", None))
+        inputs = every_input if named is None else tuple(n for n in every_input if n in named)
+        return cls(view, frozenset(source.name for source in sources), inputs, requested,
+                   tuple(f.name for f in view.features), every_input, transformation.udf)
 
     def run(self, columns: Mapping[str, Any], request: Mapping[str, object],
             length: int) -> dict[str, np.ndarray]:
         """The view's output columns for rows of `columns` (its source features) and the
         `request` data: numbers as float64 (as the views' are) when all of them are."""
-        inputs = pd.DataFrame({**{name: columns[name] for name in self.inputs},
-                               **{name: _repeated(request[name], length)
-                                  for name in self.requested}},
-                              index=pd.RangeIndex(length), copy=False)
-        outputs = self.udf(inputs)
+        try:
+            outputs = self.udf(self._frame(columns, request, length))
+        except KeyError:
+            if self.inputs == self.every_input:
+                raise
+            self.inputs = self.every_input
+            outputs = self.udf(self._frame(columns, request, length))
         values = outputs.to_numpy()  # one array: no Series per column
         if values.dtype.kind not in "iuf":  # not all numbers: column by column
             return {name: outputs[name].to_numpy() for name in self.outputs}
         values = values.astype(float, copy=False)
         position = {name: column for column, name in enumerate(outputs.columns)}
         return {name: values[:, position[name]] for name in self.outputs}
+
+    def _frame(self, columns: Mapping[str, Any], request: Mapping[str, object],
+               length: int) -> pd.DataFrame:
+        return pd.DataFrame({**{name: columns[name] for name in self.inputs},
+                             **{name: _repeated(request[name], length)
+                                for name in self.requested}},
+                            index=pd.RangeIndex(length), copy=False)
 
 
 class ServiceReader:
@@ -248,6 +288,13 @@ class ServiceReader:
         if index is None:
             return view.view, view.names
         return index, [index.tags[INDEX_ITEMS_TAG], *view.names]
+
+    def tables_keyed_by(self, keys: Collection[str]) -> list[tuple[FeatureView, list[str]]]:
+        """The tables read for the service's views keyed by exactly `keys` (a view's index
+        in its place), with the features read from each."""
+        wanted = sorted(keys)
+        tables = [self.table(name) for name in self.views]
+        return [(table, names) for table, names in tables if self.join_keys(table) == wanted]
 
     def entity(self, keys: Mapping[str, str]) -> EntityRows:
         """The rows of one entity (join key -> value), read when first used."""
@@ -315,6 +362,32 @@ class ServiceReader:
         # A copy: Feast's Redis store appends its timestamp field to the list it is given.
         return self._provider.online_read(self.store.config, table,
                                           [entity_key(key) for key in keys], list(names))
+
+    def online_read_tables(self, reads: Sequence[tuple[FeatureView, list[dict[str, str]],
+                                                       Sequence[str]]]) -> list[list[tuple]]:
+        """`online_read` of several (table, keys, names): on Redis in one pipelined round
+        trip, the way Feast's Redis store batches the views of
+        `get_online_features`; elsewhere one `online_read` per table."""
+        online = self._provider.online_store
+        config = self.store.config
+        if not isinstance(online, RedisOnlineStore) or len(reads) < 2:
+            return [self.online_read(table, keys, names) for table, keys, names in reads]
+        commands, layouts = [], []
+        for table, keys, names in reads:
+            view_name = _versioned_fv_name(table, config)
+            requested, fields = online._generate_hset_keys_for_features(
+                table, list(names), fv_name_override=view_name)
+            redis_keys = online._generate_redis_keys_for_entities(
+                config, [entity_key(key) for key in keys])
+            commands += [(redis_key, fields) for redis_key in redis_keys]
+            layouts.append((view_name, requested, len(redis_keys)))
+        values = online._read_hash_fields(config, commands)
+        replies, start = [], 0
+        for view_name, requested, count in layouts:
+            replies.append(online._convert_redis_values_to_protobuf(
+                values[start:start + count], view_name, requested))
+            start += count
+        return replies
 
     def _read_view(self, view: ViewColumns, keys: dict[str, list | str], length: int,
                    entity: EntityRows | None) -> dict[str, np.ndarray]:

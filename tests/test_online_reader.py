@@ -1,15 +1,31 @@
-"""`ServiceReader` against Feast's own `get_online_features`, on SQLite and the real Redis."""
+"""`ServiceReader` against Feast's own `get_online_features`, on SQLite, the real Redis and a
+local Redis Cluster."""
 
+import time
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
+import redis
+from feast import Field
+from feast.infra.online_stores.helpers import _redis_key
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64
 
-from features.feature_repo.definitions import RECS_RANKER_SERVICE, recency
-from features.online import ServiceReader
+from features.feature_repo.definitions import (
+    RECS_RANKER_SERVICE,
+    as_of_request,
+    recency,
+    user_stats_fv,
+)
+from features.online import OnDemand, ServiceReader, entity_key
 from features.store import feature_store, materializations, materialize
+from tests import redis_cluster as local_cluster
 from tests.test_feature_store import prepare
+
+pytest_plugins = ["tests.redis_cluster"]  # one local Redis Cluster for the session
+store_settings = local_cluster.store_settings  # conftest's backends and the Redis Cluster
 
 SERVICE = RECS_RANKER_SERVICE
 AS_OF = datetime(2011, 1, 10, tzinfo=UTC)
@@ -91,33 +107,55 @@ def test_materializations_seen_by_another_store_object(store_settings):
 
 
 class CountingReader(ServiceReader):
-    """A reader that records the table of each `online_read` it makes."""
+    """A reader that records the table of each `online_read` it makes, the tables of each
+    `online_read_tables` and, on Redis, the commands of each pipeline it sends."""
 
     def __init__(self, store, service):
         super().__init__(store, service)
         self.reads: list[str] = []
+        self.batches: list[list[str]] = []
+        self.pipelines: list[int] = []
+        online = self._provider.online_store
+        if hasattr(online, "_read_hash_fields"):  # Redis: spy on its one pipelined read
+            send = online._read_hash_fields
+
+            def counted(config, commands):
+                self.pipelines.append(len(commands))
+                return send(config, commands)
+
+            online._read_hash_fields = counted
 
     def online_read(self, table, keys, names):
         self.reads.append(table.name)
         return super().online_read(table, keys, names)
 
+    def online_read_tables(self, reads):
+        self.batches.append([table.name for table, _, _ in reads])
+        return super().online_read_tables(reads)
+
 
 def test_entity_rows_read_once_and_reused_by_read_columns(store_settings):
     """Serving looks at a user's history before it knows the candidates, then reads their
-    features: the user's rows are read once for both."""
+    features: the user's rows are read once for both, in one store call (on Redis one
+    pipelined round trip)."""
     store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
     reader = CountingReader(store, SERVICE)
     entities = {"user_id": "u1", "item_id": ["i2", "unknown", "i1"]}
+    on_redis = store.config.online_store.type == "redis"
 
     user = reader.entity({"user_id": "u1"})
     stats = user.values("user_stats", ["user_frequency", "user_last_purchase_ts"])
     index = user.values("user_item_stats")
     reused = reader.read_columns(entities, {"as_of": AS_OF}, skip=("item_stats",), entity=user)
     once = list(reader.reads)
+    batches, pipelines = list(reader.batches), list(reader.pipelines)
     plain = reader.read_columns(entities, {"as_of": AS_OF}, skip=("item_stats",))
 
-    assert once == ["user_stats", "user_item_index"]
-    assert reader.reads[2:] == once  # without the rows: read again
+    assert batches == [["user_stats", "user_item_index"]]
+    # Redis: one pipeline of both tables' commands; elsewhere one read per table.
+    assert (pipelines, once) == (([2], []) if on_redis
+                                 else ([], ["user_stats", "user_item_index"]))
+    assert reader.reads[len(once):] == ["user_stats", "user_item_index"]  # without the rows
     assert stats == {"user_frequency": 2,
                      "user_last_purchase_ts": int(datetime(2011, 1, 3, 10, tzinfo=UTC).timestamp())}
     assert index is not None and index["item_ids"] == ["i1", "i2"]
@@ -151,6 +189,31 @@ def test_one_user_given_once_reads_what_get_online_features_returns(store_settin
     assert columns["user_category_names"][0] == ["kitchen", "toys"]
 
 
+@pytest.mark.parametrize("store_settings", ["redis_cluster"], indirect=True)
+@pytest.mark.filterwarnings("ignore:.*'cluster_error_retry_attempts':DeprecationWarning")
+def test_cluster_read_gives_up_soon_when_a_node_hangs(store_settings, redis_cluster):
+    """With the request path's timeout, a read of a user's rows on a hung node of the cluster
+    fails in a small multiple of it (left to retry, redis-py's cluster client took about 15
+    times it), and the same reader reads again once the node is back."""
+    timeout = 0.25
+    store = prepare(store_settings, end=datetime(2011, 1, 12, tzinfo=UTC))
+    reader = ServiceReader(feature_store(store_settings, timeout), SERVICE)
+    user = {"user_id": "u1"}
+    assert reader.entity(user).values("user_stats", ["user_frequency"]) == {"user_frequency": 2}
+    key = _redis_key(store_settings.feast_project, entity_key(user),
+                     entity_key_serialization_version=store.config.entity_key_serialization_version)
+
+    with redis_cluster.hung(key):
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            reader.entity(user).values("user_stats")
+        elapsed = time.monotonic() - started
+
+    # Measured: 2-3 timeouts (the pipeline's, then each of its commands on the node alone).
+    assert elapsed < 5 * timeout
+    assert reader.entity(user).values("user_stats", ["user_frequency"]) == {"user_frequency": 2}
+
+
 def test_recency_gives_the_same_days_for_any_datetime_column():
     """Online it gets zone-aware columns; offline Feast may hand it other datetime types
     (naive UTC, another zone, strings): the same instants give the same days."""
@@ -177,3 +240,38 @@ def test_recency_gives_the_same_days_for_any_datetime_column():
     for name in days.columns:
         assert days[name].tolist()[::2] == [pytest.approx(6 + 14 / 24), pytest.approx(9 - 9 / 24)]
         assert np.isnan(days[name][1])
+
+
+def test_on_demand_frame_holds_the_inputs_its_function_names():
+    """A pandas frame costs per column: recency gets the three timestamps it reads, not the
+    nine other features of its sources."""
+    transform = OnDemand.of(recency)
+
+    assert transform.inputs == ("user_first_purchase_ts", "user_last_purchase_ts",
+                                "user_item_last_purchase_ts")
+    assert len(transform.every_input) == 12
+
+
+def test_on_demand_function_that_builds_a_name_gets_every_input():
+    """A function reading a column whose name it builds fails on the narrower frame; the
+    reader gives it every input from then on, and its answer is the right one."""
+
+    @on_demand_feature_view(sources=[user_stats_fv, as_of_request],
+                            schema=[Field(name="spend_per_order", dtype=Float64)], mode="pandas")
+    def spend_per_order(inputs: pd.DataFrame) -> pd.DataFrame:
+        import pandas as pd
+
+        prefix = "user_"
+        return pd.DataFrame({"spend_per_order": inputs[prefix + "monetary"]
+                             / inputs[prefix + "frequency"]}, index=inputs.index)
+
+    transform = OnDemand.of(spend_per_order)
+    columns = {name: np.ones(2) for name in transform.every_input}
+    columns |= {"user_monetary": np.array([10.0, 9.0]), "user_frequency": np.array([2.0, 3.0])}
+
+    assert "user_monetary" not in transform.inputs
+    first = transform.run(columns, {"as_of": AS_OF}, 2)
+    again = transform.run(columns, {"as_of": AS_OF}, 2)
+
+    assert transform.inputs == transform.every_input
+    assert first["spend_per_order"].tolist() == again["spend_per_order"].tolist() == [5.0, 3.0]
