@@ -145,7 +145,7 @@ class EntityRows:
             tables = [(owned, read) for owned, read in self._reader.tables_keyed_by(self.keys)
                       if owned.name not in self._replies]
             if table.name not in {owned.name for owned, _ in tables}:
-                tables.append((table, names))
+                tables.append((table, list(names)))
             replies = self._reader.online_read_tables(
                 [(owned, [self.keys], read) for owned, read in tables])
             for (owned, _), (reply,) in zip(tables, replies, strict=True):
