@@ -20,7 +20,7 @@ from features.settings import get_settings
 from features.store import feature_store
 from training.pricing.market import load_market_files
 from training.pricing.train import train_pricing
-from training.recs.train import train_recs
+from training.recs.train import stage_labels, train_recs
 
 RECS_COLUMNS = ("ndcg@10", "recall@20", "hr@10", "coverage")
 
@@ -42,9 +42,8 @@ def train_recs_command(
     inputs.event_log(None)
     require_built(settings)
     require_applied(settings, feature_store(settings))
-    with stages(["training and validating"]) as done:
-        report = train_recs(settings, cutoffs=cutoffs)
-        done()
+    with stages(stage_labels(cutoffs)) as done:
+        report = train_recs(settings, cutoffs=cutoffs, on_stage=done)
     out.print(metrics_table(f"recs-ranker version {report.version} (run {report.run_id[:8]})",
                             report.metrics, RECS_COLUMNS))
     print_promotion(report.promoted, report.reason)

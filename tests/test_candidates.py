@@ -1,14 +1,19 @@
 import numpy as np
 import pandas as pd
 import pytest
+from implicit.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
 
 from features.event_log import EventLog
+from features.online_retail import convert_online_retail
 from features.schemas import validate_events
 from features.transforms import user_item_stats
+from models.recs import candidates as candidates_module
 from models.recs.candidates import (
     SOURCES,
     CandidateConfig,
     CovisitSource,
+    FactorizationSource,
     NextOrderSource,
     PopularSource,
     RepurchaseSource,
@@ -119,6 +124,41 @@ def test_generate_candidates_unions_sources_and_never_looks_past_the_cutoff():
     assert (candidates["n_sources"] >= 1).all()
     # The matrix sources share one user x item matrix: built once, pickled once.
     assert sources["covisit"].matrix is sources["als"].matrix is sources["next_order"].matrix
+
+
+def test_als_fits_on_every_core_the_factors_of_one_and_recommends_on_one(online_retail_rows):
+    events, _, _ = convert_online_retail(pd.DataFrame(online_retail_rows))
+    config = CandidateConfig()
+    purchases = purchases_before(events, events["ts"].max())
+    source = FactorizationSource().fit(purchases, CUTOFF, config)
+
+    one = AlternatingLeastSquares(factors=config.als_factors, iterations=config.als_iterations,
+                                  regularization=config.als_regularization,
+                                  random_state=config.seed, num_threads=1)
+    with threadpool_limits(1, "blas"):
+        one.fit(source.confidence, show_progress=False)
+    assert len(source.matrix.users) > 500
+    np.testing.assert_array_equal(source.model.user_factors, one.user_factors)
+    np.testing.assert_array_equal(source.model.item_factors, one.item_factors)
+    assert source.model.num_threads == 1
+
+
+def test_candidates_are_the_same_whatever_block_of_users_is_scored_at_once(
+        online_retail_rows, monkeypatch):
+    events, _, _ = convert_online_retail(pd.DataFrame(online_retail_rows))
+    cutoff = pd.Timestamp("2010-12-08", tz="UTC")
+    sources = fit_sources(purchases_before(events, cutoff), cutoff)
+    users = sorted(events["user_id"].dropna().unique())
+    whole = generate_candidates(sources, users)
+
+    monkeypatch.setattr(candidates_module, "PROFILE_BLOCK", 7)
+    in_blocks = generate_candidates(sources, users)
+
+    pd.testing.assert_frame_equal(in_blocks, whole)
+    assert whole["covisit_rank"].notna().sum() > 1000
+    assert not whole.duplicated(["user_id", "item_id"]).any()
+    assert whole[["user_id", "item_id"]].equals(
+        whole[["user_id", "item_id"]].sort_values(["user_id", "item_id"], ignore_index=True))
 
 
 # Two customers' pattern orders were followed by a yarn order; yarn and needles sell together.

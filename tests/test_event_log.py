@@ -117,3 +117,22 @@ def test_a_compaction_stopped_before_removing_the_merged_files_reads_each_event_
         path.write_bytes(content)
     stored = EventLog(tmp_path).read()
     assert len(stored) == COMPACT_AT_FILES and stored["event_id"].is_unique
+
+
+def test_read_of_some_columns_keeps_the_order_and_each_event_once(tmp_path):
+    log = EventLog(tmp_path)
+    for n in range(COMPACT_AT_FILES):
+        log.append(frame(event(f"e{n:03d}", f"2011-01-01 10:{59 - n:02d}",
+                               user_id=f"u{n}")))
+    kept = {path: path.read_bytes() for path in (tmp_path / "date=2011-01-01").glob("*")}
+    log.compact("2011-01-01")
+    for path, content in kept.items():  # each event stored twice
+        path.write_bytes(content)
+
+    chosen = EventLog(tmp_path).read(columns=["user_id", "ts"])
+
+    assert list(chosen.columns) == ["user_id", "ts"]
+    whole = EventLog(tmp_path).read()
+    pd.testing.assert_frame_equal(chosen, whole[["user_id", "ts"]])
+    assert chosen["user_id"].tolist() == [f"u{n}" for n in reversed(range(COMPACT_AT_FILES))]
+    assert list(EventLog(tmp_path / "empty").read(columns=["item_id"]).columns) == ["item_id"]

@@ -10,7 +10,7 @@ from features.settings import Settings
 from models import registry
 from models.recs.artifacts import MODEL_NAME
 from models.recs.ranker import RankerParams, blend_boosters
-from training.recs.train import train_recs
+from training.recs.train import stage_labels, train_recs
 
 
 def test_decide_promotion_needs_a_strictly_better_challenger():
@@ -33,8 +33,15 @@ def test_decide_promotion_replaces_an_incomparable_champion_and_says_why():
 
 
 def test_train_recs_promotes_the_first_model_and_keeps_it_over_a_worse_one(feature_ready_settings):
-    first = train_recs(feature_ready_settings, cutoffs=2)
+    steps = []
+    first = train_recs(feature_ready_settings, cutoffs=2, on_stage=lambda: steps.append(1))
     assert first.promoted and first.reason == "no champion yet"
+    assert len(steps) == len(stage_labels(2))
+    timed = MlflowClient().get_run(first.run_id).data.metrics
+    for stage in ("read", "sources", "candidates", "frames", "fits", "evaluation",
+                  "serving_state", "logging"):
+        assert timed[f"stage_{stage}_seconds"] > 0
+        assert 100 < timed[f"stage_{stage}_peak_rss_mb"] < 20_000  # MB
     assert first.metrics["ranker"]["ndcg@10"] > first.metrics["popularity"]["ndcg@10"]
     assert str(registry.champion(MODEL_NAME).version) == first.version
 

@@ -14,7 +14,6 @@ cutoff, or a user the sources never saw), with the fitted sources.
 
 import warnings
 from dataclasses import dataclass
-from functools import reduce
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,8 @@ from threadpoolctl import threadpool_limits
 
 SOURCES = ("repurchase", "covisit", "als", "next_order", "popular")
 DAY = pd.Timedelta(days=1)
+PROFILE_BLOCK = 1024
+"""Users the profile sources score at a time: bounds their dense users x items block."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,10 @@ def _profile_top_n(matrix: InteractionMatrix, user_ids: list[str], profiles: spa
     rows = rows[rows >= 0]
     if len(rows) == 0:
         return pd.DataFrame(columns=["user_id", "item_id", "score", "rank"])
-    scores = (profiles[rows] @ item_to_item).toarray()
-    return top_n(_dense_top_n(matrix, rows, scores, n), n)
+    blocks = np.split(rows, range(PROFILE_BLOCK, len(rows), PROFILE_BLOCK))
+    return top_n(pd.concat([_dense_top_n(matrix, block,
+                                         (profiles[block] @ item_to_item).toarray(), n)
+                            for block in blocks], ignore_index=True), n)
 
 
 class RepurchaseSource:
@@ -211,9 +214,10 @@ class FactorizationSource:
             self.model = AlternatingLeastSquares(
                 factors=config.als_factors, iterations=config.als_iterations,
                 regularization=config.als_regularization, random_state=config.seed,
-                num_threads=1,
+                num_threads=0,  # every core: each user's solve is its own, same factors
             )
             self.model.fit(confidence, show_progress=False)
+        self.model.num_threads = 1  # recommending (per request, serving) stays on one
         self.confidence = confidence
         self.n = config.als_n
         return self
@@ -309,18 +313,24 @@ def fit_sources(purchases: pd.DataFrame, cutoff: pd.Timestamp,
 def generate_candidates(sources: dict, user_ids: list[str]) -> pd.DataFrame:
     """Union of the sources' lists: one row per (user, item) with `<source>_score/_rank`
     (and a source's extra columns), how many sources proposed it, and the item's repeat
-    rate among its buyers."""
-    proposals = []
-    for name, source in sources.items():
-        columns = ["score", "rank", *getattr(source, "extra_columns", ())]
-        proposed = source.recommend(user_ids)[["user_id", "item_id", *columns]]
-        proposals.append(proposed.rename(columns={c: f"{name}_{c}" for c in columns}))
-    merged = reduce(lambda left, right: left.merge(right, on=["user_id", "item_id"],
-                                                   how="outer"), proposals)
+    rate among its buyers; sorted by user and item."""
+    keys = ["user_id", "item_id"]
+    proposals = {name: source.recommend(user_ids) for name, source in sources.items()}
+    merged = (pd.concat([proposed[keys] for proposed in proposals.values()], ignore_index=True)
+              .drop_duplicates().sort_values(keys, ignore_index=True))
+    pairs = pd.MultiIndex.from_frame(merged)
+    columns = {}
+    for name, proposed in proposals.items():
+        rows = pairs.get_indexer(pd.MultiIndex.from_frame(proposed[keys]))
+        for column in ("score", "rank", *getattr(sources[name], "extra_columns", ())):
+            values = np.full(len(merged), np.nan)
+            values[rows] = proposed[column].to_numpy(dtype=float)
+            columns[f"{name}_{column}"] = values
+    merged = merged.assign(**columns)
     merged["n_sources"] = merged[[f"{name}_rank" for name in sources]].notna().sum(axis=1)
     repeat_rate = sources["repurchase"].item_repeat_rate
     merged["item_repeat_rate"] = merged["item_id"].map(repeat_rate).fillna(0.0)
-    return merged.sort_values(["user_id", "item_id"], ignore_index=True)
+    return merged
 
 
 Proposal = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]

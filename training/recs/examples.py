@@ -1,6 +1,7 @@
 """Training frames of the recommender (candidates, labels, point-in-time features) and
 the ranker's training on monthly cutoffs."""
 
+from collections import ChainMap
 from dataclasses import dataclass
 
 import pandas as pd
@@ -13,7 +14,9 @@ from models.recs.candidates import (
     generate_candidates,
     purchases_before,
 )
-from models.recs.ranker import Ranker, RankerParams, ranking_features
+from models.recs.ranker import FEATURE_COLUMNS, Ranker, RankerParams, feature_matrix
+from training.recs.point_in_time import historical_features
+from training.stages import StageTimer
 
 HORIZON = pd.Timedelta(days=30)
 
@@ -25,14 +28,15 @@ def purchased_pairs(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
     return window[["user_id", "item_id"]].drop_duplicates()
 
 
-def with_features(store: FeatureStore, candidates: pd.DataFrame, cutoff: pd.Timestamp):
-    """Candidates joined point-in-time with their `recs_ranker_v1` features at `cutoff`."""
+def features_at(store: FeatureStore, candidates: pd.DataFrame, cutoff: pd.Timestamp,
+                catalog: pd.DataFrame) -> pd.DataFrame:
+    """Candidates' ranking features (`FEATURE_COLUMNS`) from their `recs_ranker_v1` features
+    at `cutoff` (point in time: only feature rows dated at or before it), on their index."""
     entities = candidates[["user_id", "item_id"]].assign(event_timestamp=cutoff, as_of=cutoff)
-    features = store.get_historical_features(
-        entity_df=entities, features=store.get_feature_service(RECS_RANKER_SERVICE)
-    ).to_df()
-    features = features.drop(columns=["event_timestamp", "as_of"])
-    return candidates.merge(features, on=["user_id", "item_id"], how="left")
+    features = historical_features(store, entities, RECS_RANKER_SERVICE)
+    categories = candidates["item_id"].map(catalog.set_index("item_id")["category"])
+    matrix = feature_matrix(ChainMap(candidates, features), categories.to_numpy())
+    return pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS), index=candidates.index)
 
 
 @dataclass
@@ -46,24 +50,31 @@ class CutoffExamples:
 
 def build_examples(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureStore,
                    cutoff: pd.Timestamp, users: list[str] | None = None,
-                   config: CandidateConfig | None = None) -> CutoffExamples:
+                   config: CandidateConfig | None = None,
+                   timer: StageTimer | None = None) -> CutoffExamples:
     """Candidates at `cutoff` for `users` (default: history before the cutoff and a purchase
-    in the following 30 days), labelled by those purchases, with point-in-time features."""
-    history = purchases_before(events, cutoff)
-    bought = purchased_pairs(events, cutoff, cutoff + HORIZON)
-    if users is None:
-        users = sorted(set(bought["user_id"]) & set(history["user_id"]))
-    sources = fit_sources(history, cutoff, config or CandidateConfig())
-    candidates = generate_candidates(sources, users)
-    labels = bought.assign(label=1)
-    candidates = candidates.merge(labels, on=["user_id", "item_id"], how="left")
-    candidates["label"] = candidates["label"].fillna(0).astype(int)
-    frame = with_features(store, candidates, cutoff)
-    frame = pd.concat([frame[["user_id", "item_id", "label"]],
-                       ranking_features(frame, catalog.set_index("item_id")["category"])], axis=1)
-    frame["query"] = frame["user_id"] + "@" + cutoff.strftime("%Y-%m-%d")
-    return CutoffExamples(cutoff, frame.sort_values(["query", "item_id"], ignore_index=True),
-                          sources)
+    in the following 30 days), labelled by those purchases, with point-in-time features;
+    `timer` times the stages `sources`, `candidates` and `frames`."""
+    timer = timer or StageTimer()
+    with timer.stage("sources"):
+        history = purchases_before(events, cutoff)
+        sources = fit_sources(history, cutoff, config or CandidateConfig())
+    with timer.stage("candidates"):
+        bought = purchased_pairs(events, cutoff, cutoff + HORIZON)
+        if users is None:
+            users = sorted(set(bought["user_id"]) & set(history["user_id"]))
+        del history
+        candidates = generate_candidates(sources, users)
+        labels = bought.assign(label=1)
+        candidates = candidates.merge(labels, on=["user_id", "item_id"], how="left")
+        candidates["label"] = candidates["label"].fillna(0).astype(int)
+    with timer.stage("frames"):
+        frame = pd.concat([candidates[["user_id", "item_id", "label"]],
+                           features_at(store, candidates, cutoff, catalog)], axis=1)
+        del candidates
+        frame["query"] = frame["user_id"] + "@" + cutoff.strftime("%Y-%m-%d")
+        frame = frame.sort_values(["query", "item_id"], ignore_index=True)
+    return CutoffExamples(cutoff, frame, sources)
 
 
 def fit_ranker(examples: list[CutoffExamples], params: RankerParams | None = None) -> Ranker:
@@ -74,10 +85,13 @@ def fit_ranker(examples: list[CutoffExamples], params: RankerParams | None = Non
 
 
 def train_ranker(events: pd.DataFrame, catalog: pd.DataFrame, store: FeatureStore,
-                 until: pd.Timestamp, cutoffs: int = 3, params: RankerParams | None = None
-                 ) -> tuple[Ranker, list[CutoffExamples]]:
+                 until: pd.Timestamp, cutoffs: int = 3, params: RankerParams | None = None,
+                 timer: StageTimer | None = None) -> tuple[Ranker, list[CutoffExamples]]:
     """Train on cutoffs every 30 days before `until` (labels end by `until`); the latest
-    cutoff validates for early stopping."""
+    cutoff validates for early stopping. `timer` times each cutoff's stages and `fits`."""
+    timer = timer or StageTimer()
     stamps = [until - HORIZON * k for k in range(cutoffs, 0, -1)]
-    examples = [build_examples(events, catalog, store, stamp) for stamp in stamps]
-    return fit_ranker(examples, params), examples
+    examples = [build_examples(events, catalog, store, stamp, timer=timer) for stamp in stamps]
+    with timer.stage("fits"):
+        ranker = fit_ranker(examples, params)
+    return ranker, examples
