@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     )
     """An MLflow tracking server; default: a SQLite store under the data directory."""
 
+    dask_scheduler: str | None = None
+    """`tcp://host:8786`: a Dask scheduler; the ranker's and the demand model's LightGBM fits
+    run on its cluster (`lightgbm.dask`) instead of in the training process."""
+
     database_url: str | None = None
     """SQLAlchemy URL of the service database (e.g. `postgresql+psycopg://...`); default:
     SQLite at `<data dir>/tailor.db`."""

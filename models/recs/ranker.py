@@ -13,6 +13,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.dask_fit import Rows, fit
 from models.recs.candidates import SOURCES
 
 FEAST_FEATURES = (
@@ -145,9 +146,13 @@ class RankerParams:
     colsample_bytree: float = 0.8
     reg_lambda: float = 1.0
     random_state: int = 42
+    dask_scheduler: str | None = None
+    """Not a hyper-parameter: the Dask scheduler whose cluster fits the models
+    (`models.dask_fit`); None: this process."""
 
     def as_lightgbm(self, objective: str = "lambdarank") -> dict:
-        return {**asdict(self), "objective": objective, "verbose": -1, "n_jobs": 2}
+        params = {k: v for k, v in asdict(self).items() if k != "dask_scheduler"}
+        return {**params, "objective": objective, "verbose": -1, "n_jobs": 2}
 
 
 def _trees(model_text: str) -> tuple[str, list[str], str]:
@@ -212,17 +217,21 @@ class Ranker:
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, label: str = "label") -> "Ranker":
         """Fit on `train`, pick each model's number of trees on `valid`, refit on both.
 
-        Both frames hold `query`, the feature columns and `label`, sorted by query.
+        Both frames hold `query`, the feature columns and `label`, sorted by query. The fits
+        run on the Dask cluster of `params.dask_scheduler` when set (`models.dask_fit`).
         """
         columns = list(FEATURE_COLUMNS)
-        ranker = lgb.LGBMRanker(**self.params.as_lightgbm())
-        ranker.fit(train[columns], train[label], group=group_sizes(train["query"]),
-                   eval_X=(valid[columns],), eval_y=(valid[label],),
-                   eval_group=[group_sizes(valid["query"])], eval_at=[10],
-                   callbacks=[lgb.early_stopping(50, verbose=False)])
-        classifier = lgb.LGBMClassifier(**self.params.as_lightgbm("binary"))
-        classifier.fit(train[columns], train[label], eval_X=(valid[columns],),
-                       eval_y=(valid[label],), callbacks=[lgb.early_stopping(50, verbose=False)])
+
+        def rows(frame: pd.DataFrame, ranking: bool = True) -> Rows:
+            return Rows(frame[columns], frame[label],
+                        group_sizes(frame["query"]) if ranking else None)
+
+        scheduler = self.params.dask_scheduler
+        ranker = fit(lgb.LGBMRanker(**self.params.as_lightgbm()), rows(train), rows(valid),
+                     stopping_rounds=50, scheduler=scheduler, eval_at=[10])
+        classifier = fit(lgb.LGBMClassifier(**self.params.as_lightgbm("binary")),
+                         rows(train, False), rows(valid, False), stopping_rounds=50,
+                         scheduler=scheduler)
         self.best_iteration = _best_iteration(ranker, self.params)
         self.classifier_best_iteration = _best_iteration(classifier, self.params)
         spread = np.std(classifier.predict(valid[columns], raw_score=True))
@@ -233,12 +242,12 @@ class Ranker:
                                                self.blend_weight)
 
         both = pd.concat([train, valid], ignore_index=True)
-        ranker = lgb.LGBMRanker(**{**self.params.as_lightgbm(),
-                                   "n_estimators": self.best_iteration})
-        ranker.fit(both[columns], both[label], group=group_sizes(both["query"]))
-        classifier = lgb.LGBMClassifier(**{**self.params.as_lightgbm("binary"),
-                                           "n_estimators": self.classifier_best_iteration})
-        classifier.fit(both[columns], both[label])
+        ranker = fit(lgb.LGBMRanker(**{**self.params.as_lightgbm(),
+                                       "n_estimators": self.best_iteration}), rows(both),
+                     scheduler=scheduler)
+        classifier = fit(lgb.LGBMClassifier(**{**self.params.as_lightgbm("binary"),
+                                               "n_estimators": self.classifier_best_iteration}),
+                         rows(both, False), scheduler=scheduler)
         self.components = {"ranker": ranker.booster_, "classifier": classifier.booster_}
         self._model = blend_boosters(ranker.booster_, classifier.booster_, self.blend_weight)
         return self

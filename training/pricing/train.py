@@ -107,7 +107,8 @@ def train_pricing(
     score it and the naive baselines on the validation window, log the run to MLflow,
     register `demand-model` and move `champion` only when its validation WAPE is lower."""
     as_of = default_as_of(market.events) if as_of is None else to_utc(as_of)
-    fitted = fit_demand(market.events, market.catalog, period, as_of, valid_periods, **params)
+    fitted = fit_demand(market.events, market.catalog, period, as_of, valid_periods,
+                        dask_scheduler=settings.dask_scheduler, **params)
     offers = build_offers(market.events, market.catalog, market.channels, as_of, period,
                           market.channel_prices, fitted.model)
     registry.configure(settings)

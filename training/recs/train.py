@@ -3,7 +3,7 @@ same validation month, log everything to MLflow and promote it only when it is b
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -33,11 +33,14 @@ from training.recs.evaluate import (
 )
 from training.recs.examples import HORIZON, train_ranker
 from training.recs.metrics import evaluate_lists
+from training.stages import StageTimer
 
 EXPERIMENT = MODEL_NAME
 GATING_METRIC = "ndcg@10"
 VALIDATION_MODEL_TAG = "validation_model_uri"
 """Run tag: the model fitted before the validation month (never saw its labels)."""
+EVENT_COLUMNS = ("event_type", "user_id", "session_id", "item_id", "ts")
+"""What the recommender's training reads of the event log."""
 
 
 @dataclass(frozen=True)
@@ -97,39 +100,59 @@ def _champion_score(frame: pd.DataFrame, cutoff: pd.Timestamp,
     return registry.ChampionScore(current.version, score)
 
 
+def stage_labels(cutoffs: int) -> list[str]:
+    """What `train_recs` does, in order: one label per call of its `on_stage`."""
+    steps = ("fitting candidate sources", "generating candidates", "point-in-time features")
+    return ["reading the event log",
+            *(f"cutoff {k}/{cutoffs}: {step}" for k in range(1, cutoffs + 1) for step in steps),
+            "fitting the ranker", "validating against the baselines and the champion",
+            "fitting the serving candidate state", "logging to MLflow"]
+
+
 def train_recs(settings: Settings, params: RankerParams | None = None,
-               cutoffs: int = 3) -> TrainReport:
+               cutoffs: int = 3, on_stage: Callable[[], None] = lambda: None) -> TrainReport:
     """Train on the whole event log (features must be built and applied), validate on its
-    last month, log to MLflow, register `recs-ranker` and move `champion` if better."""
+    last month, log to MLflow, register `recs-ranker` and move `champion` if better.
+
+    Each stage's seconds and peak resident memory are logged as `stage_*` metrics;
+    `on_stage` is called after each stage (`stage_labels`)."""
     registry.configure(settings)
-    events = EventLog(settings.events_dir).read()
-    catalog = read_catalog(settings.catalog_path)
+    timer = StageTimer(on_stage)
+    with timer.stage("read"):
+        events = EventLog(settings.events_dir).read(columns=EVENT_COLUMNS)
+        catalog = read_catalog(settings.catalog_path)
     until = events["ts"].max().ceil("D")
     store = feature_store(settings)
-    ranker, examples = train_ranker(events, catalog, store, until, cutoffs, params)
+    if settings.dask_scheduler:
+        params = replace(params or RankerParams(), dask_scheduler=settings.dask_scheduler)
+    ranker, examples = train_ranker(events, catalog, store, until, cutoffs, params, timer)
     valid = examples[-1]
-    users = sorted(valid.frame["user_id"].unique())
-    history = purchases_before(events, valid.cutoff)
-    truth = truth_sets(events, valid.cutoff, valid.cutoff + HORIZON, history)
-    catalog_size = history["item_id"].nunique()
-    popular = popular_items(history, valid.cutoff)
+    del examples  # the earlier cutoffs' frames are done with
+    with timer.stage("evaluation"):
+        users = sorted(valid.frame["user_id"].unique())
+        history = purchases_before(events, valid.cutoff)
+        truth = truth_sets(events, valid.cutoff, valid.cutoff + HORIZON, history)
+        catalog_size = history["item_id"].nunique()
+        popular = popular_items(history, valid.cutoff)
 
-    def lists_for(scored: pd.DataFrame) -> dict[str, list[str]]:
-        return fill_with(ranked_lists(scored, "score"), popular, users)
+        def lists_for(scored: pd.DataFrame) -> dict[str, list[str]]:
+            return fill_with(ranked_lists(scored, "score"), popular, users)
 
-    challenger = valid.frame.assign(score=ranker.validation_score(valid.frame))
-    metrics = {"ranker": evaluate_lists(lists_for(challenger), truth, catalog_size)}
-    baselines = baseline_lists(events, valid.cutoff, users, valid.sources["als"], popular)
-    for name, lists in baselines.items():
-        metrics[name] = evaluate_lists(lists, truth, catalog_size)
-    candidate_recall = valid.frame["label"].sum() / max(sum(map(len, truth.values())), 1)
-    champion = _champion_score(valid.frame, valid.cutoff, lists_for, truth, catalog_size)
-    champion_score = champion.score if champion else None
-    decision = registry.decide_promotion(GATING_METRIC, metrics["ranker"][GATING_METRIC],
-                                         champion)
+        challenger = valid.frame.assign(score=ranker.validation_score(valid.frame))
+        metrics = {"ranker": evaluate_lists(lists_for(challenger), truth, catalog_size)}
+        baselines = baseline_lists(events, valid.cutoff, users, valid.sources["als"], popular)
+        for name, lists in baselines.items():
+            metrics[name] = evaluate_lists(lists, truth, catalog_size)
+        candidate_recall = valid.frame["label"].sum() / max(sum(map(len, truth.values())), 1)
+        champion = _champion_score(valid.frame, valid.cutoff, lists_for, truth, catalog_size)
+        champion_score = champion.score if champion else None
+        decision = registry.decide_promotion(GATING_METRIC, metrics["ranker"][GATING_METRIC],
+                                             champion)
+    with timer.stage("serving_state"):
+        state_sources = fit_sources(purchases_before(events, until), until)
 
     with (registry.start_run(EXPERIMENT, settings) as run,
-          tempfile.TemporaryDirectory() as workdir):
+          tempfile.TemporaryDirectory() as workdir, timer.stage("logging")):
         mlflow.log_params({**ranker.params.as_lightgbm(), "best_iteration": ranker.best_iteration,
                            "classifier_best_iteration": ranker.classifier_best_iteration,
                            "blend_weight": ranker.blend_weight,
@@ -146,13 +169,14 @@ def train_recs(settings: Settings, params: RankerParams | None = None,
         _importance_plot(ranker, plot)
         mlflow.log_artifact(str(plot))
         state = Path(workdir) / CANDIDATE_STATE_ARTIFACT
-        save_candidate_state(fit_sources(purchases_before(events, until), until), state)
+        save_candidate_state(state_sources, state)
         mlflow.log_artifact(str(state))
         version = registry.register_booster(ranker.model, "model", MODEL_NAME)
         probe = registry.log_booster(ranker.validation_model, "validation_model")
         mlflow.set_tags({"promoted": str(decision.promote).lower(),
                          "promotion_reason": decision.reason,
                          VALIDATION_MODEL_TAG: probe})
+    mlflow.log_metrics(timer.metrics(), run_id=run.info.run_id)
     if decision.promote:
         registry.promote(MODEL_NAME, version)
     return TrainReport(run.info.run_id, version, metrics, champion_score, decision.promote,
