@@ -157,6 +157,32 @@ def test_predict_demand_falls_with_price_for_elastic_rows(small_market, small_mo
     assert np.median(cheaper / dearer) > 1.3
 
 
+def permanent_change_events(rng: np.random.Generator, items: int = 60, weeks: int = 52,
+                            elasticity: float = 2.0) -> pd.DataFrame:
+    """Weekly purchases of web items with constant-elasticity demand (20 a week at 10), each
+    repriced once for good (by 0.8 or 1.25) on a week between 13 and 40."""
+    start = pd.Timestamp("2025-01-06", tz="UTC")
+    frames = []
+    for n in range(items):
+        ratio = np.where(np.arange(weeks) < rng.integers(13, 40), 1.0, rng.choice([0.8, 1.25]))
+        units = rng.poisson(20.0 * ratio ** -elasticity)
+        sold = units > 0
+        frames.append(pd.DataFrame({
+            "event_type": "purchase", "item_id": f"i{n}", "channel": "web",
+            "ts": start + pd.to_timedelta(np.flatnonzero(sold) * 7 + 2, unit="D"),
+            "quantity": units[sold], "unit_price": 10.0 * ratio[sold]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_permanent_price_change_is_read_as_a_price_effect_not_a_new_level():
+    # Recent demand after a change already reflects the new price: a base level that read it
+    # (or the item's own history) would absorb much of the effect; the response's own base
+    # knows nothing of the series.
+    panel = build_panel(permanent_change_events(np.random.default_rng(7)), "W")
+    response = DemandModel(n_estimators=60).fit(panel).price_response
+    assert response.table["elasticity"].mean() == pytest.approx(2.0, abs=0.25)
+
+
 def test_naive_forecasts_use_previous_periods_only():
     weeks = pd.date_range("2011-01-04 10:00", periods=6, freq="7D", tz="UTC")
     events = pd.DataFrame([event(f"e{n}", str(ts), quantity=n + 1) for n, ts in enumerate(weeks)])

@@ -150,15 +150,28 @@ def test_the_decision_rule_keeps_a_price_whose_gain_is_uncertain():
     assert moved["expected_profit_gain_low"] <= gain <= moved["expected_profit_gain_high"]
 
 
-def test_a_series_never_repriced_keeps_its_price_in_a_heterogeneous_group():
-    rng = np.random.default_rng(5)
-    panel = []
-    for n, elasticity in enumerate(rng.uniform(0.5, 3.0, 40)):
-        ratios = np.ones(WEEKS) if n == 0 else history_with_tests(rng)
-        rows = series_rows(f"i{n}", "web", elasticity, 6.0, ratios, rng)
-        panel.append(rows)
-    panel = pd.concat(panel, ignore_index=True)
-    weeks = np.tile(np.arange(WEEKS), 40)
+def test_a_move_whose_gain_is_sure_but_too_small_keeps_its_price():
+    # Elasticity 1.0 to 1.2: raising 10 -> 12 gains 0.44% to 4.1% of the profit of 80 at cost
+    # 2. Above a 1% minimum gain the price is kept, and the explanation says why.
+    narrow = DemandCurves(constant_elasticity(1.1),
+                          scenarios=(constant_elasticity(1.0), constant_elasticity(1.2)))
+    moved = optimize_prices(offer_frame(), narrow, RULES, "test").suggestions.iloc[0]
+    assert moved["suggested_price"] == 12.0
+    assert moved["expected_profit_gain_low"] < 0.01 * moved["expected_profit_current"]
+    strict = RULES.model_copy(update={"min_gain_percent": 1.0})
+    kept = optimize_prices(offer_frame(), narrow, strict, "test").suggestions.iloc[0]
+    assert kept["suggested_price"] == 10.0
+    assert kept["explanation"].endswith("starts below the 1% minimum gain")
+
+
+def fitted_offers(elasticities: np.ndarray, rng: np.random.Generator):
+    """A demand model fitted on weekly web series of these elasticities, the first never
+    repriced, the others with price tests; their offers at 10 (unit cost 1) and curves."""
+    panel = pd.concat([
+        series_rows(f"i{n}", "web", elasticity, 6.0,
+                    np.ones(WEEKS) if n == 0 else history_with_tests(rng), rng)
+        for n, elasticity in enumerate(elasticities)], ignore_index=True)
+    weeks = np.tile(np.arange(WEEKS), len(elasticities))
     panel = panel.assign(
         period_start=pd.Timestamp("2025-01-06", tz="UTC") + pd.to_timedelta(weeks, unit="W"),
         age_periods=weeks + 1, reference_price=10.0,
@@ -171,13 +184,64 @@ def test_a_series_never_repriced_keeps_its_price_in_a_heterogeneous_group():
     offers = last.assign(unit_cost=1.0, fee_percent=0.0, fee_fixed=0.0, current_price=10.0,
                          min_price=1.0, max_price=np.nan, observed_min_price=8.0,
                          observed_max_price=13.0, reference_price=10.0)
-    curves = demand_curves(model, offers, 80)
+    return offers, demand_curves(model, offers, 80)
+
+
+def test_a_series_never_repriced_keeps_its_price_in_a_heterogeneous_group():
+    rng = np.random.default_rng(5)
+    offers, curves = fitted_offers(rng.uniform(0.5, 3.0, 40), rng)
     never = curves.evidence.iloc[0]
     assert never["evidence_share"] == 0 and never["price_levels"] == 1
     result = optimize_prices(offers, curves, RULES, "test").suggestions
     assert result.iloc[0]["suggested_price"] == 10.0
     assert "never repriced" in result.iloc[0]["explanation"]
     assert (result["suggested_price"] != 10.0).any()  # series with evidence do move
+
+
+def test_a_series_never_repriced_moves_when_its_peers_agree_unless_own_evidence_is_required():
+    # Every peer is elastic (3 at 10, so profit peaks near 4.3 at unit cost 1): the pooled
+    # interval of the never-repriced series is narrow enough to lower its price with
+    # confidence, unless the rule asks for evidence of its own.
+    offers, curves = fitted_offers(np.full(40, 3.0), np.random.default_rng(7))
+    assert curves.evidence.iloc[0]["evidence_share"] == 0
+    assert curves.evidence.iloc[0]["elasticity_low"] > 2.0
+    moved = optimize_prices(offers, curves, RULES, "test").suggestions.iloc[0]
+    assert moved["suggested_price"] == 8.0  # the max change's bottom
+    assert "never repriced" in moved["explanation"]
+    strict = RULES.model_copy(update={"min_evidence_share": 0.2})
+    kept = optimize_prices(offers, curves, strict, "test").suggestions.iloc[0]
+    assert kept["suggested_price"] == 10.0
+    assert "rests on less than 20% of its own evidence" in kept["explanation"]
+
+
+def test_the_elasticity_is_read_at_the_series_latest_price():
+    # Semi-log demand, elasticity 1.5 at the list price 10, raised to 12 for the last 16 weeks
+    # (most weeks sold at 10): the elasticity at 12, the price a decision starts from, is 1.8.
+    rng = np.random.default_rng(8)
+    ratios = np.where(np.arange(WEEKS) < WEEKS - 16, 1.0, 1.2)
+    rows = pd.concat([series_rows(f"i{n}", "web", 1.5, 40.0, ratios * history_with_tests(rng),
+                                  rng) for n in range(60)], ignore_index=True)
+    response = fit_price_response(rows, (1.0,))
+    assert (response.table["reference_price"] == 12.0).all()
+    assert response.table["elasticity"].mean() == pytest.approx(1.8, abs=0.15)
+
+
+def test_thin_series_take_the_elasticity_their_volume_predicts():
+    # The busy series (40 a week) are less elastic than the thin ones (1 a week): a prior
+    # learnt from the series that inform on their own would be the busy ones' 1.0; fitted on
+    # every series with their volume, a thin series never repriced gets about 2.5.
+    rng = np.random.default_rng(9)
+    busy = [series_rows(f"b{n}", "web", 1.0, 40.0, history_with_tests(rng), rng)
+            for n in range(30)]
+    thin = [series_rows(f"t{n}", "web", 2.5, 1.0, history_with_tests(rng, tests=10), rng)
+            for n in range(150)]
+    static = [series_rows("b-static", "web", 1.0, 40.0, np.ones(WEEKS), rng),
+              series_rows("t-static", "web", 2.5, 1.0, np.ones(WEEKS), rng)]
+    table = fit_price_response(pd.concat(busy + thin + static, ignore_index=True),
+                               (1.0,)).table.set_index("item_id")
+    assert (table.loc[["b-static", "t-static"], "evidence_share"] == 0).all()
+    assert table.loc["t-static", "elasticity"] > 2.0
+    assert table.loc["b-static", "elasticity"] < 1.5
 
 
 def test_a_channel_of_thin_series_pools_their_evidence_into_one_elasticity():

@@ -43,7 +43,7 @@ expected units with the ends of each offer's confidence interval of the price re
 
 from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -51,6 +51,7 @@ import pandas as pd
 
 from features.errors import InputError
 from features.timestamps import to_utc
+from models.dask_fit import Rows, fit
 from models.pricing.elasticity import (
     CURVATURES,
     PriceResponse,
@@ -99,7 +100,12 @@ DEFAULT_PARAMS = {
 }
 EARLY_STOPPING_ROUNDS = 50
 CROSS_FIT_FOLDS = 3
-FIT_ROUNDS = 3  # base level and price response, fitted in turn
+FIT_ROUNDS = 2  # structural base and price response, fitted in turn
+# The base the price response is fitted against: channel, category, season and the channel's
+# momentum, nothing of a series' own (no item code, recent demand, price level or age), so it
+# cannot absorb a series' price changes; the response's per-series level does the rest.
+RESPONSE_BASE_FEATURES = ("channel_trend", "doy_sin", "doy_cos", "week_of_year", "day_of_week",
+                          "channel", "category")
 
 
 def _check_period(period: Period) -> pd.Timedelta:
@@ -269,17 +275,20 @@ class DemandModel:
     """Expected units = a base level (LightGBM, Poisson: seasonality, trend, recent demand; no
     price feature) x the pooled price response of `models.pricing.elasticity`.
 
-    `fit` runs `FIT_ROUNDS` rounds: first the base level without a price effect and the price
-    response on its predictions (the curvature chosen among `curvatures`); then, each round,
-    the base level again, its recent-demand features measured at the reference price and the
-    last response as its offset, and the response once more on the new base.
+    `fit` runs `FIT_ROUNDS` rounds: first a structural base level (`RESPONSE_BASE_FEATURES`)
+    without a price effect and the price response on its predictions (the curvature chosen
+    among `curvatures`); then the structural base again with the response as its offset, and
+    the response once more. The base level that predicts is fitted last, with the response as
+    its offset and its recent-demand features measured at the reference price.
     """
 
     def __init__(self, features: Sequence[str] = FEATURES,
-                 curvatures: Sequence[float] = CURVATURES, **params):
+                 curvatures: Sequence[float] = CURVATURES, *, dask_scheduler: str | None = None,
+                 **params):
         self.features = list(features)
         self.curvatures = tuple(curvatures)
         self.params = {**DEFAULT_PARAMS, **params}
+        self.dask_scheduler = dask_scheduler  # the boosters fit on its cluster when set
         self.model: lgb.LGBMRegressor | None = None
         self.codes: dict[str, dict[str, int]] = {}
         self.best_iteration: int | None = None
@@ -299,20 +308,19 @@ class DemandModel:
                      response: PriceResponse | None,
                      **params) -> tuple[lgb.LGBMRegressor, float]:
         """A base-level booster fitted with the price effect as its offset, and its intercept
-        (an offset turns off LightGBM's start from the mean, so the mean goes in the offset)."""
+        (an offset turns off LightGBM's start from the mean, so the mean goes in the offset);
+        on the Dask cluster of `dask_scheduler` when set (`models.dask_fit`)."""
         categorical = [i for i, name in enumerate(self.features) if name in CATEGORICAL_FEATURES]
         model = lgb.LGBMRegressor(**{**self.params, **params})
         units = train["units"].to_numpy(dtype=float)
         offset = _offset(train, response)
         intercept = float(np.log(max(units.sum(), 1e-9) / np.exp(offset).sum()))
-        fit_args: dict[str, Any] = {"categorical_feature": categorical,
-                                    "init_score": intercept + offset}
-        if valid is not None:
-            fit_args["eval_X"] = (self._matrix(valid),)
-            fit_args["eval_y"] = (valid["units"].to_numpy(dtype=float),)
-            fit_args["eval_init_score"] = [intercept + _offset(valid, response)]
-            fit_args["callbacks"] = [lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)]
-        return model.fit(self._matrix(train), units, **fit_args), intercept
+        validation = None if valid is None else Rows(
+            self._matrix(valid), valid["units"].to_numpy(dtype=float),
+            init_score=intercept + _offset(valid, response))
+        return fit(model, Rows(self._matrix(train), units, init_score=intercept + offset),
+                   validation, stopping_rounds=EARLY_STOPPING_ROUNDS,
+                   scheduler=self.dask_scheduler, categorical_feature=categorical), intercept
 
     def normalized(self, panel: pd.DataFrame) -> pd.DataFrame:
         """`panel` (whole series histories, rows in time order per series) with its recent-demand
@@ -340,12 +348,20 @@ class DemandModel:
             log_base = self._log_base(train)
         return log_base
 
+    def _fit_base(self, train: pd.DataFrame, valid: pd.DataFrame | None,
+                  response: PriceResponse | None) -> None:
+        self.model, self.intercept = self._new_booster(train, valid, response)
+        self.best_iteration = self.model.best_iteration_ or self.model.n_estimators_
+
     def fit(self, panel_train: pd.DataFrame, panel_valid: pd.DataFrame | None = None):
         """Fit on panel rows (a series' first period is skipped); with `panel_valid`, the base
         level stops early on its Poisson deviance. Returns self.
 
-        The price response is fitted on cross-fitted base levels (`_cross_fitted_log_base`),
-        `FIT_ROUNDS` times, each round's base level taking the previous response."""
+        The price response is fitted `FIT_ROUNDS` times on the cross-fitted base levels
+        (`_cross_fitted_log_base`) of a structural base (the features among
+        `RESPONSE_BASE_FEATURES`; all of them when there are none), each round's taking the
+        previous response as its offset; then the base level with every feature, its
+        recent-demand features measured at the reference price."""
         if not (panel_train["age_periods"] > 0).any():
             raise InputError("no training rows: every series needs a period after its first")
         history = pd.concat([panel_train.assign(in_train=True),
@@ -357,17 +373,24 @@ class DemandModel:
                 panel_train.loc[panel_train["age_periods"] > 0, name].dropna().unique()))}
             for name in CATEGORICAL_FEATURES if name in self.features
         }
+        rows = history[history["age_periods"] > 0]
+        train = rows[rows["in_train"]]
+        valid = rows[~rows["in_train"]] if panel_valid is not None else None
+        own = [name for name in self.features if name in RESPONSE_BASE_FEATURES]
+        structural = DemandModel(own or self.features, self.curvatures,
+                                 dask_scheduler=self.dask_scheduler, **self.params)
+        structural.codes = {name: codes for name, codes in self.codes.items()
+                            if name in structural.features}
         response: PriceResponse | None = None
         for _ in range(FIT_ROUNDS):
-            fitted = _normalized(history, response)
-            fitted = fitted[fitted["age_periods"] > 0]
-            train = fitted[fitted["in_train"]]
-            valid = fitted[~fitted["in_train"]] if panel_valid is not None else None
-            self.model, self.intercept = self._new_booster(train, valid, response)
-            self.best_iteration = self.model.best_iteration_ or self.model.n_estimators_
-            log_base = self._cross_fitted_log_base(train, response)
+            structural._fit_base(train, valid, response)
+            log_base = structural._cross_fitted_log_base(train, response)
             curvatures = self.curvatures if response is None else (response.curvature,)
             response = fit_price_response(train.assign(log_base=log_base), curvatures)
+        fitted = _normalized(history, response)
+        fitted = fitted[fitted["age_periods"] > 0]
+        self._fit_base(fitted[fitted["in_train"]],
+                       fitted[~fitted["in_train"]] if panel_valid is not None else None, response)
         self.response = response
         return self
 

@@ -1,25 +1,30 @@
-"""Item x channel price response, partially pooled towards its category and channel.
+"""Item x channel price response, partially pooled towards what its peers say.
 
 Each series s (an item on a channel) answers a price `p` with
 
     log E[units] = log base + alpha_s - elasticity_s * g(x),   x = log(p / reference_price)
     g(x) = (exp(curvature * x) - 1) / curvature   (g(x) = x when curvature = 0)
 
-where `base` is the base-level model's prediction (seasonality, trend, recent demand: the
-LightGBM of `models.pricing.demand`), `alpha_s` a level correction and `elasticity_s` the price
-elasticity |d ln q / d ln p| at the reference price. At price p the elasticity is
-`elasticity_s * (p / reference_price) ** curvature`: 0 is constant elasticity (log-log),
-1 the semi-log shape, larger values demand that falls faster than exponentially. The curvature
-is one number for the whole shop, chosen by likelihood (`fit_price_response`): the semi-log
-shape unless another fits the series' own (unpooled) estimates clearly better.
+where `base` is a base level that knows nothing of the series itself (the structural base of
+`models.pricing.demand`: channel, category, season), `alpha_s` the series' level and
+`elasticity_s` the price elasticity |d ln q / d ln p| at the reference price, the series'
+latest price: the elasticity a decision about its current price needs. At price p the
+elasticity is `elasticity_s * (p / reference_price) ** curvature`: 0 is constant elasticity
+(log-log), 1 the semi-log shape, larger values demand that falls faster than exponentially.
+The curvature is one number for the whole shop, chosen by the likelihood of the prior's fit
+(`fit_price_response`): the semi-log shape unless another fits clearly better.
 
 Partial pooling (empirical Bayes). A series' own data identify its elasticity only through its
 own price changes: `information_s` = sum mu * (g - weighted mean of g)^2, 0 for a series never
-repriced. The prior of a series is its group (channel x category) mean, itself shrunk towards
-its channel mean; the between-series variance `tau2` and the between-group variance are
-estimated from the series' own estimates by the DerSimonian-Laird method of moments. The
-posterior (a Laplace approximation at the mode) moves from the group's mean to the series' own
-estimate in proportion to the evidence: `evidence_share = information / (information +
+repriced. The prior mean of a series is the elasticity of its channel and category, moved by
+its relative price and volume (`_covariates`), fitted on the likelihood of every series at once
+(`_prior_fit`, each series with its own level): the series that inform on their own are the
+busy ones, which are usually less elastic than the rest, so a prior learnt from them alone
+would be too low for the thin series; the volume term carries the difference. The prior also
+moves by what the item's other channels say (`_item_effects`), and its variance adds the
+between-series variance `tau2` (DerSimonian-Laird, from the series that inform on their own).
+The posterior (a Laplace approximation at the mode) moves from the prior's mean to the series'
+own estimate in proportion to the evidence: `evidence_share = information / (information +
 1 / prior_variance)`. Elasticities are kept >= 0, so demand never rises with price.
 """
 
@@ -36,21 +41,20 @@ MAX_ELASTICITY = 6.0  # elasticities are kept in [0, 6]: demand never rises with
 # estimate beyond 6 (a price variation confounded with order size, say) is not believed
 MAX_LOG_RATIO = float(np.log(3.0))  # prices beyond 3x or below 1/3 of the reference respond
 # as at those bounds
-# Prior sds of each series' nuisance coefficients (`_nuisance_columns`): a level correction
-# (the base model already fits each series' level), the annual season's sine and cosine and a
-# trend per year. They absorb what the base level misses of the series' own season and trend,
-# which would otherwise pass for a price effect when a price change falls on a seasonal swing.
-NUISANCE_PRIOR_SD = np.array([1.0, 0.5, 0.5, 0.5])
-MIN_TAU2 = 0.01  # series elasticities are never pooled tighter than +-0.1 around their group
+LEVEL_PRIOR_SD = 3.0  # of a series' level around the base's (which knows nothing of the series)
+MIN_TAU2 = 0.01  # series elasticities are never pooled tighter than +-0.1 around their prior
 MIN_INFORMATION = 1.0  # series whose own estimate has an sd above 1 do not inform the
 # hyperparameters (their unpooled estimates are mostly noise, some diverge)
 FLAT_PRIOR_VARIANCE = 1e4
 NEWTON_STEPS = 30
 MAX_STEP = 1.0
 MAX_EXPONENT = 30.0  # log-demand is clipped here so a wild step cannot overflow
-UNSEEN_CHANNEL_VARIANCE = 0.25  # a channel with no repriced series: +-0.5 around the shop
 MIN_PEARSON_MEAN = 0.5  # a sale where the fit expects ~0 does not make the whole shop noisy
 SLOPE_PRIOR_SD = 1.0  # of the prior's slopes on a series' relative price and volume
+PRIOR_START = 1.0  # the shop's elasticity before data: ridge centre of the prior's mean
+SHOP_PRIOR_SD = 1.0  # ridge sd of the shop's mean elasticity around PRIOR_START
+CHANNEL_PRIOR_SD = 0.5  # ridge sd of a channel's deviation from the shop's mean
+CATEGORY_PRIOR_SD = 0.3  # ridge sd of a category's deviation from its channel's mean
 VOLUME_FLOOR = 0.05  # units per period added before the log of a series' mean volume
 MIN_RATIO = 1e-3  # price ratios are floored here before the log (a price of 0 stays finite)
 UNSEEN = "*"  # the group and channel key of nothing seen in training
@@ -84,15 +88,14 @@ class _Posterior:
 
 @dataclass(frozen=True)
 class _Design:
-    """The rows of a response fit: each row's series, units, log base level, response shape
-    g(x) and nuisance columns (`_nuisance_columns`: level, annual season, trend)."""
+    """The rows of a response fit: each row's series, units, log base level and response
+    shape g(x)."""
 
     series: np.ndarray
     n: int
     units: np.ndarray
     offset: np.ndarray
     shape: np.ndarray
-    nuisance: np.ndarray  # (rows, len(NUISANCE_PRIOR_SD))
 
 
 def annual_angle(ts: pd.Series) -> np.ndarray:
@@ -100,25 +103,14 @@ def annual_angle(ts: pd.Series) -> np.ndarray:
     return 2 * np.pi * (ts.dt.dayofyear.to_numpy(dtype=float) - 1) / DAYS_PER_YEAR
 
 
-def _nuisance_columns(period_start: pd.Series) -> np.ndarray:
-    """Per row: 1 (level), sin and cos of the day of year (season) and years from the middle
-    of the history (trend)."""
-    ts = pd.to_datetime(period_start, utc=True)
-    angle = annual_angle(ts)
-    years = ((ts - ts.min()) / pd.Timedelta(days=DAYS_PER_YEAR)).to_numpy(dtype=float)
-    years = years - years.max() / 2 if len(years) else years
-    return np.column_stack([np.ones(len(ts)), np.sin(angle), np.cos(angle), years])
-
-
 def _newton(design: _Design, prior_mean: np.ndarray, prior_var: np.ndarray, nonnegative: bool,
             dispersion: float = 1.0) -> _Posterior:
-    """Posterior mode of every series' nuisance coefficients and elasticity at once, under the
-    quasi-Poisson likelihood with `dispersion` (variance = dispersion x mean)."""
+    """Posterior mode of every series' level and elasticity at once, under the quasi-Poisson
+    likelihood with `dispersion` (variance = dispersion x mean)."""
     series, n = design.series, design.n
-    columns = np.column_stack([design.nuisance, -design.shape])
+    columns = np.column_stack([np.ones(len(design.units)), -design.shape])
     k = columns.shape[1]
-    prior_precision = np.column_stack([np.tile(1.0 / NUISANCE_PRIOR_SD**2, (n, 1)),
-                                       1.0 / prior_var])
+    prior_precision = np.column_stack([np.full(n, 1.0 / LEVEL_PRIOR_SD**2), 1.0 / prior_var])
     center = np.column_stack([np.zeros((n, k - 1)), prior_mean])
     beta = center.copy()
     if nonnegative:
@@ -152,7 +144,7 @@ def _newton(design: _Design, prior_mean: np.ndarray, prior_var: np.ndarray, nonn
     mu = np.exp(eta)
     log_likelihood = float(np.sum(design.units * eta - mu))
     pearson = float(np.sum((design.units - mu) ** 2 / np.maximum(mu, MIN_PEARSON_MEAN)))
-    # The elasticity's information from the series' own data, the nuisance profiled out.
+    # The elasticity's information from the series' own data, its level profiled out.
     hessian = curvature_matrix(mu / dispersion)
     nuisance = hessian[:, :-1, :-1].copy()
     nuisance[:, np.arange(k - 1), np.arange(k - 1)] += prior_precision[:, :-1]
@@ -186,8 +178,8 @@ def _random_effects(estimate: np.ndarray, variance: np.ndarray, group: np.ndarra
 @dataclass(frozen=True)
 class PriceResponse:
     """The fitted price response: one row per series in `table` (item_id, channel, group,
-    alpha, elasticity, elasticity_sd, evidence_share, price_levels), the group and channel
-    priors for series not seen in training, and the shop-wide curvature."""
+    reference_price, elasticity, elasticity_sd, evidence_share, price_levels), the priors
+    of series not seen in training (`_unseen_priors`), and the shop-wide curvature."""
 
     table: pd.DataFrame
     priors: pd.DataFrame  # key ("channel|category", "channel" or UNSEEN) -> mean, variance
@@ -254,7 +246,7 @@ def _categories(rows: pd.DataFrame) -> pd.Series:
 
 def _item_effects(deviation: np.ndarray, information: np.ndarray, item_of: np.ndarray,
                   tau2: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per series, the mean and variance of its item's shared deviation from the group mean
+    """Per series, the mean and variance of its item's shared deviation from the prior mean
     learnt from the item's other channels only (its own data enter through its likelihood),
     and the between-channel variance of one item's elasticities, sigma_v2."""
     items = int(item_of.max()) + 1 if len(item_of) else 0
@@ -272,132 +264,135 @@ def _item_effects(deviation: np.ndarray, information: np.ndarray, item_of: np.nd
     return others_sum / precision, 1.0 / precision, sigma_v2
 
 
-def _common_elasticity(design: _Design, pool: np.ndarray, pools: int,
-                       dispersion: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per pool (row -> pool index), the elasticity common to all its series, each series with
-    its own level (profiled out), and its variance; a pool without price variation gets 0
-    with `UNSEEN_CHANNEL_VARIANCE`."""
-    series, units, offset, shape = design.series, design.units, design.offset, design.shape
-    n = int(series.max()) + 1 if len(series) else 0
-    elasticity = np.ones(pools)
-    information = np.zeros(pools, dtype=float)
+def _prior_fit(design: _Design, covariates: np.ndarray,
+               penalty: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The elasticity every series would share given its `covariates` (series x q: the prior's
+    design), each series with its own level (profiled out), fitted on all series at once by
+    Newton steps; `penalty` is the ridge precision of each coefficient around its start
+    (`PRIOR_START`). Returns the coefficients, their inverse profiled information (at unit
+    dispersion) and the log-likelihood."""
+    series, n = design.series, design.n
+    units, shape = design.units, design.shape
     sold = np.bincount(series, units, n)
-    for _ in range(NEWTON_STEPS):
-        drop = np.minimum(offset - elasticity[pool] * shape, MAX_EXPONENT)
+    start = np.r_[PRIOR_START, np.zeros(covariates.shape[1] - 1)]
+    coef = start.copy()
+
+    def fitted(coef: np.ndarray) -> np.ndarray:
+        drop = np.minimum(design.offset - (covariates @ coef)[series] * shape, MAX_EXPONENT)
         level = np.log(np.maximum(sold, 1e-12) / np.bincount(series, np.exp(drop), n))
-        mu = np.exp(np.minimum(drop + level[series], MAX_EXPONENT))
-        score = -np.bincount(pool, (units - mu) * shape, pools)
-        weighted = np.bincount(series, mu * shape, n)
-        mass = np.bincount(series, mu, n)
+        return np.exp(np.minimum(drop + level[series], MAX_EXPONENT))
+
+    for _ in range(NEWTON_STEPS):
+        mu = fitted(coef)
+        score = -np.bincount(series, (units - mu) * shape, n)
+        mass, weighted = np.bincount(series, mu, n), np.bincount(series, mu * shape, n)
         with np.errstate(invalid="ignore", divide="ignore"):
             profiled = np.where(mass > 0, weighted**2 / mass, 0.0)
-        series_pool = np.zeros(n, dtype=int)
-        series_pool[series] = pool
-        information = np.asarray(np.bincount(pool, mu * shape**2, pools)
-                                 - np.bincount(series_pool, profiled, pools), dtype=float)
-        step = np.where(information > 1e-9, score / np.maximum(information, 1e-9), 0.0)
-        elasticity = np.clip(elasticity + np.clip(step, -MAX_STEP, MAX_STEP), 0, MAX_ELASTICITY)
+        information = np.bincount(series, mu * shape**2, n) - profiled
+        hessian = covariates.T @ (covariates * information[:, None]) + np.diag(penalty)
+        step = np.linalg.solve(hessian, covariates.T @ score - penalty * (coef - start))
+        coef = coef + np.clip(step, -MAX_STEP, MAX_STEP)
         if np.abs(step).max(initial=0) < 1e-7:
             break
-    identified = information > 1e-9
-    return (np.where(identified, elasticity, 0.0),
-            np.where(identified, dispersion / np.maximum(information, 1e-9),
-                     UNSEEN_CHANNEL_VARIANCE))
+    mu = fitted(coef)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_likelihood = float(np.sum(np.where(units > 0, units * np.log(mu), 0.0) - mu))
+    return coef, np.linalg.inv(hessian), log_likelihood
 
 
 def _unpooled(design: _Design) -> tuple[_Posterior, float]:
     """Each series on its own (a flat prior), its information divided by the shop's
-    overdispersion, and that dispersion: the curvature's likelihood and the hyperparameters'
-    data."""
+    overdispersion, and that dispersion: the data of the between-series variance."""
     n = design.n
     weak = _newton(design, np.ones(n), np.full(n, FLAT_PRIOR_VARIANCE), nonnegative=False)
     # Real orders come in lots (a wholesale order of 100): counts vary more than Poisson ones,
     # so the evidence of each series is divided by the shop's overdispersion.
-    parameters = n * (design.nuisance.shape[1] + 1)
+    parameters = 2 * n
     dispersion = max(1.0, weak.pearson / max(len(design.units) - parameters, 1))
     return dataclasses.replace(weak, information=weak.information / dispersion), dispersion
 
 
-def _covariate_slopes(estimate: np.ndarray, variance: np.ndarray, group: np.ndarray, groups: int,
-                      covariates: np.ndarray) -> np.ndarray:
-    """Weighted least squares slopes of the estimates on the covariates within groups (a
-    mean per group), ridge-penalised by `SLOPE_PRIOR_SD`: 0 when nothing informs them."""
-    weight = 1.0 / variance
-    design = np.column_stack([np.eye(groups)[group], covariates])
-    penalty = np.r_[np.zeros(groups), np.full(covariates.shape[1], 1.0 / SLOPE_PRIOR_SD**2)]
-    normal = design.T @ (design * weight[:, None]) + np.diag(penalty)
-    normal[np.arange(groups), np.arange(groups)] += 1e-9  # groups without informed series
-    return np.linalg.solve(normal, design.T @ (weight * estimate))[groups:]
+def _prior_design(channel_of: np.ndarray, channels: int, category_of: np.ndarray,
+                  categories: int, covariates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The prior's design per series (the shop's mean, its channel's and its category's
+    deviations from it, the covariates) and the ridge precision of each column."""
+    design = np.column_stack([np.ones(len(channel_of)), np.eye(channels)[channel_of],
+                              np.eye(categories)[category_of], covariates])
+    penalty = np.r_[1.0 / SHOP_PRIOR_SD**2, np.full(channels, 1.0 / CHANNEL_PRIOR_SD**2),
+                    np.full(categories, 1.0 / CATEGORY_PRIOR_SD**2),
+                    np.full(covariates.shape[1], 1.0 / SLOPE_PRIOR_SD**2)]
+    return design, penalty
 
 
-def _pooled(design: _Design, group_of: np.ndarray, groups: int, channel_of_group: np.ndarray,
-            channels: int, item_of: np.ndarray, covariates: np.ndarray, weak: _Posterior,
-            dispersion: float):
-    """The posterior of every series under the hierarchical prior learnt from `weak` (group
-    means plus `covariates` x slopes), its prior variance, and the priors of unseen groups,
-    channels and the shop."""
+def _unseen_priors(coef: np.ndarray, covariance: np.ndarray, tau2: float,
+                   channel_index: pd.Index, category_index: pd.Index) -> pd.DataFrame:
+    """The priors of series unseen in training, at average covariates: per channel x category
+    ("channel|category"), per channel (category unknown) and for the shop (UNSEEN: channel
+    unknown too), each with the between-series variance and that of what is unknown."""
+    channels, categories = len(channel_index), len(category_index)
+    width = 1 + channels + categories
+    keys, rows, extra = [], [], []
+    for c, channel in enumerate(channel_index):
+        for k, category in enumerate(category_index):
+            keys.append(group_key(channel, category))
+            rows.append(np.eye(width)[[0, 1 + c, 1 + channels + k]].sum(axis=0))
+            extra.append(0.0)
+        keys.append(channel)
+        rows.append(np.eye(width)[[0, 1 + c]].sum(axis=0))
+        extra.append(CATEGORY_PRIOR_SD**2)
+    keys.append(UNSEEN)
+    rows.append(np.eye(width)[0])
+    extra.append(CHANNEL_PRIOR_SD**2 + CATEGORY_PRIOR_SD**2)
+    design = np.array(rows)
+    variance = (np.einsum("kq,qr,kr->k", design, covariance[:width, :width], design)
+                + tau2 + np.array(extra))
+    return pd.DataFrame({"key": keys, "mean": np.maximum(design @ coef[:width], 0.0),
+                         "variance": variance})
+
+
+def _pooled(design: _Design, prior: tuple[np.ndarray, np.ndarray], dispersion: float,
+            item_of: np.ndarray, weak: _Posterior):
+    """The posterior of every series, its prior variance, the prior's coefficients with their
+    covariance, and tau2. The prior mean of a series is its shop + channel + category +
+    covariate elasticity (`_prior_fit` on every series), plus what its item's other channels
+    say; its variance adds the between-series variance, estimated from the series that inform
+    on their own."""
+    covariates, penalty = prior
+    coef, inverse, _ = _prior_fit(design, covariates, penalty)
+    covariance = dispersion * inverse
+    mean = covariates @ coef
+    mean_var = np.einsum("nq,qr,nr->n", covariates, covariance, covariates)
     informed = weak.information > MIN_INFORMATION
-    estimate, variance = weak.elasticity[informed], 1.0 / weak.information[informed]
-    _, _, tau2 = _random_effects(estimate, variance, group_of[informed], groups, MIN_TAU2)
-    slopes = _covariate_slopes(estimate, variance + tau2, group_of[informed], groups,
-                               covariates[informed])
-    explained = covariates @ slopes
-    group_mean, group_var, tau2 = _random_effects(estimate - explained[informed], variance,
-                                                  group_of[informed], groups, MIN_TAU2)
-    seen = ~np.isnan(group_mean)
-    channel_mean, channel_var, omega2 = _random_effects(
-        group_mean[seen], group_var[seen], channel_of_group[seen], channels)
-    seen_channels = ~np.isnan(channel_mean)
-    shop_mean, shop_var, _ = _random_effects(channel_mean[seen_channels],
-                                             channel_var[seen_channels],
-                                             np.zeros(int(seen_channels.sum()), int), 1)
-    if not seen_channels.any():  # no series informs on its own: one elasticity for the shop,
-        shop_mean, shop_var = _common_elasticity(  # the evidence of all its series pooled
-            design, np.zeros(len(design.units), dtype=int), 1, dispersion)
-    # A channel without evidence takes the shop's mean; a group is shrunk towards its channel.
-    channel_mean = np.where(seen_channels, channel_mean, shop_mean[0])
-    channel_var = np.where(seen_channels, channel_var,
-                           shop_var[0] + max(omega2, UNSEEN_CHANNEL_VARIANCE))
-    parent_mean, parent_var = channel_mean[channel_of_group], channel_var[channel_of_group] + omega2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(seen, 1.0 / group_var, 0.0) + 1.0 / parent_var
-        pooled_mean = (np.where(seen, group_mean / group_var, 0.0)
-                       + parent_mean / parent_var) / precision
-    pooled_var = 1.0 / precision
-
-    item_mean, item_var, sigma_v2 = _item_effects(
-        weak.elasticity - pooled_mean[group_of] - explained, weak.information, item_of, tau2)
-    prior_mean = pooled_mean[group_of] + explained + item_mean
-    prior_var = pooled_var[group_of] + item_var + sigma_v2
+    deviation = weak.elasticity - mean
+    _, _, tau2 = _random_effects(deviation[informed], 1.0 / weak.information[informed],
+                                 np.zeros(int(informed.sum()), dtype=int), 1, MIN_TAU2)
+    item_mean, item_var, sigma_v2 = _item_effects(deviation, weak.information, item_of, tau2)
+    prior_mean = np.maximum(mean, 0.0) + item_mean
+    prior_var = mean_var + item_var + sigma_v2
     posterior = _newton(design, prior_mean, prior_var, nonnegative=True, dispersion=dispersion)
-    priors = {
-        "group_mean": pooled_mean, "group_var": pooled_var + tau2,
-        "channel_mean": channel_mean, "channel_var": channel_var + omega2 + tau2,
-        "shop": (float(shop_mean[0]), float(shop_var[0] + omega2 + tau2)),
-    }
-    return posterior, prior_var, priors
+    return posterior, prior_var, coef, covariance, tau2
 
 
 def _covariates(reference: np.ndarray, units: np.ndarray, series: np.ndarray, n: int,
-                group_of: np.ndarray) -> np.ndarray:
+                channel_of: np.ndarray) -> np.ndarray:
     """Per series, its log reference price and log mean units per period, each centred on
-    its group's mean: a series priced above its peers, or selling less than them, sits
+    its channel's mean: a series priced above its peers, or selling less than them, sits
     higher on its demand curve, where demand is usually more elastic."""
     volume = np.log(np.bincount(series, units, n) / np.maximum(np.bincount(series, None, n), 1)
                     + VOLUME_FLOOR)
     values = np.column_stack([np.log(reference), volume])
-    means = np.stack([np.bincount(group_of, column) / np.bincount(group_of)
+    means = np.stack([np.bincount(channel_of, column) / np.bincount(channel_of)
                       for column in values.T], axis=1)
-    return values - means[group_of]
+    return values - means[channel_of]
 
 
 def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceResponse:
     """Fit the pooled price response on panel rows with `units`, `log_base` (the base model's
     log prediction at the series' reference price, the price effect left out), `price`,
-    `period_start`, item_id, channel and category. Each series' reference price is the median
-    of its prices in `rows`. The curvature whose unpooled fit has the highest likelihood wins
-    when it beats `DEFAULT_CURVATURE`'s by `LIKELIHOOD_RATIO_THRESHOLD`; the series are then
-    pooled at that curvature only."""
+    `period_start`, item_id, channel and category. Each series' reference price is its latest
+    price in `rows`, so its elasticity is the one at the price it is sold at now. The
+    curvature whose prior fit (`_prior_fit`, every series) has the highest likelihood wins
+    when it beats `DEFAULT_CURVATURE`'s by `LIKELIHOOD_RATIO_THRESHOLD`."""
     if rows.empty:
         raise ValueError("no rows to fit the price response on")
     series_keys = rows[["item_id", "channel"]].astype(str)
@@ -409,32 +404,33 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
     channel = rows["channel"].astype(str).to_numpy()[first]
     category = _categories(rows).to_numpy()[first]
     group_names = np.array([group_key(c, g) for c, g in zip(channel, category, strict=True)])
-    group_of, group_index = pd.factorize(group_names)
-    group_channel = pd.Series(channel).groupby(group_of).first()
     item_of = pd.factorize(uniques.get_level_values(0))[0]
-    channel_of_group, channel_index = pd.factorize(group_channel.to_numpy())
+    channel_of, channel_index = pd.factorize(channel)
+    category_of, category_index = pd.factorize(category, use_na_sentinel=False)
 
+    units = rows["units"].to_numpy(dtype=float)
     price = rows["price"].to_numpy(dtype=float)
-    reference = pd.Series(price).groupby(series).median().reindex(range(n)).to_numpy()
+    latest = np.argsort(pd.to_datetime(rows["period_start"], utc=True).to_numpy(), kind="stable")
+    reference = pd.Series(price[latest]).groupby(series[latest]).last().reindex(
+        range(n)).to_numpy()
     log_ratio = np.log(price_ratio(price, reference[series]))
-    nuisance = _nuisance_columns(rows["period_start"])
+    prior = _prior_design(channel_of, len(channel_index), category_of, len(category_index),
+                          _covariates(reference, units, series, n, channel_of))
+    log_base = rows["log_base"].to_numpy(dtype=float)
 
     def design(curvature: float) -> _Design:
-        return _Design(series, n, rows["units"].to_numpy(dtype=float),
-                       rows["log_base"].to_numpy(dtype=float),
-                       response_shape(log_ratio, curvature), nuisance)
+        return _Design(series, n, units, log_base, response_shape(log_ratio, curvature))
 
-    fits = {curvature: _unpooled(design(curvature)) for curvature in curvatures}
-    likelihood = {curvature: weak.log_likelihood for curvature, (weak, _) in fits.items()}
+    likelihood = {curvature: _prior_fit(design(curvature), *prior)[2]
+                  for curvature in curvatures}
     curvature = max(likelihood, key=likelihood.__getitem__)
     if (DEFAULT_CURVATURE in likelihood and likelihood[curvature]
             - likelihood[DEFAULT_CURVATURE] < LIKELIHOOD_RATIO_THRESHOLD):
         curvature = DEFAULT_CURVATURE
-    posterior, prior_var, priors = _pooled(
-        design(curvature), np.asarray(group_of), len(group_index), np.asarray(channel_of_group),
-        len(channel_index), np.asarray(item_of),
-        _covariates(reference, rows["units"].to_numpy(dtype=float), series, n,
-                    np.asarray(group_of)), *fits[curvature])
+    chosen = design(curvature)
+    weak, dispersion = _unpooled(chosen)
+    posterior, prior_var, coef, covariance, tau2 = _pooled(chosen, prior, dispersion,
+                                                           np.asarray(item_of), weak)
 
     levels = pd.Series(np.round(price, 2)).groupby(series).nunique()
     table = pd.DataFrame({
@@ -444,12 +440,6 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
         "evidence_share": posterior.information / (posterior.information + 1.0 / prior_var),
         "price_levels": levels.reindex(range(n), fill_value=0).to_numpy(),
     })
-    prior_rows = [
-        *({"key": key, "mean": m, "variance": v} for key, m, v in
-          zip(group_index, priors["group_mean"], priors["group_var"], strict=True)),
-        *({"key": key, "mean": m, "variance": v} for key, m, v in
-          zip(channel_index, priors["channel_mean"], priors["channel_var"], strict=True)),
-        {"key": UNSEEN, "mean": priors["shop"][0], "variance": priors["shop"][1]},
-    ]
-    return PriceResponse(table, pd.DataFrame(prior_rows), float(curvature),
+    return PriceResponse(table, _unseen_priors(coef, covariance, tau2, channel_index,
+                                               category_index), float(curvature),
                          posterior.log_likelihood)

@@ -93,10 +93,16 @@ class Guardrails(BaseModel):
     confidence interval of the demand model's price response (80: the gain's lower bound at
     90%); otherwise the current price is kept. 0 moves on the expected gain alone."""
 
-    min_evidence_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.2
+    min_gain_percent: Percent = 0.25
+    """A price moves (unless a rule forces it) only when the lower end of its profit gain's
+    confidence interval is above this share of the current price's expected profit: a
+    price is not changed for a gain too small to be sure of."""
+
+    min_evidence_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     """A price moves (unless a rule forces it) only when at least this share of its price
-    response comes from its own sales (the rest is pooled from its category and channel): a
-    series that was never repriced, or barely, keeps its price."""
+    response comes from its own sales (the rest is pooled from its channel, category, peers
+    and the item's other channels). 0: the confidence interval alone decides, and it is wide
+    where the pooled evidence says little about the series."""
 
     restock_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 28.0
     """Stock on hand must last this many days (an item's catalog `restock_days` overrides it).

@@ -12,7 +12,8 @@ passes `DemandCurves` with `scenarios`: the expected units at the two ends of ea
 confidence interval of the response, both equal to the expected units at the current price.
 A price other than the current one is then eligible only when its expected profit gain over
 the current price is positive in every scenario (and expected): the lower bound of the gain
-is positive at that confidence; with `evidence` too, the offer also needs
+is positive at that confidence, and above `Guardrails.min_gain_percent` of the current
+profit; with `evidence` too, the offer also needs
 `Guardrails.min_evidence_share` of its response from its own sales. Otherwise the price is
 kept, with the best rejected move and its gain interval in the explanation. An offer whose
 current price breaks a rule must move, and takes its most profitable allowed price whatever
@@ -551,7 +552,7 @@ def _evidence_text(evidence: pd.Series | None) -> str:
         return ""
     own = (f"{evidence['evidence_share']:.0%} from its own sales at "
            f"{int(evidence['price_levels'])} prices" if evidence["evidence_share"] >= 0.005
-           else "from its category and channel, never repriced")
+           else "pooled from its peers, never repriced")
     return (f"; elasticity {evidence['elasticity']:.2f} ({evidence['elasticity_low']:.2f}-"
             f"{evidence['elasticity_high']:.2f}), {own}")
 
@@ -566,8 +567,18 @@ class _Move:
     gain_high: float
 
 
+def _doubt(rejected: _Move, current: _Move, guardrails: Guardrails) -> str:
+    """Why a move with an expected gain was not made (`optimize_prices`' decision rule)."""
+    if rejected.gain_low <= 0:
+        return "includes a loss"
+    if rejected.gain_low <= guardrails.min_gain_percent / 100 * max(current.profit, 0.0):
+        return f"starts below the {guardrails.min_gain_percent:g}% minimum gain"
+    return f"rests on less than {guardrails.min_evidence_share:.0%} of its own evidence"
+
+
 def _explanation(channel: str, current: _Move, suggested: _Move, rejected: _Move | None,
-                 interval: str, bound_texts: list[str], evidence: pd.Series | None) -> str:
+                 interval: str, bound_texts: list[str], evidence: pd.Series | None,
+                 guardrails: Guardrails) -> str:
     """One line for merchandisers: the decision, its expected gain with its interval, the
     rules that bound it and the evidence for the price response."""
     base = current.profit
@@ -584,7 +595,7 @@ def _explanation(channel: str, current: _Move, suggested: _Move, rejected: _Move
         head = (f"Keep {channel} price {current.price:.2f}: {verb} to {rejected.price:.2f} "
                 f"would gain {_gain_text(rejected.profit - base, base)} expected, but its "
                 f"{interval} interval {_gain_text(rejected.gain_low, base)} to "
-                f"{_gain_text(rejected.gain_high, base)} includes a loss")
+                f"{_gain_text(rejected.gain_high, base)} {_doubt(rejected, current, guardrails)}")
     else:
         head = f"Keep {channel} price {current.price:.2f}: the most profitable allowed price"
     bound = f" (bound by {', '.join(bound_texts)})" if bound_texts else ""
@@ -648,7 +659,7 @@ def _suggestions(
         explanations.append(_explanation(
             channel, _move(points, now), _move(points, new), rejected, interval,
             [_rule_text(rule, bounds.loc[row], guardrails) for rule in rules],
-            evidence.loc[row] if demand.evidence is not None else None)
+            evidence.loc[row] if demand.evidence is not None else None, guardrails)
             + _stock_text(stock, row, guardrails))
     kept = suggested == current
     return pd.DataFrame({
@@ -721,8 +732,11 @@ def optimize_prices(
     must_move = np.ones(len(offers), dtype=bool)
     must_move[points.row[points.is_current & candidate]] = False
     confident = np.ones(len(points.row), dtype=bool)
-    if demand.scenarios:  # a move must gain in every scenario, on the offer's own evidence
-        confident = points.is_current | (points.gain_low > 0)
+    if demand.scenarios:  # a move must gain enough in every scenario, on the offer's evidence
+        current_profit = np.zeros(len(offers))
+        current_profit[points.row[points.is_current]] = points.profit[points.is_current]
+        least = guardrails.min_gain_percent / 100 * np.maximum(current_profit, 0.0)
+        confident = points.is_current | (points.gain_low > least[points.row])
         if demand.evidence is not None:
             own = demand.evidence["evidence_share"].to_numpy(dtype=float)
             confident &= points.is_current | (own[points.row] >= guardrails.min_evidence_share)
