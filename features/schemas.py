@@ -38,8 +38,14 @@ Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 def _as_utc(value: datetime) -> datetime:
     """Aware timestamps are converted to UTC; naive ones are taken to be UTC already (the rule
-    of `to_utc`, in plain `datetime`: this runs for every event the API takes)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    of `to_utc`, in plain `datetime`: this runs for every event the API takes); one whose UTC
+    instant falls outside years 1-9999 is refused."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the timestamp in UTC falls outside years 1-9999") from None
 
 
 class Event(BaseModel):

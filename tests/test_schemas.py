@@ -54,6 +54,12 @@ def test_event_takes_naive_timestamps_as_utc():
     assert Event(**record).ts.isoformat() == "2011-01-01T10:00:00+00:00"
 
 
+def test_event_refuses_a_timestamp_whose_utc_instant_is_out_of_range():
+    """Year 1 at +01:00 is in year 0 in UTC: a validation error naming `ts`, not a crash."""
+    with pytest.raises(ValidationError, match="ts"):
+        Event(**(event("e1", "2011-01-01") | {"ts": "0001-01-01T00:00:00+01:00"}))
+
+
 def test_event_rejects_a_lowercase_currency():
     with pytest.raises(ValidationError, match="currency"):
         Event(**(event("e1", "2011-01-01") | {"currency": "gbp"}))
