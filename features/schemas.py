@@ -33,6 +33,7 @@ STOCK_EVENT_TYPES = frozenset({"inventory"})
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+TS_OUT_OF_RANGE = "the timestamp in UTC falls outside years 1-9999"
 Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -45,7 +46,7 @@ def _as_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("the timestamp in UTC falls outside years 1-9999") from None
+        raise ValueError(TS_OUT_OF_RANGE) from None
 
 
 class Event(BaseModel):
@@ -62,6 +63,8 @@ class Event(BaseModel):
     session_id: Id | None = None
     item_id: Id
     ts: datetime
+    """When it happened; an offset-less time is UTC, and the UTC instant must fall within
+    years 1-9999."""
     quantity: int = Field(default=1, ge=1)
     unit_price: Price | None = None
     currency: CurrencyCode | None = None

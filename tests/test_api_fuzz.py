@@ -21,6 +21,7 @@ from schemathesis.config import SchemathesisConfig
 
 from db import service_database
 from db.suggestions import list_suggestions
+from features.schemas import TS_OUT_OF_RANGE
 from features.settings import Settings
 from serving.app import create_app
 from serving.config import ServingSettings
@@ -47,7 +48,9 @@ CONFIG = {
          "checks": {"positive_data_acceptance": {"expected-statuses": [
              "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]}}},
         # Two events of one batch sharing an event_id are refused (a rule across items the
-        # schema cannot describe): `duplicate_ids_only` fails any other 422 of a valid batch.
+        # schema cannot describe), and so is a `ts` whose UTC instant leaves years 1-9999 (a
+        # date-time format has no bounds): `valid_events_refused_only_for_those` fails any
+        # other 422 of a valid batch.
         {"include-name": EVENTS,
          "checks": {"positive_data_acceptance": {"expected-statuses": [
              "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]}}},
@@ -132,18 +135,22 @@ def guardrail_refusals_only(ctx, response, case) -> None:
         assert "rule" in response.json(), f"valid edit refused by the schema: {response.text}"
 
 
-def duplicate_ids_only(ctx, response, case) -> None:
-    """On a schema-valid batch of events, a 422 must name duplicate event ids."""
+def valid_events_refused_only_for_those(ctx, response, case) -> None:
+    """On a schema-valid batch of events, a 422 must name duplicate event ids or a `ts`
+    outside the representable range."""
     if (case.operation.label == EVENTS and response.status_code == 422
             and case.meta is not None and case.meta.generation.mode.is_positive):
         problems = response.json()["detail"]
-        assert all(DUPLICATE_ID in problem["msg"] for problem in problems), (
+        assert all(DUPLICATE_ID in problem["msg"]
+                   or (problem["loc"][-1] == "ts" and TS_OUT_OF_RANGE in problem["msg"])
+                   for problem in problems), (
             f"valid events refused: {response.text}")
 
 
 @schema.parametrize()
 def test_every_operation_follows_the_schema(case):
-    case.call_and_validate(additional_checks=[guardrail_refusals_only, duplicate_ids_only])
+    case.call_and_validate(additional_checks=[guardrail_refusals_only,
+                                                valid_events_refused_only_for_those])
 
 
 @pytest.fixture(scope="module")

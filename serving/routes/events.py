@@ -116,7 +116,8 @@ def _events(raw: bytes) -> list[Event]:
     summary="Send behavioural events",
     description=f"One event, or an array of up to {MAX_EVENTS}. 202 once they are durably "
                 "in the event stream; the online features reflect them within a second or "
-                "so. An event sent again (same `event_id`, same `ts`) is counted once. "
+                "so. An event sent again (same `event_id`, same `ts`) is counted once. `ts` "
+                "without an offset is UTC; its UTC instant must fall within years 1-9999. "
                 "`request_id`: the recommendations response the event follows. 422: the "
                 "index (`loc[1]`) and field of every bad event, none of the batch written. "
                 "503: the stream is unreachable, nothing was accepted; retry after the "
