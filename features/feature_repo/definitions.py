@@ -6,8 +6,8 @@ from its `event_timestamp` (the end of the day whose events it summarises) on, f
 """
 
 from datetime import timedelta
+from typing import Any
 
-import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float64, Int64, String, UnixTimestamp
@@ -140,35 +140,36 @@ as_of_request = RequestSource(
         Field(name="user_tenure_days", dtype=Float64),
         Field(name="user_item_days_since_last_purchase", dtype=Float64),
     ],
-    mode="pandas",
+    mode="python",
 )
-def recency(inputs: pd.DataFrame) -> pd.DataFrame:
+def recency(inputs: dict[str, Any]) -> dict[str, Any]:
     """Days from the last purchase (user, user x item) and the first one to `as_of`.
 
     Feast runs this function from its source text: it may use nothing but its argument and
-    the imports it makes itself.
+    the imports it makes itself. Python mode, on columns: numpy datetime64 arrays of UTC
+    instants from the online reader and training (a few microseconds; a pandas frame costs
+    a quarter of a millisecond per request), or lists of datetimes and None from Feast.
     """
     import numpy as np
     import pandas as pd
 
-    def instants(column: str) -> np.ndarray:
-        values = inputs[column]
-        if not isinstance(values.dtype, pd.DatetimeTZDtype):  # zone-aware: instants already
-            # cache=False: the values are mostly distinct, and caching costs more than it saves.
-            values = pd.to_datetime(values, utc=True, cache=False)
-        return values.to_numpy(dtype="datetime64[ns]")  # UTC; NaT where missing
+    def instants(name: str) -> np.ndarray:
+        values = inputs[name]
+        if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+            return values.astype("datetime64[ns]", copy=False)  # UTC; NaT where missing
+        # Datetimes (naive ones are UTC), strings, None: to UTC instants.
+        return pd.to_datetime(pd.Series(values, dtype=object), utc=True).to_numpy(
+            dtype="datetime64[ns]")
+
+    def days_since(name: str) -> list[float]:  # lists: the python mode's outputs
+        return ((as_of - instants(name)) / np.timedelta64(1, "D")).tolist()
 
     as_of = instants("as_of")
-    one_day = np.timedelta64(1, "D")
-    return pd.DataFrame(
-        {
-            "user_recency_days": (as_of - instants("user_last_purchase_ts")) / one_day,
-            "user_tenure_days": (as_of - instants("user_first_purchase_ts")) / one_day,
-            "user_item_days_since_last_purchase": (
-                as_of - instants("user_item_last_purchase_ts")) / one_day,
-        },
-        index=inputs.index,
-    )
+    return {
+        "user_recency_days": days_since("user_last_purchase_ts"),
+        "user_tenure_days": days_since("user_first_purchase_ts"),
+        "user_item_days_since_last_purchase": days_since("user_item_last_purchase_ts"),
+    }
 
 
 RECS_RANKER_SERVICE = "recs_ranker_v1"

@@ -5,7 +5,7 @@ it, then keeps the latest: each candidate met its item's whole daily history, wh
 9 GB on the shared export. Here each view joins its distinct (keys, timestamp) rows once with
 an ASOF JOIN on the view's registered source (the latest row dated at or before the
 timestamp: a row is valid from its `event_timestamp` on, as in Feast), the values are spread
-back to the entity rows, and on-demand views run Feast's own transformation on them. The
+back to the entity rows, and on-demand views run their registered functions on them. The
 result equals `get_historical_features` (tests/test_point_in_time.py).
 """
 
@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 from feast import FeatureStore, FeatureView, FileSource, OnDemandFeatureView
 from pandas.api.extensions import ExtensionArray
+from pandas.arrays import NumpyExtensionArray
 
 TIMESTAMP = "event_timestamp"
 
@@ -48,15 +49,29 @@ def _view_features(db: duckdb.DuckDBPyConnection, view: FeatureView, names: list
 def _on_demand_features(view: OnDemandFeatureView, names: list[str],
                         values: dict[str, ExtensionArray],
                         entities: pd.DataFrame) -> dict[str, ExtensionArray]:
-    """An on-demand view's `names`, by Feast's own transformation of its inputs: the source
-    views' `values` and the entities' request fields."""
+    """An on-demand view's `names`, by its registered function on its inputs: the source
+    views' `values` and the entities' request fields. A python-mode function gets numpy
+    columns (datetimes as UTC datetime64; Feast's `transform_arrow` would hand it Python
+    objects, a few per row), a pandas-mode one goes through Feast's transformation."""
     inputs = {f.name: values[f.name] for source in view.source_feature_view_projections.values()
               for f in source.features}
     inputs |= {f.name: entities[f.name].array for request in
                view.source_request_sources.values() for f in request.schema}
+    if view.mode == "python" and view.feature_transformation is not None:
+        found = view.feature_transformation.udf(
+            {name: _numpy_column(column) for name, column in inputs.items()})
+        return {name: NumpyExtensionArray(np.asarray(found[name])) for name in names}
     table = pa.Table.from_pandas(pd.DataFrame(inputs), preserve_index=False)
-    found = view.transform_arrow(table).to_pandas()
-    return {name: found[name].array for name in names}
+    transformed = view.transform_arrow(table).to_pandas()
+    return {name: transformed[name].array for name in names}
+
+
+def _numpy_column(column: ExtensionArray) -> np.ndarray:
+    """A column as numpy: zone-aware datetimes as datetime64 of their UTC instants."""
+    series = pd.Series(column, copy=False)
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    return series.to_numpy()
 
 
 def historical_features(store: FeatureStore, entities: pd.DataFrame,
