@@ -203,7 +203,7 @@ class Freshness:
         columns = self.reader.read_columns({"user_id": user, "item_id": ["none"]},
                                            {"as_of": datetime.now(UTC)}, skip=("item_stats",))
         value = columns["user_last_purchase_ts"][0]
-        return None if pd.isna(value) else pd.Timestamp(value)
+        return None if pd.isna(value) else pd.Timestamp(value, tz=UTC)
 
     def run(self, n: int, stop: threading.Event | None = None, record: bool = True) -> None:
         with httpx.Client(headers=self.headers, timeout=30) as client:

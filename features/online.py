@@ -60,10 +60,18 @@ def decode(value: Value | None):
     return list(decoded.val) if kind.endswith("_list_val") else decoded
 
 
-def _utc_seconds(seconds: np.ndarray) -> pd.DatetimeIndex:
-    """UTC datetimes from Unix seconds (whole: fractions dropped), NaT for NaN (pandas' own
-    unit conversion of a float array with NaN warns of an overflow)."""
-    return pd.DatetimeIndex(seconds.astype("datetime64[s]"), tz="UTC")  # NaN: NaT
+def _utc_seconds(seconds: np.ndarray) -> np.ndarray:
+    """UTC instants (datetime64[ns], NaT for NaN) from Unix seconds (whole: fractions
+    dropped). A numpy array, not a zone-aware pandas index: building one costs more than
+    the on-demand transform that reads it."""
+    return seconds.astype("datetime64[s]").astype("datetime64[ns]")
+
+
+def zoned(columns: Mapping[str, Any], index: Any = None) -> pd.DataFrame:
+    """A frame of the reader's columns, its datetime64 instants as zone-aware UTC."""
+    return pd.DataFrame({name: pd.DatetimeIndex(column, tz="UTC")
+                         if isinstance(column, np.ndarray) and column.dtype.kind == "M"
+                         else column for name, column in columns.items()}, index=index)
 
 
 def _repeated(value: object, length: int) -> object:
@@ -74,7 +82,8 @@ def _repeated(value: object, length: int) -> object:
 
 class ViewColumns:
     """How one feature view's values become columns: numbers as float64 (NaN when missing),
-    Unix timestamps as UTC datetimes (NaT), arrays as lists (None when missing)."""
+    Unix timestamps as datetime64[ns] UTC instants (NaT), arrays as lists (None when
+    missing). `zoned` makes a frame of them with zone-aware timestamps."""
 
     def __init__(self, view: FeatureView, names: Sequence[str]):
         if view.ttl:
@@ -248,24 +257,19 @@ class OnDemand:
 
     def _input(self, columns: Mapping[str, Any], request: Mapping[str, object],
                length: int) -> Any:
-        if self.on_frame:
-            return pd.DataFrame({**{name: columns[name] for name in self.inputs},
-                                 **{name: _repeated(request[name], length)
-                                    for name in self.requested}},
-                                index=pd.RangeIndex(length), copy=False)
-        return {**{name: _as_array(columns[name]) for name in self.inputs},
+        if self.on_frame:  # zone-aware datetimes, as Feast gives a pandas function
+            frame = zoned({name: columns[name] for name in self.inputs},
+                          index=pd.RangeIndex(length))
+            for name in self.requested:
+                frame[name] = _repeated(request[name], length)
+            return frame
+        return {**{name: columns[name] for name in self.inputs},
                 **{name: _request_column(request[name], length) for name in self.requested}}
 
 
 def _as_float(values: np.ndarray) -> np.ndarray:
     """Numbers as float64 (as the views' are); anything else as it is."""
     return values.astype(float, copy=False) if values.dtype.kind in "iufb" else values
-
-
-def _as_array(column: Any) -> Any:
-    """A column for a python-mode function: a UTC datetime index as its datetime64 array."""
-    return column.to_numpy(dtype="datetime64[ns]") if isinstance(column, pd.DatetimeIndex) \
-        else column
 
 
 def _request_column(value: object, length: int) -> Any:
@@ -341,14 +345,15 @@ class ServiceReader:
              skip: Collection[str] = ()) -> pd.DataFrame:
         """Features of the service for rows of `entities` (join key -> one value per row, or
         one value for every row), as of `request` data for the on-demand views; views in
-        `skip` are not read. Columns by feature name, rows in the given order."""
-        return pd.DataFrame(self.read_columns(entities, request, skip))
+        `skip` are not read. Columns by feature name, rows in the given order; timestamps
+        zone-aware (UTC)."""
+        return zoned(self.read_columns(entities, request, skip))
 
     def read_columns(self, entities: Mapping[str, Sequence[str] | str],
                      request: Mapping[str, object] | None = None,
                      skip: Collection[str] = (),
                      entity: EntityRows | None = None) -> dict[str, np.ndarray]:
-        """`read` as columns (numpy arrays, or pandas' datetime arrays for timestamps; entity
+        """`read` as columns (numpy arrays, timestamps as datetime64[ns] UTC instants; entity
         columns as given): a request's path builds no frame. A view keyed by one entity given
         once comes from `entity` when it is that entity (read there if not yet)."""
         length = max((len(v) for v in entities.values() if not isinstance(v, str)), default=1)

@@ -58,7 +58,7 @@ from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList
 from feast.type_map import NULL_TIMESTAMP_INT_VALUE
 from feast.types import Array, Float64, Int64, String, UnixTimestamp
 
-from features.online import ViewColumns, entity_key
+from features.online import ViewColumns, entity_key, zoned
 from features.transforms import ITEM_WINDOWS_DAYS, USER_ITEM_INDEX
 
 USER_STATS = "user_stats"
@@ -177,7 +177,7 @@ class OnlineFeatureWriter:
         protos = [entity_key({keys.name: key}) for key in keys]
         found = self._provider.online_read(self.store.config, view, protos, list(columns.names))
         stamps = pd.to_datetime([stamp for stamp, _ in found], utc=True)
-        return _Stored(pd.DataFrame(columns.columns(found), index=keys),
+        return _Stored(zoned(columns.columns(found), index=keys),
                        pd.Series(stamps, index=keys))
 
     def _write(self, view: FeatureView, rows: pd.DataFrame) -> None:

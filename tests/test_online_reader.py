@@ -42,8 +42,8 @@ def feast_frame(store, users, items) -> pd.DataFrame:
 
 
 def assert_same_column(ours: pd.Series, theirs: pd.Series, name: str) -> None:
-    if pd.api.types.is_datetime64_any_dtype(ours):
-        expected = pd.to_datetime(theirs, utc=True)
+    if pd.api.types.is_datetime64_any_dtype(ours):  # read_columns': naive UTC instants
+        ours, expected = pd.to_datetime(ours, utc=True), pd.to_datetime(theirs, utc=True)
         assert ours.isna().tolist() == expected.isna().tolist(), name
         assert (ours.dropna() == expected.dropna()).all(), name
     elif ours.dtype == object:

@@ -10,7 +10,7 @@ import pytest
 from features.event_log import EventLog
 from features.feature_repo.definitions import RECS_RANKER_SERVICE
 from features.ingest import read_catalog
-from features.online import ServiceReader, ViewColumns, entity_key
+from features.online import ServiceReader, ViewColumns, entity_key, zoned
 from features.online_updates import OnlineFeatureWriter, apply_events
 from features.schemas import validate_events
 from features.settings import Settings
@@ -63,7 +63,7 @@ def online_rows(store, view_name: str, keys: pd.DataFrame) -> pd.DataFrame:
     columns = ViewColumns(view, [field.name for field in view.features])
     protos = [entity_key(row) for row in keys.to_dict("records")]
     found = store._get_provider().online_read(store.config, view, protos, list(columns.names))
-    rows = pd.DataFrame(columns.columns(found), index=keys.set_index([*keys.columns]).index)
+    rows = zoned(columns.columns(found), index=keys.set_index([*keys.columns]).index)
     rows["stamp"] = pd.to_datetime([stamp for stamp, _ in found], utc=True)
     return rows
 
