@@ -328,9 +328,10 @@ def in_process(settings: Settings, model: RegisteredRanker, catalog: Catalog, se
 
 PROFILE_STAGES = (
     ("the whole request", "recommender.py", "recommend"),
+    ("the user's rows, one store call (OnlineStore.user)", "snapshot.py", "user"),
     ("candidate lookup (precomputed table)", "snapshot.py", "of"),
-    ("user + user x item features (ServiceReader)", "online.py", "read_columns"),
-    ("  of which the stores' online_read", "passthrough_provider.py", "online_read"),
+    ("user + user x item features from those rows (ServiceReader)", "online.py",
+     "read_columns"),
     ("  of which the on-demand recency transform", "<string>", "recency"),
     ("item features (in-process cache)", "caches.py", "lookup"),
     ("feature matrix (feature_matrix)", "ranker.py", "feature_matrix"),
