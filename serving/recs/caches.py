@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +97,14 @@ class ItemFeatureCache:
     def _keep(self, catalog: Catalog, frame: pd.DataFrame) -> None:
         self.frame = frame
         """The cached features, one row per item id."""
-        # The catalog and the columns with a NaN row after the items' (where unknown ids
-        # point), in one reference that a refresh swaps whole.
-        self._state: tuple[Catalog, dict[str, int], Columns] = (
+        # The catalog, the feature names and a matrix of them (a row per feature, a column
+        # per item, then a NaN column where unknown ids point), in one reference that a
+        # refresh swaps whole.
+        values = np.full((len(frame.columns), len(frame) + 1), np.nan)
+        values[:, :-1] = frame.to_numpy(dtype=float, na_value=np.nan).T
+        self._state: tuple[Catalog, dict[str, int], list[str], np.ndarray] = (
             catalog, {item: row for row, item in enumerate(frame.index)},
-            {name: np.append(frame[name].to_numpy(dtype=float, na_value=np.nan), np.nan)
-             for name in frame.columns})
+            list(frame.columns), values)
 
     @property
     def catalog(self) -> Catalog:
@@ -117,11 +120,10 @@ class ItemFeatureCache:
     def lookup(self, item_ids: list[str]) -> Columns:
         """Each feature's values for the ids, in order (NaN where the store has no features
         for the item)."""
-        _, positions, columns = self._state
-        unknown = len(positions)
-        rows = np.fromiter((positions.get(item, unknown) for item in item_ids), dtype=np.intp,
-                           count=len(item_ids))
-        return {name: column[rows] for name, column in columns.items()}
+        _, positions, names, values = self._state
+        rows = np.fromiter(map(positions.get, item_ids, repeat(len(positions))),
+                           dtype=np.intp, count=len(item_ids))
+        return dict(zip(names, values[:, rows], strict=True))  # one gather, a row per name
 
     def update(self, item_ids: frozenset[str], everything: bool = False) -> None:
         """Re-read these items' features soon (in the background); `everything`: re-read

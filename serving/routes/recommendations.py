@@ -17,11 +17,11 @@ from serving.auth import AUTH_RESPONSES, as_storefront
 from serving.deps import ExcludeQuery, excluded
 from serving.recs import Recommender
 from serving.recs.served import ServedRecorder
-from serving.routes import once
+from serving.routes import reject_repeated
 from serving.schemas import Recommendations, RecommendedItem
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"],
-                   dependencies=[Depends(as_storefront), Depends(once("exclude"))],
+                   dependencies=[Depends(as_storefront)],
                    responses=AUTH_RESPONSES)
 
 
@@ -40,7 +40,9 @@ async def recommendations(
         description="Only items of this catalog category (exact); empty means any")] = None,
     exclude: ExcludeQuery,
 ) -> Recommendations:
-    # The worker's objects from the app state, not dependencies: see `serving.deps`.
+    # The worker's objects from the app state and the repeated-parameter check in the body,
+    # not dependencies: each one FastAPI solves costs (see `serving.deps`).
+    reject_repeated(request, "exclude")
     recommender: Recommender = request.app.state.recommender
     served: ServedRecorder = request.app.state.served
     request_id = request.state.request_id
