@@ -108,8 +108,10 @@ class PriceSuggestion(BaseModel):
                     "model gives none")
     evidence_share: Share | None = Field(
         description="Share (0 to 1) of the elasticity estimate that comes from the offer's "
-                    "own sales rather than its category and channel (1 - shrinkage); 0 when "
-                    "the offer was never repriced; null when the model gives none")
+                    "own sales rather than the prior (its channel and category, moved by its "
+                    "relative price, its volume and the item's other channels; 1 - "
+                    "shrinkage); 0 when the offer was never repriced; null when the model "
+                    "gives none")
     # The review (revision 0003). Appended: the fields above keep their published order.
     price_floor: Price | None = Field(
         default=None, description="The lowest price the guardrails allowed when the batch was "
