@@ -5,7 +5,9 @@ Pricing: `evaluate_families` (the code behind `tailor evaluate pricing`) on a si
 per demand family x seed, weekly, default guardrails. Each market's suggestions are scored by
 the true expected profit beside keeping the current prices and the oracle (the optimizer on
 the true demand under the same guardrails): uplift capture = (suggested - keep) / (oracle -
-keep), the share of moved offers whose true profit fell, violations. Targets (issue #14), per
+keep), the share of moved offers whose true profit fell, violations, and how often the
+elasticity intervals the decisions used (80%, the default guardrails') hold the true
+elasticity at the current price, over all offers and over the moved ones. Targets (issue #14), per
 family over its seeds: profit at least keep on every seed, mean uplift capture >= 0.5, at most
 15% of moved offers losing, 0 violations.
 
@@ -40,7 +42,8 @@ DAYS, USERS, ITEMS = 365, 2000, 200
 TARGETS = {"mean_uplift_capture": 0.5, "max_moved_losing_share": 0.15, "violations": 0,
            "worst_gain_over_keep": 0.0}
 MARKET_COLUMNS = ("family", "seed", "uplift_capture", "moved", "moved_losing_share",
-                  "oracle_fraction", "keep_current_fraction", "violations", "skipped")
+                  "oracle_fraction", "keep_current_fraction", "violations", "skipped",
+                  "interval_coverage", "moved_interval_coverage")
 FAMILY_COLUMNS = ("family", "seeds", "mean_uplift_capture", "worst_gain_over_keep",
                   "max_moved_losing_share", "violations", "target")
 console = Console(width=None if sys.stdout.isatty() else 150)

@@ -80,6 +80,23 @@ def _true_profit(truth_rows: pd.DataFrame, price: np.ndarray, day: int) -> np.nd
     return units * margin
 
 
+def true_elasticity(truth_rows: pd.DataFrame, price: np.ndarray, day: int,
+                    step: float = 1e-3) -> np.ndarray:
+    """Each truth row's elasticity |d ln q / d ln p| at `price` on day `day` (a central
+    difference of the log of the true demand, `step` in log price either side); NaN where
+    the true demand is 0 there."""
+    price = np.asarray(price, dtype=float)
+    up = expected_daily_units(truth_rows, price * np.exp(step), day)
+    down = expected_daily_units(truth_rows, price * np.exp(-step), day)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        elasticity = (np.log(down) - np.log(up)) / (2 * step)
+    return np.where(np.isfinite(elasticity), elasticity, np.nan)
+
+
+def _share(mask: np.ndarray, among: np.ndarray) -> float:
+    return float(mask[among].mean()) if among.any() else float("nan")
+
+
 def _priced(offers: pd.DataFrame, chosen: pd.DataFrame, column: str) -> np.ndarray:
     """Each offer's price in `chosen` (item_id, channel, `column`), else its current price."""
     key = pd.MultiIndex.from_frame(offers[SERIES_KEYS])
@@ -115,7 +132,11 @@ def evaluate_pricing(
     Skipped offers keep their current price in every strategy. Fractions divide by the
     oracle's profit; `uplift_capture` = (suggestions - keep) / (oracle - keep);
     `moved_losing_share` is the share of the offers whose price moved whose true profit fell;
-    `violations` counts suggestions breaking a rule, re-checked one by one. Also returned:
+    `violations` counts suggestions breaking a rule, re-checked one by one;
+    `interval_coverage` is the share of offers whose elasticity interval at the guardrails'
+    confidence (`demand_curves`' evidence) holds the true elasticity at the current price,
+    `moved_interval_coverage` the same among the moved offers (NaN when none moved). Also
+    returned:
     each strategy's `<name>_profit`, `violations_by_rule`, the market's demand `family`, the
     model's `validation` scores and `prices` (a DataFrame: every offer's price in each
     strategy).
@@ -152,6 +173,10 @@ def evaluate_pricing(
     moved = strategies["suggestions"] != strategies["keep_current"]
     losing = moved & (by_offer["suggestions"] < by_offer["keep_current"] - CHECK_SLACK)
     available = profits["oracle"] - profits["keep_current"]
+    elasticity = true_elasticity(truth_rows, strategies["keep_current"], day)
+    covered = ((elasticity >= demand.evidence["elasticity_low"].to_numpy(dtype=float))
+               & (elasticity <= demand.evidence["elasticity_high"].to_numpy(dtype=float)))
+    known = np.isfinite(elasticity)
     return {
         "family": str(truth_rows["family"].iloc[0]) if "family" in truth_rows else "exponential",
         "uplift_capture": ((profits["suggestions"] - profits["keep_current"]) / available
@@ -162,6 +187,8 @@ def evaluate_pricing(
         "keep_current_fraction": profits["keep_current"] / profits["oracle"],
         "naive_argmax_fraction": profits["naive_argmax"] / profits["oracle"],
         "violations": sum(violations.values()),
+        "interval_coverage": _share(covered, known),
+        "moved_interval_coverage": _share(covered, known & moved),
         "suggestions": len(result.suggestions),
         "skipped": len(result.skipped),
         **{f"{name}_profit": value for name, value in profits.items()},
@@ -183,7 +210,8 @@ def evaluate_pricing(
 
 SWEEP_COLUMNS = ("family", "seed", "uplift_capture", "moved", "moved_losing_share",
                  "oracle_fraction", "keep_current_fraction", "violations", "suggestions",
-                 "skipped", "suggestions_profit", "keep_current_profit", "oracle_profit")
+                 "skipped", "suggestions_profit", "keep_current_profit", "oracle_profit",
+                 "interval_coverage", "moved_interval_coverage")
 
 
 def evaluate_families(
