@@ -106,10 +106,11 @@ RECOMMEND_CACHED = "in-process: Recommender.recommend (result cache on)"
 ROUTE = "in-process: app route (TestClient, every request a miss)"
 HEALTHZ = "HTTP: /healthz (the framework's floor)"
 HTTP_ZIPF = "HTTP: recommendations, Zipf users, result cache on"
-HTTP_MISS = "HTTP: recommendations, Zipf users, every request a miss"
+MISS_ROUNDS = 3
+HTTP_MISS = f"HTTP: Zipf users, every request a miss (median of {MISS_ROUNDS} rounds)"
 HTTP_ZIPF_METRICS_ON = "HTTP: Zipf, cache on, metrics on (median of alternating rounds)"
 HTTP_ZIPF_METRICS_OFF = "HTTP: Zipf, cache on, metrics off (median of alternating rounds)"
-METRICS_ROUNDS = 3
+METRICS_ROUNDS = 6
 METRICS_COST_TARGET = 0.05
 NAIVE = "naive: candidates + Feast get_online_features + predict"
 FLOOR = "floor: pipelined HMGET + predict"
@@ -509,7 +510,8 @@ def over_http(settings: Settings, backend: str, workdir: Path, paths: list[str],
               seconds: float) -> dict:
     """wrk against uvicorn (2 workers): /healthz and the Zipf users with the result cache on
     (after a warm-up of `seconds` / 3); the metrics' cost: the same against a server with
-    metrics off, both warm, in alternating rounds of `seconds` / 3 (medians compared); then
+    metrics off, both warm, in alternating rounds of `seconds` / 3 (the median of the rounds'
+    paired costs); then
     every request a miss (cache off)."""
     results: dict = {}
     servers = {}
@@ -532,12 +534,19 @@ def over_http(settings: Settings, backend: str, workdir: Path, paths: list[str],
         results[HTTP_ZIPF] = run_wrk(on, paths, authorization, seconds, CONNECTIONS)
         step(f"  metrics on / off, {METRICS_ROUNDS} alternating rounds")
         rounds: dict[str, list[dict]] = {HTTP_ZIPF_METRICS_ON: [], HTTP_ZIPF_METRICS_OFF: []}
-        for _ in range(METRICS_ROUNDS):
-            for row, url in ((HTTP_ZIPF_METRICS_ON, on), (HTTP_ZIPF_METRICS_OFF, off)):
+        pairs = ((HTTP_ZIPF_METRICS_ON, on), (HTTP_ZIPF_METRICS_OFF, off))
+        for number in range(METRICS_ROUNDS):  # each pair in turn first: drift cancels
+            for row, url in pairs if number % 2 == 0 else pairs[::-1]:
                 rounds[row].append(run_wrk(url, paths, authorization, max(seconds / 3, 1),
                                            CONNECTIONS))
         for row, runs in rounds.items():
             results[row] = sorted(runs, key=lambda run: run["per_second"])[len(runs) // 2]
+        # The cost is the median of the rounds' paired costs: the box's drift between
+        # rounds (10% and more) is larger than the cost.
+        results[HTTP_ZIPF_METRICS_ON]["paired_costs"] = [
+            1 - with_metrics["per_second"] / without["per_second"]
+            for with_metrics, without in zip(rounds[HTTP_ZIPF_METRICS_ON],
+                                             rounds[HTTP_ZIPF_METRICS_OFF], strict=True)]
     finally:
         for process, _, _ in servers.values():
             stop_server(process)
@@ -549,8 +558,11 @@ def over_http(settings: Settings, backend: str, workdir: Path, paths: list[str],
         step(f"  ready after {wait_ready(process, log, port):.1f} s")
         authorization = storefront_headers(settings)["Authorization"]
         step(f"  {HTTP_MISS}")
-        results[HTTP_MISS] = run_wrk(f"http://127.0.0.1:{port}", paths, authorization,
-                                     seconds, CONNECTIONS)
+        # The median of three rounds: one round can meet a burst of the box's neighbours.
+        runs = [run_wrk(f"http://127.0.0.1:{port}", paths, authorization,
+                        max(seconds / MISS_ROUNDS, 1), CONNECTIONS) for _ in range(MISS_ROUNDS)]
+        results[HTTP_MISS] = sorted(runs, key=lambda run: run["per_second"])[MISS_ROUNDS // 2]
+        results[HTTP_MISS]["rounds_per_second"] = [run["per_second"] for run in runs]
     finally:
         stop_server(process)
     return results
@@ -584,9 +596,11 @@ def verdicts(results: dict) -> dict:
                                 and zipf["per_second"] / floor_rate >= HTTP_FLOOR_SHARE_TARGET
                                 and zipf["p99_ms"] <= HTTP_P99_TARGET_MS),
             "miss_per_second": miss["per_second"],
+            "miss_rounds_per_second": miss["rounds_per_second"],
             "miss_target_met": miss["per_second"] >= HTTP_MISS_RATE_TARGET,
-            "metrics_cost": 1 - (results[HTTP_ZIPF_METRICS_ON][backend]["per_second"]
-                                 / results[HTTP_ZIPF_METRICS_OFF][backend]["per_second"]),
+            "metrics_cost": float(np.median(
+                results[HTTP_ZIPF_METRICS_ON][backend]["paired_costs"])),
+            "metrics_paired_costs": results[HTTP_ZIPF_METRICS_ON][backend]["paired_costs"],
         }
         goal["http"][backend]["metrics_cost_target_met"] = (
             goal["http"][backend]["metrics_cost"] <= METRICS_COST_TARGET)
@@ -614,10 +628,12 @@ def verdict_lines(goal: dict) -> list[str]:
             f"{http['healthz_per_second']:.0f}), p99 {http['zipf_p99_ms']:.1f} ms; targets "
             f">= {HTTP_RATE_TARGET:.0f} req/s, >= {HTTP_FLOOR_SHARE_TARGET:.0%} of /healthz, "
             f"p99 <= {HTTP_P99_TARGET_MS:.0f} ms: {word(http['zipf_target_met'])}",
-            f"HTTP on {backend}, every request a miss: {http['miss_per_second']:.0f} req/s, "
+            f"HTTP on {backend}, every request a miss: {http['miss_per_second']:.0f} req/s "
+            f"(rounds: {', '.join(f'{rate:.0f}' for rate in http['miss_rounds_per_second'])}), "
             f"target >= {HTTP_MISS_RATE_TARGET:.0f}: {word(http['miss_target_met'])}",
             f"HTTP on {backend}, cost of the metrics (throughput lost against a worker with "
-            f"metrics off, medians of {METRICS_ROUNDS} alternating rounds): "
+            f"metrics off, median of {METRICS_ROUNDS} alternating rounds' paired costs: "
+            f"{', '.join(f'{cost:.1%}' for cost in http['metrics_paired_costs'])}): "
             f"{http['metrics_cost']:.1%}, target <= {METRICS_COST_TARGET:.0%}: "
             f"{word(http['metrics_cost_target_met'])}",
         ]
