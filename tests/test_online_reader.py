@@ -19,7 +19,7 @@ from features.feature_repo.definitions import (
     recency,
     user_stats_fv,
 )
-from features.online import OnDemand, ServiceReader, entity_key
+from features.online import OnDemand, ServiceReader, UnsupportedServiceError, entity_key
 from features.store import feature_store, materializations, materialize
 from tests import redis_cluster as local_cluster
 from tests.test_feature_store import prepare
@@ -279,3 +279,17 @@ def test_on_demand_function_that_builds_a_name_gets_every_input():
 
     assert transform.inputs == transform.every_input
     assert first["spend_per_order"].tolist() == again["spend_per_order"].tolist() == [5.0, 3.0]
+
+
+def test_on_demand_function_of_one_row_at_a_time_is_refused():
+    """A singleton python function takes one row's values: the reader, which runs functions
+    on columns, names the view instead of giving it columns."""
+
+    @on_demand_feature_view(sources=[user_stats_fv, as_of_request],
+                            schema=[Field(name="spend_per_order", dtype=Float64)],
+                            mode="python", singleton=True)
+    def spend_per_order(inputs: dict) -> dict:
+        return {"spend_per_order": inputs["user_monetary"] / inputs["user_frequency"]}
+
+    with pytest.raises(UnsupportedServiceError, match="spend_per_order"):
+        OnDemand.of(spend_per_order)
