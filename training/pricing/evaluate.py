@@ -174,8 +174,10 @@ def evaluate_pricing(
     losing = moved & (by_offer["suggestions"] < by_offer["keep_current"] - CHECK_SLACK)
     available = profits["oracle"] - profits["keep_current"]
     elasticity = true_elasticity(truth_rows, strategies["keep_current"], day)
-    covered = ((elasticity >= demand.evidence["elasticity_low"].to_numpy(dtype=float))
-               & (elasticity <= demand.evidence["elasticity_high"].to_numpy(dtype=float)))
+    evidence = demand.evidence
+    assert evidence is not None  # demand_curves gives every offer's interval
+    covered = ((elasticity >= evidence["elasticity_low"].to_numpy(dtype=float))
+               & (elasticity <= evidence["elasticity_high"].to_numpy(dtype=float)))
     known = np.isfinite(elasticity)
     return {
         "family": str(truth_rows["family"].iloc[0]) if "family" in truth_rows else "exponential",
