@@ -31,6 +31,7 @@ from db.schemas import (
     SuggestionDecision,
     SuggestionStatus,
 )
+from features.schemas import BLANK, NOT_BLANK
 
 __all__ = [
     "Approval",
@@ -74,12 +75,6 @@ DeliveryStatusFilter = Literal["pending", "delivered", "failed", "superseded", "
 """The delivery status to list: one `DeliveryStatus`, or `any`."""
 MAX_ID = 2**63 - 1
 """The largest id (and offset) the service database stores: a signed 64-bit integer."""
-SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-r"""Whitespace as the app strips it (`str.isspace`), spelled out for the published patterns:
-regex engines disagree on `\s` (ECMA-262's, JSON Schema's, lacks U+001C to U+001F and U+0085
-but has U+FEFF)."""
-NOT_BLANK = f"[^{SPACE}]"
-BLANK = f"^[{SPACE}]*$"
 
 
 def _not_blank(value: str) -> str:

@@ -21,12 +21,11 @@ from schemathesis.config import SchemathesisConfig
 
 from db import service_database
 from db.suggestions import list_suggestions
-from features.schemas import TS_OUT_OF_RANGE
+from features.schemas import BLANK, NOT_BLANK, TS_OUT_OF_RANGE
 from features.settings import Settings
 from serving.app import create_app
 from serving.config import ServingSettings
 from serving.routes.events import DUPLICATE_ID
-from serving.schemas import BLANK, NOT_BLANK
 from tests.conftest import key_headers
 from tests.test_review import OFFERS, store_batch
 

@@ -1,9 +1,12 @@
+import re
+
 import pandas as pd
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from features.schemas import (
     Event,
+    Id,
     InvalidRecordsError,
     validate_catalog,
     validate_events,
@@ -95,3 +98,18 @@ def test_events_keep_the_request_id_of_the_recommendations_they_follow():
             event("e2", "2011-01-01")]
     events = validate_events(pd.DataFrame(rows))
     assert events["request_id"].tolist() == ["r-1", None]
+
+
+@pytest.mark.parametrize("blank_or_not", ["\x1d", "\x85", "\u3000", "\x0b", "\ufeff", " \t",
+                                          "\u200b", "a"])
+def test_published_id_pattern_refuses_exactly_what_the_app_strips_to_nothing(blank_or_not):
+    """The schema's pattern for ids matches the stripping pydantic does (Unicode's
+    White_Space), so a client checking the schema and the app agree on blank ids."""
+    pattern = re.compile(TypeAdapter(Id).json_schema()["pattern"])
+    try:
+        TypeAdapter(Id).validate_python(blank_or_not)
+        accepted = True
+    except ValidationError:
+        accepted = False
+
+    assert bool(pattern.search(blank_or_not)) == accepted
