@@ -31,16 +31,14 @@ PRICED_EVENT_TYPES = frozenset({"purchase", "return"})
 STOCK_EVENT_TYPES = frozenset({"inventory"})
 """Events a sales channel sends about an item (stock on hand), not a shopper's behaviour."""
 
-SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-r"""Whitespace as the app strips it (`str.isspace`), spelled out for the published patterns:
-regex engines disagree on `\s` (ECMA-262's, JSON Schema's, lacks U+001C to U+001F and U+0085
-but has U+FEFF)."""
+UNICODE_SPACE = r"\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Whitespace as pydantic's `strip_whitespace` strips it (Unicode's White_Space)."""
+SPACE = rf"{UNICODE_SPACE}\x1c-\x1f"
+r"""Whitespace as the app strips it (`str.isspace`: also U+001C to U+001F), spelled out for the
+published patterns: regex engines disagree on `\s` (ECMA-262's, JSON Schema's, lacks U+001C
+to U+001F and U+0085 but has U+FEFF)."""
 NOT_BLANK = f"[^{SPACE}]"
 BLANK = f"^[{SPACE}]*$"
-
-UNICODE_SPACE = r"\t-\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-"""Whitespace as pydantic's `strip_whitespace` strips it (Unicode's White_Space: unlike
-`str.isspace`, not U+001C to U+001F)."""
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
                Field(json_schema_extra={"pattern": f"[^{UNICODE_SPACE}]"})]
