@@ -22,6 +22,7 @@ from models.pricing.offers import build_offers, decision_period, default_as_of
 from models.pricing.optimizer import optimize_prices
 from tests.conftest import event
 from training.pricing.evaluate import evaluate_pricing, guardrail_violations
+from training.pricing.fit import fit_demand
 from training.pricing.market import load_market_files, read_simulation
 from training.pricing.suggest import run_suggest
 from training.pricing.train import train_pricing
@@ -304,6 +305,25 @@ def test_evaluate_pricing_oracle_finds_the_closed_form_optimum(sim_dir):
 # -------------------------------------------------------------------------------- training
 
 
+def test_fit_demand_prices_with_a_refit_that_saw_the_validation_weeks(market):
+    fitted = fit_demand(market.events, market.catalog, "W")
+
+    def references(model) -> pd.Series:
+        return model.price_response.table.set_index(["item_id", "channel"])["reference_price"]
+
+    def latest_prices(panel: pd.DataFrame) -> pd.Series:
+        rows = panel[panel["age_periods"] > 0].sort_values("period_start")
+        return rows.groupby(["item_id", "channel"])["price"].last()
+
+    before_window = fitted.panel[fitted.panel["period_start"] < fitted.valid_start]
+    refit, validated = references(fitted.model), references(fitted.validated)
+    np.testing.assert_allclose(refit, latest_prices(fitted.panel).reindex(refit.index))
+    np.testing.assert_allclose(validated, latest_prices(before_window).reindex(validated.index))
+    assert (refit.reindex(validated.index) != validated).any()  # some price moved in the window
+    assert fitted.model.fitted_rounds == fitted.validated.fitted_rounds
+    assert fitted.model.structural_rounds == fitted.validated.structural_rounds
+
+
 def test_train_pricing_keeps_the_champion_over_a_worse_model(sim_dir, market, tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     first = train_pricing(settings, market)
@@ -333,6 +353,11 @@ def test_train_pricing_keeps_the_champion_over_a_worse_model(sim_dir, market, tm
     np.testing.assert_allclose(champion.model.predict_at_prices(offers, offers["current_price"]),
                                first.model.predict_at_prices(offers, offers["current_price"]),
                                rtol=1e-9)
+    # The champion was scored (above) by its model fitted before the window, not its refit.
+    assert champion.metadata["trained_until"] == first.as_of.isoformat()
+    unseen = load_demand_model(settings, unseen_from=first.valid_start)
+    assert unseen.metadata["trained_until"] == first.valid_start.isoformat()
+    assert unseen.version == champion.version
 
 
 def test_run_suggest_stores_a_pending_batch(sim_dir, tmp_path):

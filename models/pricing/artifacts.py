@@ -8,6 +8,7 @@ import lightgbm as lgb
 import pandas as pd
 
 from features.settings import Settings
+from features.timestamps import to_utc
 from models import registry
 from models.pricing.demand import DemandModel, Period
 from models.pricing.elasticity import PriceResponse
@@ -16,6 +17,9 @@ MODEL_NAME = "demand-model"
 METADATA_ARTIFACT = "demand_model.json"
 METADATA_FORMAT = 3  # 2: a base-level booster and a pooled price response; 3: the response
 # carries its own reference price per series (no per-series level)
+VALIDATION_MODEL = "validation_model"
+"""Where a run logs the booster fitted before its validation window (the registered model is
+refitted on every period); its URI and metadata sit in the registered model's metadata."""
 
 
 class IncompatibleDemandModelError(ValueError):
@@ -54,8 +58,12 @@ def model_version_label(version: str) -> str:
 
 
 def demand_metadata(model: DemandModel, period: Period, as_of: pd.Timestamp,
-                    valid_start: pd.Timestamp) -> dict:
-    """What predicting needs beside the booster, logged as `METADATA_ARTIFACT`."""
+                    valid_start: pd.Timestamp, trained_until: pd.Timestamp,
+                    validation_model: dict | None = None) -> dict:
+    """What predicting needs beside the booster, logged as `METADATA_ARTIFACT`;
+    `trained_until` is the end of the periods the model trained on, `validation_model` the
+    URI and metadata of the model fitted before the validation window, when this one was
+    refitted on it."""
     return {
         "format": METADATA_FORMAT,
         "period": period,
@@ -68,13 +76,18 @@ def demand_metadata(model: DemandModel, period: Period, as_of: pd.Timestamp,
         "best_iteration": model.fitted_rounds,
         "as_of": as_of.isoformat(),
         "valid_start": valid_start.isoformat(),
+        "trained_until": trained_until.isoformat(),
+        **({VALIDATION_MODEL: validation_model} if validation_model else {}),
     }
 
 
-def load_demand_model(settings: Settings, version: str | None = None) -> RegisteredDemand:
+def load_demand_model(settings: Settings, version: str | None = None,
+                      unseen_from: pd.Timestamp | None = None) -> RegisteredDemand:
     """A registered `demand-model` version (default: the champion) with its metadata;
     LookupError when there is none, `IncompatibleDemandModelError` when it has an older
-    format."""
+    format. With `unseen_from`, a version that trained on periods from then on (its refit ran
+    into that window) is loaded as its validation model, fitted before its own window, so it
+    can be scored on data it never saw."""
     registry.configure(settings)
     if version is None:
         found = registry.champion(MODEL_NAME)
@@ -88,6 +101,11 @@ def load_demand_model(settings: Settings, version: str | None = None) -> Registe
         raise IncompatibleDemandModelError(
             f"{MODEL_NAME} version {found.version} has metadata format {metadata.get('format')}, "
             f"this code loads format {METADATA_FORMAT}: train a new version")
+    # Versions from before the refit trained until their validation window began.
+    trained_until = to_utc(metadata.get("trained_until", metadata["valid_start"]))
+    if unseen_from is not None and trained_until > unseen_from and VALIDATION_MODEL in metadata:
+        booster = registry.load_booster(metadata[VALIDATION_MODEL]["uri"])
+        metadata = metadata[VALIDATION_MODEL]["metadata"]
     return RegisteredDemand(BoosterDemandModel(booster, metadata), str(found.version),
                             model_version_label(str(found.version)), metadata["period"],
                             metadata)

@@ -292,6 +292,7 @@ class DemandModel:
         self.model: lgb.LGBMRegressor | None = None
         self.codes: dict[str, dict[str, int]] = {}
         self.best_iteration: int | None = None
+        self.structural_rounds: int | None = None  # of the structural base (see `fit`)
         self.response: PriceResponse | None = None
         self.intercept = 0.0  # added to the booster's raw score
 
@@ -353,9 +354,11 @@ class DemandModel:
         self.model, self.intercept = self._new_booster(train, valid, response)
         self.best_iteration = self.model.best_iteration_ or self.model.n_estimators_
 
-    def fit(self, panel_train: pd.DataFrame, panel_valid: pd.DataFrame | None = None):
+    def fit(self, panel_train: pd.DataFrame, panel_valid: pd.DataFrame | None = None,
+            structural_rounds: int | None = None):
         """Fit on panel rows (a series' first period is skipped); with `panel_valid`, the base
-        level stops early on its Poisson deviance. Returns self.
+        level stops early on its Poisson deviance (without, the structural base runs
+        `structural_rounds`, default `n_estimators`). Returns self.
 
         The price response is fitted `FIT_ROUNDS` times on the cross-fitted base levels
         (`_cross_fitted_log_base`) of a structural base (the features among
@@ -378,7 +381,9 @@ class DemandModel:
         valid = rows[~rows["in_train"]] if panel_valid is not None else None
         own = [name for name in self.features if name in RESPONSE_BASE_FEATURES]
         structural = DemandModel(own or self.features, self.curvatures,
-                                 dask_scheduler=self.dask_scheduler, **self.params)
+                                 dask_scheduler=self.dask_scheduler,
+                                 **{**self.params, "n_estimators": structural_rounds
+                                    or self.params["n_estimators"]})
         structural.codes = {name: codes for name, codes in self.codes.items()
                             if name in structural.features}
         response: PriceResponse | None = None
@@ -392,7 +397,15 @@ class DemandModel:
         self._fit_base(fitted[fitted["in_train"]],
                        fitted[~fitted["in_train"]] if panel_valid is not None else None, response)
         self.response = response
+        self.structural_rounds = structural.fitted_rounds
         return self
+
+    def refitted(self, panel: pd.DataFrame) -> "DemandModel":
+        """A model like this one fitted on every row of `panel` without validation, each
+        booster running the rounds this one's early stopping chose."""
+        model = DemandModel(self.features, self.curvatures, dask_scheduler=self.dask_scheduler,
+                            **{**self.params, "n_estimators": self.fitted_rounds})
+        return model.fit(panel, structural_rounds=self.structural_rounds)
 
     @property
     def fitted_rounds(self) -> int:

@@ -1,5 +1,5 @@
 """Fitting the demand model before its validation window, scored there beside the naive
-baselines."""
+baselines, then refitted on every period for pricing."""
 
 from dataclasses import dataclass
 
@@ -16,9 +16,11 @@ MAX_ROUNDS = 1000  # boosting rounds allowed before early stopping
 
 @dataclass
 class FittedDemand:
-    """A demand model fitted before its validation window, and its validation scores."""
+    """A demand model fitted on every complete period (`model`, which prices), the one fitted
+    before the validation window (`validated`) and its validation scores."""
 
     model: DemandModel
+    validated: DemandModel
     panel: pd.DataFrame
     valid: pd.DataFrame  # validation rows (series past their first period)
     valid_start: pd.Timestamp
@@ -37,7 +39,9 @@ def fit_demand(
 ) -> FittedDemand:
     """Fit a `DemandModel` on the complete periods before `end` (default: the midnight after
     the last event) but the last `valid_periods` (at most a quarter), which stop it early and
-    score it beside the naive baselines. `params` override the model parameters."""
+    score it beside the naive baselines; then refit it on every complete period with the
+    rounds early stopping chose, so prices are read against the latest weeks' sales and
+    prices. `params` override the model parameters."""
     panel = build_panel(events, period, end=end, catalog=catalog)
     starts = np.sort(panel["period_start"].unique())
     n_valid = min(valid_periods, len(starts) // 4)
@@ -49,10 +53,10 @@ def fit_demand(
     valid = panel[(panel["period_start"] >= valid_start) & (panel["age_periods"] > 0)]
     if valid.empty or not (train["age_periods"] > 0).any():
         raise InputError("too little history: no training or no validation rows")
-    model = DemandModel(**{"n_estimators": MAX_ROUNDS, **params})
-    model.fit(train, valid)
+    validated = DemandModel(**{"n_estimators": MAX_ROUNDS, **params})
+    validated.fit(train, valid)
     baselines = naive_forecasts(valid)
-    predicted = model.predict(model.normalized(panel).loc[valid.index])
+    predicted = validated.predict(validated.normalized(panel).loc[valid.index])
     metrics = {"model": score_rows(valid, predicted),
                **{name: score_rows(valid, baselines[name]) for name in baselines.columns}}
-    return FittedDemand(model, panel, valid, valid_start, metrics)
+    return FittedDemand(validated.refitted(panel), validated, panel, valid, valid_start, metrics)

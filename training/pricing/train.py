@@ -1,9 +1,11 @@
 """`tailor train pricing`: fit the demand model, log it to MLflow with its validation scores
 and price-response curves, register `demand-model` and move `champion` only when it is better.
 
-The model scored on the validation window is the one registered (it is not refitted on the
-window), so challenger and champion are compared on rows neither trained on when both come
-from the same log or from a log that only grew.
+The registered model is refitted on every period, the validation window included, so prices
+are read against the latest sales; the model fitted before the window, which the validation
+scores describe, is logged beside it (`VALIDATION_MODEL`). The champion is scored on the
+challenger's validation window by a model that never saw it: its refit, or its validation
+model when the refit's periods ran into the window (retraining on the same or a grown log).
 """
 
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from models import registry
 from models.pricing.artifacts import (
     METADATA_ARTIFACT,
     MODEL_NAME,
+    VALIDATION_MODEL,
     IncompatibleDemandModelError,
     demand_metadata,
     load_demand_model,
@@ -60,7 +63,7 @@ def _champion_score(settings: Settings, fitted: FittedDemand,
     if registered is None:
         return None
     try:
-        champion = load_demand_model(settings)
+        champion = load_demand_model(settings, unseen_from=fitted.valid_start)
     except IncompatibleDemandModelError as error:
         return registry.ChampionScore(str(registered.version), None,
                                       f"{error}; the challenger replaces it")
@@ -132,6 +135,7 @@ def train_pricing(
             mlflow.log_metrics({f"{name}_{metric}": value for metric, value in values.items()})
         mlflow.log_metrics({
             "train_rows": int((fitted.panel["period_start"] < fitted.valid_start).sum()),
+            "refit_rows": len(fitted.panel),
             "validation_rows": len(fitted.valid),
             "validation_units": float(fitted.valid["units"].sum()),
             "offers": len(offers),
@@ -141,8 +145,11 @@ def train_pricing(
         mlflow.log_figure(price_response_figure(model, _sample_rows(offers),
                                                 f"{MODEL_NAME}: price response ({period})"),
                           "price_response.png")
-        mlflow.log_dict(demand_metadata(model, period, as_of, fitted.valid_start),
-                        METADATA_ARTIFACT)
+        validated = {"uri": registry.log_booster(fitted.validated.booster, VALIDATION_MODEL),
+                     "metadata": demand_metadata(fitted.validated, period, as_of,
+                                                 fitted.valid_start, fitted.valid_start)}
+        mlflow.log_dict(demand_metadata(model, period, as_of, fitted.valid_start, as_of,
+                                        validated), METADATA_ARTIFACT)
         # The native booster: LightGBM's own format, no pickled sklearn wrapper to trust.
         version = registry.register_booster(model.booster, "model", MODEL_NAME)
         mlflow.set_tags({"promoted": str(decision.promote).lower(),
