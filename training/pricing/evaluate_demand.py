@@ -4,9 +4,10 @@ The panel is built from all events up to `until`; its features only look at earl
 so test rows are one-step-ahead forecasts: the model and the baselines both see the actual
 units of the periods before each test period. The model trains on periods that end by the
 split (the last `valid_periods` of them stop it early, then it is refitted on all of them with
-the stopping round) and is scored on periods that start at or after it, for the item x channel
-series whose first sale came before the split (a forecast needs a history). A period that
-straddles the split is neither trained on nor scored.
+the rounds early stopping chose, `DemandModel.refitted`, as training refits the registered
+model) and is scored on periods that start at or after it, for the item x channel series whose
+first sale came before the split (a forecast needs a history). A period that straddles the
+split is neither trained on nor scored.
 """
 
 import numpy as np
@@ -74,7 +75,7 @@ def evaluate_demand(
         boundary = starts[-n_valid]
         model.fit(train[train["period_start"] < boundary], train[train["period_start"] >= boundary])
         if refit:
-            model = DemandModel(**{**params, "n_estimators": model.best_iteration}).fit(train)
+            model = model.refitted(train)
     else:
         model = DemandModel(**params).fit(train)
 
