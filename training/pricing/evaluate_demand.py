@@ -23,7 +23,7 @@ from models.pricing.demand import (
     naive_forecasts,
     with_price,
 )
-from training.pricing.fit import DEFAULT_VALID_PERIODS, MAX_ROUNDS
+from training.pricing.fit import DEFAULT_VALID_PERIODS, MAX_ROUNDS, validation_length
 from training.pricing.metrics import mae, wape
 
 
@@ -69,7 +69,7 @@ def evaluate_demand(
                          "period after its first sale before the split")
 
     starts = np.sort(train["period_start"].unique())
-    n_valid = min(valid_periods, len(starts) // 4)
+    n_valid = validation_length(len(starts), valid_periods)
     model = DemandModel(**{"n_estimators": MAX_ROUNDS, **params})
     if n_valid > 0:
         boundary = starts[-n_valid]

@@ -33,6 +33,11 @@ def score_rows(valid: pd.DataFrame, predicted) -> dict[str, float]:
     return {"wape": wape(actual, predicted), "mae": mae(actual, predicted)}
 
 
+def validation_length(periods: int, valid_periods: int = DEFAULT_VALID_PERIODS) -> int:
+    """How many of the last periods validate: `valid_periods`, at most a quarter of all."""
+    return min(valid_periods, periods // 4)
+
+
 def fit_demand(
     events: pd.DataFrame, catalog: pd.DataFrame | None, period: Period = "W", end=None,
     valid_periods: int = DEFAULT_VALID_PERIODS, **params,
@@ -44,7 +49,7 @@ def fit_demand(
     prices. `params` override the model parameters."""
     panel = build_panel(events, period, end=end, catalog=catalog)
     starts = np.sort(panel["period_start"].unique())
-    n_valid = min(valid_periods, len(starts) // 4)
+    n_valid = validation_length(len(starts), valid_periods)
     if n_valid < 1:
         raise InputError(f"too little history to validate: {len(starts)} complete period(s) "
                          f"of '{period}', at least 4 needed")
