@@ -253,3 +253,21 @@ def test_a_channel_of_thin_series_pools_their_evidence_into_one_elasticity():
     prior = response.priors.set_index("key").loc["web"]
     assert prior["mean"] == pytest.approx(2.0, abs=0.5)
     assert response.table["elasticity"].mean() == pytest.approx(2.0, abs=0.5)
+
+
+def test_a_series_never_repriced_is_as_uncertain_as_its_peers_spread():
+    # Twenty busy series sit exactly on the shop's elasticity (1.0) and two hundred others
+    # spread around it (sd about 0.5). A series never repriced could be any of them: its
+    # interval must be about as wide as that spread, even though the busy series, which weigh
+    # most in the prior's fit, hardly deviate from it.
+    rng = np.random.default_rng(2)
+    busy = [series_rows(f"b{n}", "web", 1.0, 60.0, history_with_tests(rng), rng)
+            for n in range(20)]
+    truth = np.clip(1.0 + 0.5 * rng.standard_normal(200), 0.1, 3.0)
+    spread = [series_rows(f"s{n}", "web", float(e), 6.0, history_with_tests(rng, tests=10), rng)
+              for n, e in enumerate(truth)]
+    static = [series_rows("static", "web", 1.0, 6.0, np.ones(WEEKS), rng)]
+    table = fit_price_response(pd.concat(busy + spread + static, ignore_index=True),
+                               (1.0,)).table.set_index("item_id")
+    assert table.loc["static", "evidence_share"] == 0
+    assert 0.85 * truth.std() < table.loc["static", "elasticity_sd"] < 1.3 * truth.std()

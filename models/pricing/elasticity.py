@@ -22,7 +22,8 @@ its relative price and volume (`_covariates`), fitted on the likelihood of every
 busy ones, which are usually less elastic than the rest, so a prior learnt from them alone
 would be too low for the thin series; the volume term carries the difference. The prior also
 moves by what the item's other channels say (`_item_effects`), and its variance adds the
-between-series variance `tau2` (DerSimonian-Laird, from the series that inform on their own).
+between-series variance `tau2`: how far the own estimates of the series that inform on their
+own stray from that mean beyond their noise (`_between_series_variance`).
 The posterior (a Laplace approximation at the mode) moves from the prior's mean to the series'
 own estimate in proportion to the evidence: `evidence_share = information / (information +
 1 / prior_variance)`. Elasticities are kept >= 0, so demand never rises with price.
@@ -173,6 +174,16 @@ def _random_effects(estimate: np.ndarray, variance: np.ndarray, group: np.ndarra
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.bincount(group, weight * estimate, groups) / total
         return mean, 1.0 / total, tau2
+
+
+def _between_series_variance(deviation: np.ndarray, variance: np.ndarray,
+                             coefficients: int) -> float:
+    """tau2: the spread of the series' own estimates around the prior's mean (their
+    `deviation`s, sampling `variance`s) beyond their sampling noise, by the method of moments
+    unweighted (so the busiest series, which the prior's `coefficients` fit most closely, do
+    not decide it alone), the prior's fitted coefficients counted in the degrees of freedom."""
+    freedom = max(len(deviation) - coefficients, 1)
+    return float(max(0.0, (np.sum(deviation**2) - np.sum(variance)) / freedom))
 
 
 @dataclass(frozen=True)
@@ -364,8 +375,8 @@ def _pooled(design: _Design, prior: tuple[np.ndarray, np.ndarray], dispersion: f
     mean_var = np.einsum("nq,qr,nr->n", covariates, covariance, covariates)
     informed = weak.information > MIN_INFORMATION
     deviation = weak.elasticity - mean
-    _, _, tau2 = _random_effects(deviation[informed], 1.0 / weak.information[informed],
-                                 np.zeros(int(informed.sum()), dtype=int), 1, MIN_TAU2)
+    tau2 = max(MIN_TAU2, _between_series_variance(
+        deviation[informed], 1.0 / weak.information[informed], covariates.shape[1]))
     item_mean, item_var, sigma_v2 = _item_effects(deviation, weak.information, item_of, tau2)
     prior_mean = np.maximum(mean, 0.0) + item_mean
     prior_var = mean_var + item_var + sigma_v2
