@@ -177,12 +177,13 @@ def _random_effects(estimate: np.ndarray, variance: np.ndarray, group: np.ndarra
 
 
 def _between_series_variance(deviation: np.ndarray, variance: np.ndarray,
-                             coefficients: int) -> float:
-    """tau2: the spread of the series' own estimates around the prior's mean (their
+                             leverage: np.ndarray) -> float:
+    """tau2: how far the series' own estimates stray from the prior's mean (their
     `deviation`s, sampling `variance`s) beyond their sampling noise, by the method of moments
-    unweighted (so the busiest series, which the prior's `coefficients` fit most closely, do
-    not decide it alone), the prior's fitted coefficients counted in the degrees of freedom."""
-    freedom = max(len(deviation) - coefficients, 1)
+    unweighted, so the busiest series, which the prior fits most closely, do not decide it
+    alone. The prior's fit takes `leverage` (each series' share of its own prior mean) of the
+    degrees of freedom."""
+    freedom = max(len(deviation) - float(np.sum(leverage)), 1.0)
     return float(max(0.0, (np.sum(deviation**2) - np.sum(variance)) / freedom))
 
 
@@ -376,7 +377,8 @@ def _pooled(design: _Design, prior: tuple[np.ndarray, np.ndarray], dispersion: f
     informed = weak.information > MIN_INFORMATION
     deviation = weak.elasticity - mean
     tau2 = max(MIN_TAU2, _between_series_variance(
-        deviation[informed], 1.0 / weak.information[informed], covariates.shape[1]))
+        deviation[informed], 1.0 / weak.information[informed],
+        np.minimum(mean_var * weak.information, 1.0)[informed]))
     item_mean, item_var, sigma_v2 = _item_effects(deviation, weak.information, item_of, tau2)
     prior_mean = np.maximum(mean, 0.0) + item_mean
     prior_var = mean_var + item_var + sigma_v2
