@@ -271,3 +271,34 @@ def test_a_series_never_repriced_is_as_uncertain_as_its_peers_spread():
                                (1.0,)).table.set_index("item_id")
     assert table.loc["static", "evidence_share"] == 0
     assert 0.85 * truth.std() < table.loc["static", "elasticity_sd"] < 1.3 * truth.std()
+
+
+def two_channel_rows(item: str, elasticity: float, base: float, ratios: np.ndarray,
+                     season: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Weekly Poisson sales of one item on two channels whose demand also follows `season`
+    (log demand, one value per week), which the base level does not know."""
+    rows = []
+    for channel in ("web", "etsy"):
+        mean = base * np.exp(-elasticity * response_shape(np.log(ratios), 1.0) + season)
+        rows.append(series_rows(item, channel, elasticity, base, ratios, rng).assign(
+            units=rng.poisson(mean).astype(float)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_an_items_own_season_is_not_read_as_its_price_response():
+    # Every item's season departs from the base's by its own annual harmonic. Ten items
+    # raised their price by 20% in mid-year just as their own season turned up: a model
+    # blind to the items' seasons reads them as inelastic (about 0.4); the truth at their
+    # latest price is 1.5 x 1.2 = 1.8.
+    rng = np.random.default_rng(0)
+    angle = 2 * np.pi * np.arange(WEEKS) / WEEKS
+    peers = [two_channel_rows(f"i{n}", 1.5, 20.0, history_with_tests(rng),
+                              cos * np.cos(angle) + sin * np.sin(angle), rng)
+             for n, (cos, sin) in enumerate(rng.normal(0.0, 0.2, (60, 2)))]
+    raised = np.where(np.arange(WEEKS) >= WEEKS // 2, 1.2, 1.0)
+    targets = [two_channel_rows(f"t{n}", 1.5, 20.0, raised, -0.2 * np.sin(angle), rng)
+               for n in range(10)]
+    table = fit_price_response(pd.concat(peers + targets, ignore_index=True), (1.0,)).table
+    estimate = table.loc[table["item_id"].str.startswith("t"), "elasticity"]
+    assert estimate.mean() == pytest.approx(1.8, abs=0.4)
+

@@ -16,14 +16,20 @@ The curvature is one number for the whole shop, chosen by the likelihood of the 
 
 Partial pooling (empirical Bayes). A series' own data identify its elasticity only through its
 own price changes: `information_s` = sum mu * (g - weighted mean of g)^2, 0 for a series never
-repriced. The prior mean of a series is the elasticity of its channel and category, moved by
-its relative price and volume (`_covariates`), fitted on the likelihood of every series at once
-(`_prior_fit`, each series with its own level): the series that inform on their own are the
-busy ones, which are usually less elastic than the rest, so a prior learnt from them alone
-would be too low for the thin series; the volume term carries the difference. The prior also
-moves by what the item's other channels say (`_item_effects`), and its variance adds the
-between-series variance `tau2`: how far the own estimates of the series that inform on their
-own stray from that mean beyond their noise (`_between_series_variance`).
+repriced. Each item also has its own season: an annual harmonic (cos and sin of the period's
+day of year) of log demand around the base's, shared by its channels and shrunk towards 0 by
+the spread of the items' harmonics (`_season_variance`), so a price change that coincides with
+the item's own season (a rise as its season turns up) is not read as price response; what the
+two cannot tell apart widens the elasticity's interval. The prior mean of a series is the
+elasticity of its channel and category, moved by its relative price and volume (`_covariates`),
+fitted on the likelihood of every series at once (`_prior_fit`, each series with its own level):
+the series that inform on their own are the busy ones, which are usually less elastic than the
+rest, so a prior learnt from them alone would be too low for the thin series; the volume term
+carries the difference. Its variance adds the between-series variance `tau2`: how far the own
+estimates of the series stray from that mean beyond their noise (`_between_series_variance`,
+over every series whose own estimate has an sd below about 3: the thin series spread most).
+Part of it is shared by an item's channels, so one item's series are fitted together
+(`_newton`) and what one channel's data say moves the others, counted once.
 The posterior (a Laplace approximation at the mode) moves from the prior's mean to the series'
 own estimate in proportion to the evidence: `evidence_share = information / (information +
 1 / prior_variance)`. Elasticities are kept >= 0, so demand never rises with price.
@@ -44,9 +50,15 @@ MAX_LOG_RATIO = float(np.log(3.0))  # prices beyond 3x or below 1/3 of the refer
 # as at those bounds
 LEVEL_PRIOR_SD = 3.0  # of a series' level around the base's (which knows nothing of the series)
 MIN_TAU2 = 0.01  # series elasticities are never pooled tighter than +-0.1 around their prior
-MIN_INFORMATION = 1.0  # series whose own estimate has an sd above 1 do not inform the
-# hyperparameters (their unpooled estimates are mostly noise, some diverge)
+MAX_STANDARDIZED = 3.0  # a series' squared standardized deviation counts at most 9 in tau2
+MIN_INFORMATION = 1.0  # series whose own estimate has an sd above 1 do not inform the spread
+# of one item's channels (their unpooled estimates are mostly noise, some diverge)
+MIN_TAU2_INFORMATION = 0.1  # tau2 takes series up to an sd of about 3: the thin series, which
+# spread most, count in it, weighted by their noise
 FLAT_PRIOR_VARIANCE = 1e4
+FLAT_SEASON_VARIANCE = 1.0  # of an item's harmonic coefficients before their spread is known
+MIN_SEASON_VARIANCE = 0.02**2  # items' seasons are never pooled tighter than +-0.02 of log
+# demand around the base's
 NEWTON_STEPS = 30
 MAX_STEP = 1.0
 MAX_EXPONENT = 30.0  # log-demand is clipped here so a wild step cannot overflow
@@ -89,14 +101,25 @@ class _Posterior:
 
 @dataclass(frozen=True)
 class _Design:
-    """The rows of a response fit: each row's series, units, log base level and response
-    shape g(x)."""
+    """The rows of a response fit: each row's series, units, log base level, response shape
+    g(x) and annual angle, and each series' item and its slot among the item's series."""
 
     series: np.ndarray
     n: int
     units: np.ndarray
     offset: np.ndarray
     shape: np.ndarray
+    angle: np.ndarray
+    item_of: np.ndarray
+    slot: np.ndarray
+
+    @property
+    def items(self) -> int:
+        return int(self.item_of.max()) + 1 if self.n else 0
+
+    @property
+    def slots(self) -> int:
+        return int(self.slot.max()) + 1 if self.n else 1
 
 
 def annual_angle(ts: pd.Series) -> np.ndarray:
@@ -105,56 +128,93 @@ def annual_angle(ts: pd.Series) -> np.ndarray:
 
 
 def _newton(design: _Design, prior_mean: np.ndarray, prior_var: np.ndarray, nonnegative: bool,
-            dispersion: float = 1.0) -> _Posterior:
-    """Posterior mode of every series' level and elasticity at once, under the quasi-Poisson
-    likelihood with `dispersion` (variance = dispersion x mean)."""
-    series, n = design.series, design.n
-    columns = np.column_stack([np.ones(len(design.units)), -design.shape])
-    k = columns.shape[1]
-    prior_precision = np.column_stack([np.full(n, 1.0 / LEVEL_PRIOR_SD**2), 1.0 / prior_var])
-    center = np.column_stack([np.zeros((n, k - 1)), prior_mean])
+            dispersion: float = 1.0, season_var: float = FLAT_SEASON_VARIANCE,
+            shared_var: float = 0.0) -> tuple[_Posterior, np.ndarray]:
+    """Posterior mode of every series' level and elasticity and of every item's seasonal
+    deviation (an annual harmonic shared by its series, prior variance `season_var` per
+    coefficient) at once, under the quasi-Poisson likelihood with `dispersion` (variance =
+    dispersion x mean). The elasticities of one item's series share a deviation from their
+    prior means of variance `shared_var` (`prior_var` is each one's own variance beside it),
+    so each item is one joint fit and what its channels' data share is counted once. Also
+    returns each item's harmonic (items x 4: the cos and sin coefficients, their variances)."""
+    slots, items = design.slots, design.items
+    width = 2 * slots + 2  # per item: its series' levels, their elasticities, cos, sin
+    item, slot = design.item_of, design.slot
+    elasticity_at = item * width + slots + slot
+    row_item, row_slot = item[design.series], slot[design.series]
+    # Each row's four parameters (its series' level and elasticity, its item's cos and sin)
+    # as offsets within its item's block, and the row's value for each.
+    local = np.column_stack([row_slot, slots + row_slot, np.full(len(row_slot), 2 * slots),
+                             np.full(len(row_slot), 2 * slots + 1)])
+    position = (row_item * width)[:, None] + local
+    values = np.column_stack([np.ones(len(row_slot)), -design.shape, np.cos(design.angle),
+                              np.sin(design.angle)])
+    by_slot = [np.flatnonzero(row_slot == j) for j in range(slots)]
+    diagonal = np.ones((items, width))
+    diagonal[item, slot] = 1.0 / LEVEL_PRIOR_SD**2
+    diagonal[:, 2 * slots:] = 1.0 / season_var
+    precision = np.zeros((items, width, width))
+    precision[:, np.arange(width), np.arange(width)] = diagonal
+    present = np.zeros((items, slots))
+    present[item, slot] = 1.0
+    elasticity_prior = shared_var * present[:, :, None] * present[:, None, :]
+    elasticity_prior[:, np.arange(slots), np.arange(slots)] += 1.0 - present
+    elasticity_prior[item, slot, slot] += prior_var
+    precision[:, slots:2 * slots, slots:2 * slots] = np.linalg.inv(elasticity_prior)
+    season = np.arange(items)[:, None] * width + 2 * slots + np.arange(2)
+    center = np.zeros(items * width)
+    center[elasticity_at] = prior_mean
     beta = center.copy()
     if nonnegative:
-        beta[:, -1] = np.clip(beta[:, -1], 0.0, MAX_ELASTICITY)
+        beta[elasticity_at] = np.clip(beta[elasticity_at], 0.0, MAX_ELASTICITY)
 
-    def curvature_matrix(mu: np.ndarray) -> np.ndarray:
-        hessian = np.empty((n, k, k))
-        for a in range(k):
-            for b in range(a, k):
-                hessian[:, a, b] = hessian[:, b, a] = np.bincount(
-                    series, mu * columns[:, a] * columns[:, b], n)
+    def curvature_matrix(weight: np.ndarray) -> np.ndarray:
+        hessian = precision.copy()
+        for rows in by_slot:
+            if not len(rows):
+                continue
+            at, owner = local[rows[0]], row_item[rows]
+            for a in range(4):
+                for b in range(a, 4):
+                    total = np.bincount(owner, weight[rows] * values[rows, a] * values[rows, b],
+                                        items)
+                    hessian[:, at[a], at[b]] += total
+                    if a != b:
+                        hessian[:, at[b], at[a]] += total
         return hessian
 
-    for _ in range(NEWTON_STEPS):
-        eta = np.minimum(design.offset + np.einsum("rk,rk->r", columns, beta[series]),
+    def mean(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        eta = np.minimum(design.offset + np.einsum("rk,rk->r", values, beta[position]),
                          MAX_EXPONENT)
-        mu = np.exp(eta)
+        return eta, np.exp(eta)
+
+    for _ in range(NEWTON_STEPS):
+        _, mu = mean(beta)
         residual = (design.units - mu) / dispersion
-        gradient = (np.column_stack([np.bincount(series, residual * columns[:, a], n)
-                                     for a in range(k)])
-                    - prior_precision * (beta - center))
+        gradient = (np.bincount(position.ravel(), (residual[:, None] * values).ravel(),
+                                items * width)
+                    - np.einsum("iab,ib->ia", precision, (beta - center).reshape(items, width)
+                                ).ravel())
         hessian = curvature_matrix(mu / dispersion)
-        hessian[:, np.arange(k), np.arange(k)] += prior_precision
-        step = np.clip(np.linalg.solve(hessian, gradient[..., None])[..., 0], -MAX_STEP, MAX_STEP)
+        step = np.linalg.solve(hessian, gradient.reshape(items, width, 1)).ravel()
+        step = np.clip(step, -MAX_STEP, MAX_STEP)
         beta = beta + step
         if nonnegative:
-            beta[:, -1] = np.clip(beta[:, -1], 0.0, MAX_ELASTICITY)
+            beta[elasticity_at] = np.clip(beta[elasticity_at], 0.0, MAX_ELASTICITY)
         if np.abs(step).max(initial=0) < 1e-7:
             break
-    eta = np.minimum(design.offset + np.einsum("rk,rk->r", columns, beta[series]), MAX_EXPONENT)
-    mu = np.exp(eta)
+    eta, mu = mean(beta)
     log_likelihood = float(np.sum(design.units * eta - mu))
     pearson = float(np.sum((design.units - mu) ** 2 / np.maximum(mu, MIN_PEARSON_MEAN)))
-    # The elasticity's information from the series' own data, its level profiled out.
-    hessian = curvature_matrix(mu / dispersion)
-    nuisance = hessian[:, :-1, :-1].copy()
-    nuisance[:, np.arange(k - 1), np.arange(k - 1)] += prior_precision[:, :-1]
-    cross = hessian[:, :-1, -1]
-    information = hessian[:, -1, -1] - np.einsum(
-        "nk,nk->n", cross, np.linalg.solve(nuisance, cross[..., None])[..., 0])
-    information = np.maximum(information, 0.0)
-    variance = 1.0 / (information + 1.0 / prior_var)
-    return _Posterior(beta[:, -1], variance, information, log_likelihood, pearson)
+    # The elasticity's variance with everything else about its item unknown (its levels, the
+    # other series' elasticities, the item's season), and so its own data's information.
+    covariance = np.linalg.inv(curvature_matrix(mu / dispersion))
+    variance = covariance[item, slots + slot, slots + slot]
+    information = np.maximum(1.0 / variance - 1.0 / (prior_var + shared_var), 0.0)
+    harmonic = np.column_stack([beta[season], covariance[:, 2 * slots, 2 * slots],
+                                covariance[:, 2 * slots + 1, 2 * slots + 1]])
+    return (_Posterior(beta[elasticity_at], variance, information, log_likelihood, pearson),
+            harmonic)
 
 
 def _random_effects(estimate: np.ndarray, variance: np.ndarray, group: np.ndarray, groups: int,
@@ -179,12 +239,24 @@ def _random_effects(estimate: np.ndarray, variance: np.ndarray, group: np.ndarra
 def _between_series_variance(deviation: np.ndarray, variance: np.ndarray,
                              leverage: np.ndarray) -> float:
     """tau2: how far the series' own estimates stray from the prior's mean (their
-    `deviation`s, sampling `variance`s) beyond their sampling noise, by the method of moments
-    unweighted, so the busiest series, which the prior fits most closely, do not decide it
-    alone. The prior's fit takes `leverage` (each series' share of its own prior mean) of the
+    `deviation`s, sampling `variance`s) beyond their sampling noise: the Paule-Mandel root
+    of sum(deviation^2 / (variance + tau2)) = series - leverage, each standardized deviation
+    counted at most `MAX_STANDARDIZED`^2 (a diverged estimate of a thin series cannot decide
+    it). The prior's fit takes `leverage` (each series' share of its own prior mean) of the
     degrees of freedom."""
     freedom = max(len(deviation) - float(np.sum(leverage)), 1.0)
-    return float(max(0.0, (np.sum(deviation**2) - np.sum(variance)) / freedom))
+
+    def excess(tau2: float) -> float:
+        return float(np.sum(np.minimum(deviation**2 / (variance + tau2),
+                                       MAX_STANDARDIZED**2))) - freedom
+
+    if len(deviation) == 0 or excess(0.0) <= 0:
+        return 0.0
+    low, high = 0.0, MAX_ELASTICITY**2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if excess(middle) > 0 else (low, middle)
+    return (low + high) / 2
 
 
 @dataclass(frozen=True)
@@ -256,26 +328,6 @@ def _categories(rows: pd.DataFrame) -> pd.Series:
     return pd.Series([None] * len(rows), index=rows.index)
 
 
-def _item_effects(deviation: np.ndarray, information: np.ndarray, item_of: np.ndarray,
-                  tau2: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per series, the mean and variance of its item's shared deviation from the prior mean
-    learnt from the item's other channels only (its own data enter through its likelihood),
-    and the between-channel variance of one item's elasticities, sigma_v2."""
-    items = int(item_of.max()) + 1 if len(item_of) else 0
-    informed = information > MIN_INFORMATION
-    _, _, sigma_v2 = _random_effects(deviation[informed], 1.0 / information[informed],
-                                     item_of[informed], items, MIN_TAU2 / 4)
-    sigma_u2 = max(tau2 - sigma_v2, MIN_TAU2 / 4)
-    usable = information > MIN_INFORMATION / 10
-    with np.errstate(divide="ignore"):
-        weight = np.where(usable, 1.0 / (1.0 / information + sigma_v2), 0.0)
-    deviation = np.clip(np.where(usable, deviation, 0.0), -5.0, 5.0)
-    others = np.bincount(item_of, weight, items)[item_of] - weight
-    others_sum = np.bincount(item_of, weight * deviation, items)[item_of] - weight * deviation
-    precision = 1.0 / sigma_u2 + others
-    return others_sum / precision, 1.0 / precision, sigma_v2
-
-
 def _prior_fit(design: _Design, covariates: np.ndarray,
                penalty: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """The elasticity every series would share given its `covariates` (series x q: the prior's
@@ -312,16 +364,36 @@ def _prior_fit(design: _Design, covariates: np.ndarray,
     return coef, np.linalg.inv(hessian), log_likelihood
 
 
-def _unpooled(design: _Design) -> tuple[_Posterior, float]:
+def _unpooled(design: _Design) -> tuple[_Posterior, float, float, np.ndarray]:
     """Each series on its own (a flat prior), its information divided by the shop's
-    overdispersion, and that dispersion: the data of the between-series variance."""
+    overdispersion; that dispersion; and the spread of the items' seasons around the base's
+    (`_season_variance`): the data of the between-series variance."""
     n = design.n
-    weak = _newton(design, np.ones(n), np.full(n, FLAT_PRIOR_VARIANCE), nonnegative=False)
+    flat_mean, flat_var = np.ones(n), np.full(n, FLAT_PRIOR_VARIANCE)
+    first, harmonic = _newton(design, flat_mean, flat_var, nonnegative=False)
     # Real orders come in lots (a wholesale order of 100): counts vary more than Poisson ones,
     # so the evidence of each series is divided by the shop's overdispersion.
-    parameters = 2 * n
-    dispersion = max(1.0, weak.pearson / max(len(design.units) - parameters, 1))
-    return dataclasses.replace(weak, information=weak.information / dispersion), dispersion
+    parameters = 2 * n + 2 * design.items
+    dispersion = max(1.0, first.pearson / max(len(design.units) - parameters, 1))
+    season_var = _season_variance(harmonic, dispersion)
+    weak, harmonic = _newton(design, flat_mean, flat_var, nonnegative=False,
+                             season_var=season_var)
+    item = design.item_of[design.series]
+    seasonal = (harmonic[item, 0] * np.cos(design.angle)
+                + harmonic[item, 1] * np.sin(design.angle))
+    return (dataclasses.replace(weak, information=weak.information / dispersion), dispersion,
+            season_var, seasonal)
+
+
+def _season_variance(harmonic: np.ndarray, dispersion: float) -> float:
+    """The variance of an item's harmonic coefficients around the base's season, by moments:
+    their mean square less their sampling variance, over the items whose data inform them."""
+    estimate, variance = harmonic[:, :2], harmonic[:, 2:] * dispersion
+    informed = (variance < FLAT_SEASON_VARIANCE / 4).all(axis=1)
+    if not informed.any():
+        return MIN_SEASON_VARIANCE
+    spread = float(np.mean(estimate[informed] ** 2 - variance[informed]))
+    return min(max(spread, MIN_SEASON_VARIANCE), FLAT_SEASON_VARIANCE)
 
 
 def _prior_design(channel_of: np.ndarray, channels: int, category_of: np.ndarray,
@@ -363,27 +435,33 @@ def _unseen_priors(coef: np.ndarray, covariance: np.ndarray, tau2: float,
 
 
 def _pooled(design: _Design, prior: tuple[np.ndarray, np.ndarray], dispersion: float,
-            item_of: np.ndarray, weak: _Posterior):
+            season_var: float, weak: _Posterior, seasonal: np.ndarray):
     """The posterior of every series, its prior variance, the prior's coefficients with their
     covariance, and tau2. The prior mean of a series is its shop + channel + category +
-    covariate elasticity (`_prior_fit` on every series), plus what its item's other channels
-    say; its variance adds the between-series variance, estimated from the series that inform
-    on their own."""
+    covariate elasticity (`_prior_fit` on every series); its variance adds the between-series
+    variance tau2, estimated from the series that inform on their own, of which the part
+    sigma_u2 = tau2 - sigma_v2 is shared by the item's channels (sigma_v2: the spread of one
+    item's channels around their mean, `_random_effects`), so what one channel's data say
+    moves the item's other channels too (`_newton`)."""
     covariates, penalty = prior
-    coef, inverse, _ = _prior_fit(design, covariates, penalty)
+    coef, inverse, _ = _prior_fit(dataclasses.replace(design, offset=design.offset + seasonal),
+                                  covariates, penalty)
     covariance = dispersion * inverse
     mean = covariates @ coef
     mean_var = np.einsum("nq,qr,nr->n", covariates, covariance, covariates)
     informed = weak.information > MIN_INFORMATION
     deviation = weak.elasticity - mean
+    usable = weak.information > MIN_TAU2_INFORMATION
     tau2 = max(MIN_TAU2, _between_series_variance(
-        deviation[informed], 1.0 / weak.information[informed],
-        np.minimum(mean_var * weak.information, 1.0)[informed]))
-    item_mean, item_var, sigma_v2 = _item_effects(deviation, weak.information, item_of, tau2)
-    prior_mean = np.maximum(mean, 0.0) + item_mean
-    prior_var = mean_var + item_var + sigma_v2
-    posterior = _newton(design, prior_mean, prior_var, nonnegative=True, dispersion=dispersion)
-    return posterior, prior_var, coef, covariance, tau2
+        deviation[usable], 1.0 / weak.information[usable],
+        np.minimum(mean_var * weak.information, 1.0)[usable]))
+    _, _, sigma_v2 = _random_effects(deviation[informed], 1.0 / weak.information[informed],
+                                     design.item_of[informed], design.items, MIN_TAU2 / 4)
+    sigma_u2 = max(tau2 - sigma_v2, MIN_TAU2 / 4)
+    own_var = mean_var + sigma_v2
+    posterior, _ = _newton(design, np.maximum(mean, 0.0), own_var, nonnegative=True,
+                           dispersion=dispersion, season_var=season_var, shared_var=sigma_u2)
+    return posterior, own_var + sigma_u2, coef, covariance, tau2
 
 
 def _covariates(reference: np.ndarray, units: np.ndarray, series: np.ndarray, n: int,
@@ -417,13 +495,16 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
     channel = rows["channel"].astype(str).to_numpy()[first]
     category = _categories(rows).to_numpy()[first]
     group_names = np.array([group_key(c, g) for c, g in zip(channel, category, strict=True)])
-    item_of = pd.factorize(uniques.get_level_values(0))[0]
+    item_of = np.asarray(pd.factorize(uniques.get_level_values(0))[0])
+    slot = pd.Series(item_of).groupby(item_of).cumcount().to_numpy()
     channel_of, channel_index = pd.factorize(channel)
     category_of, category_index = pd.factorize(category, use_na_sentinel=False)
 
     units = rows["units"].to_numpy(dtype=float)
     price = rows["price"].to_numpy(dtype=float)
-    latest = np.argsort(pd.to_datetime(rows["period_start"], utc=True).to_numpy(), kind="stable")
+    period_start = pd.to_datetime(rows["period_start"], utc=True)
+    angle = annual_angle(period_start)
+    latest = np.argsort(period_start.to_numpy(), kind="stable")
     reference = pd.Series(price[latest]).groupby(series[latest]).last().reindex(
         range(n)).to_numpy()
     log_ratio = np.log(price_ratio(price, reference[series]))
@@ -432,7 +513,8 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
     log_base = rows["log_base"].to_numpy(dtype=float)
 
     def design(curvature: float) -> _Design:
-        return _Design(series, n, units, log_base, response_shape(log_ratio, curvature))
+        return _Design(series, n, units, log_base, response_shape(log_ratio, curvature), angle,
+                       item_of, slot)
 
     likelihood = {curvature: _prior_fit(design(curvature), *prior)[2]
                   for curvature in curvatures}
@@ -441,16 +523,16 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
             - likelihood[DEFAULT_CURVATURE] < LIKELIHOOD_RATIO_THRESHOLD):
         curvature = DEFAULT_CURVATURE
     chosen = design(curvature)
-    weak, dispersion = _unpooled(chosen)
+    weak, dispersion, season_var, seasonal = _unpooled(chosen)
     posterior, prior_var, coef, covariance, tau2 = _pooled(chosen, prior, dispersion,
-                                                           np.asarray(item_of), weak)
+                                                           season_var, weak, seasonal)
 
     levels = pd.Series(np.round(price, 2)).groupby(series).nunique()
     table = pd.DataFrame({
         "item_id": uniques.get_level_values(0), "channel": uniques.get_level_values(1),
         "group": group_names, "reference_price": reference,
         "elasticity": posterior.elasticity, "elasticity_sd": np.sqrt(posterior.variance),
-        "evidence_share": posterior.information / (posterior.information + 1.0 / prior_var),
+        "evidence_share": weak.information / (weak.information + 1.0 / prior_var),
         "price_levels": levels.reindex(range(n), fill_value=0).to_numpy(),
     })
     return PriceResponse(table, _unseen_priors(coef, covariance, tau2, channel_index,
