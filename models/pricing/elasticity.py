@@ -15,12 +15,13 @@ The curvature is one number for the whole shop, chosen by the likelihood of the 
 (`fit_price_response`): the semi-log shape unless another fits clearly better.
 
 Partial pooling (empirical Bayes). A series' own data identify its elasticity only through its
-own price changes: `information_s` = sum mu * (g - weighted mean of g)^2, 0 for a series never
-repriced. Each item also has its own season: an annual harmonic (cos and sin of the period's
-day of year) of log demand around the base's, shared by its channels and shrunk towards 0 by
-the spread of the items' harmonics (`_season_variance`), so a price change that coincides with
-the item's own season (a rise as its season turns up) is not read as price response; what the
-two cannot tell apart widens the elasticity's interval. The prior mean of a series is the
+own price changes: `information_s` = sum mu * (g - weighted mean of g)^2 less what its item's
+season could explain as well, 0 for a series never repriced. Each item has its own season: an
+annual harmonic (cos and sin of the period's day of year) of log demand around the base's,
+shared by its channels and shrunk towards 0 by the spread of the items' harmonics
+(`_season_variance`), so a price change that coincides with the item's own season (a rise as
+its season turns up) is not read as price response; what the two cannot tell apart widens the
+elasticity's interval. The prior mean of a series is the
 elasticity of its channel and category, moved by its relative price and volume (`_covariates`),
 fitted on the likelihood of every series at once (`_prior_fit`, each series with its own level):
 the series that inform on their own are the busy ones, which are usually less elastic than the
