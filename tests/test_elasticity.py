@@ -288,7 +288,7 @@ def two_channel_rows(item: str, elasticity: float, base: float, ratios: np.ndarr
 def test_an_items_own_season_is_not_read_as_its_price_response():
     # Every item's season departs from the base's by its own annual harmonic. Ten items
     # raised their price by 20% in mid-year just as their own season turned up: a model
-    # blind to the items' seasons reads them as inelastic (about 0.4); the truth at their
+    # blind to the items' seasons reads them as inelastic (about 0.5); the truth at their
     # latest price is 1.5 x 1.2 = 1.8.
     rng = np.random.default_rng(0)
     angle = 2 * np.pi * np.arange(WEEKS) / WEEKS
