@@ -302,3 +302,18 @@ def test_an_items_own_season_is_not_read_as_its_price_response():
     estimate = table.loc[table["item_id"].str.startswith("t"), "elasticity"]
     assert estimate.mean() == pytest.approx(1.8, abs=0.4)
 
+
+
+def test_a_few_peers_cannot_show_that_series_are_alike():
+    # A dozen repriced series, truly alike (elasticity 1.5): their spread could still be
+    # wide, so a series never repriced among them keeps a wide interval, not the floor's.
+    widths = []
+    for seed in range(1, 5):
+        rng = np.random.default_rng(seed)
+        peers = [series_rows(f"p{n}", "web", 1.5, 8.0, history_with_tests(rng), rng)
+                 for n in range(12)]
+        static = [series_rows("static", "web", 1.5, 8.0, np.ones(WEEKS), rng)]
+        table = fit_price_response(pd.concat(peers + static, ignore_index=True),
+                                   (1.0,)).table.set_index("item_id")
+        widths.append(table.loc["static", "elasticity_sd"])
+    assert np.median(widths) > 0.3

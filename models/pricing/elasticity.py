@@ -27,8 +27,9 @@ fitted on the likelihood of every series at once (`_prior_fit`, each series with
 the series that inform on their own are the busy ones, which are usually less elastic than the
 rest, so a prior learnt from them alone would be too low for the thin series; the volume term
 carries the difference. Its variance adds the between-series variance `tau2`: how far the own
-estimates of the series stray from that mean beyond their noise (`_between_series_variance`,
-over every series whose own estimate has an sd below about 3: the thin series spread most).
+estimates of the series stray from that mean beyond their noise, averaged over what the data
+leave uncertain about it (`_between_series_variance`, over every series whose own estimate
+has an sd below about 3: the thin series spread most).
 Part of it is shared by an item's channels, so one item's series are fitted together
 (`_newton`) and what one channel's data say moves the others, counted once.
 The posterior (a Laplace approximation at the mode) moves from the prior's mean to the series'
@@ -38,6 +39,7 @@ own estimate in proportion to the evidence: `evidence_share = information / (inf
 
 import dataclasses
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -51,6 +53,7 @@ MAX_LOG_RATIO = float(np.log(3.0))  # prices beyond 3x or below 1/3 of the refer
 # as at those bounds
 LEVEL_PRIOR_SD = 3.0  # of a series' level around the base's (which knows nothing of the series)
 MIN_TAU2 = 0.01  # series elasticities are never pooled tighter than +-0.1 around their prior
+TAU2_QUANTILES = 40  # of tau2's confidence distribution, averaged
 MAX_STANDARDIZED = 3.0  # a series' squared standardized deviation counts at most 9 in tau2
 MIN_INFORMATION = 1.0  # series whose own estimate has an sd above 1 do not inform the spread
 # of one item's channels (their unpooled estimates are mostly noise, some diverge)
@@ -240,24 +243,34 @@ def _random_effects(estimate: np.ndarray, variance: np.ndarray, group: np.ndarra
 def _between_series_variance(deviation: np.ndarray, variance: np.ndarray,
                              leverage: np.ndarray) -> float:
     """tau2: how far the series' own estimates stray from the prior's mean (their
-    `deviation`s, sampling `variance`s) beyond their sampling noise: the Paule-Mandel root
-    of sum(deviation^2 / (variance + tau2)) = series - leverage, each standardized deviation
-    counted at most `MAX_STANDARDIZED`^2 (a diverged estimate of a thin series cannot decide
-    it). The prior's fit takes `leverage` (each series' share of its own prior mean) of the
-    degrees of freedom."""
-    freedom = max(len(deviation) - float(np.sum(leverage)), 1.0)
-
-    def excess(tau2: float) -> float:
-        return float(np.sum(np.minimum(deviation**2 / (variance + tau2),
-                                       MAX_STANDARDIZED**2))) - freedom
-
-    if len(deviation) == 0 or excess(0.0) <= 0:
+    `deviation`s, sampling `variance`s) beyond their sampling noise, with what a year of data
+    leaves uncertain about it: the mean of its Q-profile confidence distribution. At the
+    true tau2, Q(tau2) = sum(deviation^2 / (variance + tau2)) follows a chi-square with
+    (series - leverage) degrees of freedom; each quantile of that chi-square gives the tau2
+    where Q meets it (the Paule-Mandel estimate at the median), and tau2 is their mean. Each
+    standardized deviation counts at most `MAX_STANDARDIZED`^2 (a diverged estimate of a thin
+    series cannot decide it); the prior's fit takes `leverage` (each series' share of its
+    own prior mean) of the degrees of freedom."""
+    if len(deviation) == 0:
         return 0.0
-    low, high = 0.0, MAX_ELASTICITY**2
+    freedom = max(len(deviation) - float(np.sum(leverage)), 1.0)
+    quantiles = _chi_square_quantiles(freedom, TAU2_QUANTILES)
+    low, high = np.zeros(TAU2_QUANTILES), np.full(TAU2_QUANTILES, MAX_ELASTICITY**2)
     for _ in range(60):
         middle = (low + high) / 2
-        low, high = (middle, high) if excess(middle) > 0 else (low, middle)
-    return (low + high) / 2
+        q = np.minimum(deviation**2 / (variance + middle[:, None]),
+                       MAX_STANDARDIZED**2).sum(axis=1)
+        above = q > quantiles
+        low, high = np.where(above, middle, low), np.where(above, high, middle)
+    return float(np.mean((low + high) / 2))
+
+
+def _chi_square_quantiles(freedom: float, count: int) -> np.ndarray:
+    """`count` evenly spaced quantiles (at (j - 0.5) / count) of a chi-square with `freedom`
+    degrees of freedom, by the Wilson-Hilferty approximation."""
+    z = np.array([NormalDist().inv_cdf((j + 0.5) / count) for j in range(count)])
+    scale = 2.0 / (9.0 * freedom)
+    return freedom * np.maximum(1.0 - scale + z * np.sqrt(scale), 0.0) ** 3
 
 
 @dataclass(frozen=True)
