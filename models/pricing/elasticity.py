@@ -21,17 +21,16 @@ annual harmonic (cos and sin of the period's day of year) of log demand around t
 shared by its channels and shrunk towards 0 by the spread of the items' harmonics
 (`_season_variance`), so a price change that coincides with the item's own season (a rise as
 its season turns up) is not read as price response; what the two cannot tell apart widens the
-elasticity's interval. The prior mean of a series is the
-elasticity of its channel and category, moved by its relative price and volume (`_covariates`),
-fitted on the likelihood of every series at once (`_prior_fit`, each series with its own level):
-the series that inform on their own are the busy ones, which are usually less elastic than the
-rest, so a prior learnt from them alone would be too low for the thin series; the volume term
-carries the difference. Its variance adds the between-series variance `tau2`: how far the own
-estimates of the series stray from that mean beyond their noise, averaged over what the data
-leave uncertain about it (`_between_series_variance`, over every series whose own estimate
-has an sd below about 3: the thin series spread most).
-Part of it is shared by an item's channels, so one item's series are fitted together
-(`_newton`) and what one channel's data say moves the others, counted once.
+elasticity's interval. The prior mean of a series is the elasticity of its channel and
+category, moved by its relative price and volume (`_covariates`), fitted on the likelihood of
+every series at once (`_prior_fit`, each series with its own level): the series that inform on
+their own are the busy ones, which are usually less elastic than the rest, so a prior learnt
+from them alone would be too low for the thin series; the volume term carries the difference.
+Its variance adds the between-series variance `tau2`: how far the own estimates of the series
+stray from that mean beyond their noise, averaged over what the data leave uncertain about it
+(`_between_series_variance`, over every series whose own estimate has an sd below about 3: the
+thin series spread most). Part of it is shared by an item's channels, so one item's series are
+fitted together (`_newton`) and what one channel's data say moves the others, counted once.
 The posterior (a Laplace approximation at the mode) moves from the prior's mean to the series'
 own estimate in proportion to the evidence: `evidence_share = information / (information +
 1 / prior_variance)`. Elasticities are kept >= 0, so demand never rises with price.
@@ -452,11 +451,12 @@ def _pooled(design: _Design, prior: tuple[np.ndarray, np.ndarray], dispersion: f
             season_var: float, weak: _Posterior, seasonal: np.ndarray):
     """The posterior of every series, its prior variance, the prior's coefficients with their
     covariance, and tau2. The prior mean of a series is its shop + channel + category +
-    covariate elasticity (`_prior_fit` on every series); its variance adds the between-series
-    variance tau2, estimated from the series that inform on their own, of which the part
-    sigma_u2 = tau2 - sigma_v2 is shared by the item's channels (sigma_v2: the spread of one
-    item's channels around their mean, `_random_effects`), so what one channel's data say
-    moves the item's other channels too (`_newton`)."""
+    covariate elasticity (`_prior_fit` on every series, offset by the items' seasons); its
+    variance adds the between-series variance tau2 (`_between_series_variance`, over the series
+    whose own sd is below about 3), of which the part sigma_u2 = tau2 - sigma_v2 is shared by
+    the item's channels (sigma_v2: the spread of one item's channels around their mean,
+    `_random_effects`), so what one channel's data say moves the item's other channels too
+    (`_newton`)."""
     covariates, penalty = prior
     coef, inverse, _ = _prior_fit(dataclasses.replace(design, offset=design.offset + seasonal),
                                   covariates, penalty)
