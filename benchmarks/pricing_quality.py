@@ -33,12 +33,13 @@ from benchmarks.common import ONLINE_RETAIL_CSV, RESULTS_DIR, ROOT, provenance
 from features.event_log import EventLog
 from features.ingest import import_online_retail, read_catalog
 from features.simulator import DEMAND_FAMILIES
-from training.pricing.evaluate import evaluate_families, family_summary
+from training.pricing.evaluate import evaluate_families, family_summary, rule_summary
 from training.pricing.evaluate_demand import evaluate_demand
 
 RESULTS = RESULTS_DIR / "pricing_quality.json"
 MARKDOWN = RESULTS.with_suffix(".md")
 DAYS, USERS, ITEMS = 365, 2000, 200
+RULE_CONFIDENCES = (60.0, 70.0, 80.0, 90.0)  # of the decision rule, scored on the same fits
 TARGETS = {"mean_uplift_capture": 0.5, "max_moved_losing_share": 0.15, "violations": 0,
            "worst_gain_over_keep": 0.0}
 MARKET_COLUMNS = ("family", "seed", "uplift_capture", "moved", "moved_losing_share",
@@ -46,6 +47,7 @@ MARKET_COLUMNS = ("family", "seed", "uplift_capture", "moved", "moved_losing_sha
                   "interval_coverage", "moved_interval_coverage")
 FAMILY_COLUMNS = ("family", "seeds", "mean_uplift_capture", "worst_gain_over_keep",
                   "max_moved_losing_share", "violations", "target")
+RULE_TABLE_COLUMNS = ("family", "confidence_percent", *FAMILY_COLUMNS[1:])
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -124,13 +126,18 @@ def main() -> None:
     started = time.perf_counter()
     with (tempfile.TemporaryDirectory(prefix="tailor-pricing-sim-") as workdir,
           console.status("simulating and scoring markets")):
-        markets = evaluate_families(args.families, args.seeds, Path(workdir), DAYS, USERS, ITEMS)
+        markets = evaluate_families(args.families, args.seeds, Path(workdir), DAYS, USERS, ITEMS,
+                                    rule_confidences=RULE_CONFIDENCES)
     families = [{**row, "target": "met" if target_met(row) else "MISSED"}
                 for row in family_summary(markets)]
+    rules = [{**row, "target": "met" if target_met(row) else "MISSED"}
+             for row in rule_summary(markets)]
     pricing_seconds = round(time.perf_counter() - started, 1)
     title = f"simulated markets ({DAYS} days, {USERS} users, {ITEMS} items, 3 channels)"
     lines = markdown_table(f"Pricing per market, {title}", markets, MARKET_COLUMNS)
     lines += markdown_table("Per family", families, FAMILY_COLUMNS)
+    lines += markdown_table("Per family and confidence of the decision rule (same fits; the "
+                            "default is 80)", rules, RULE_TABLE_COLUMNS)
     target = ("Targets per family: profit >= keeping current prices on every seed "
               "(worst_gain_over_keep >= 0), mean uplift capture >= 0.5, at most 15% of moved "
               "offers losing, 0 violations.")
@@ -144,7 +151,7 @@ def main() -> None:
         "benchmark": "pricing_quality", **provenance(),
         "simulation": {"days": DAYS, "users": USERS, "items": ITEMS},
         "targets": TARGETS, "pricing_seconds": pricing_seconds,
-        "markets": markets, "families": families, "demand": demand,
+        "markets": markets, "families": families, "rules": rules, "demand": demand,
     }, indent=2, default=str))
     MARKDOWN.write_text("\n".join(lines))
     console.print(f"wrote {RESULTS.relative_to(ROOT)} and {MARKDOWN.relative_to(ROOT)}")

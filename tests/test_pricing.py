@@ -292,6 +292,21 @@ def test_evaluate_pricing_keeps_every_rule_and_stays_below_the_oracle(sim_dir):
         report["suggestions_profit"] / report["oracle_profit"])
 
 
+def test_evaluate_pricing_scores_the_decision_rule_at_other_confidences_on_the_same_fit(
+        sim_dir):
+    report = evaluate_pricing(sim_dir, rule_confidences=(0.0, 80.0, 99.0))
+
+    at_default = report["rules"][1]
+    assert at_default["confidence_percent"] == Guardrails().confidence_percent
+    for key in ("uplift_capture", "moved", "moved_losing_share", "gain_over_keep",
+                "violations"):
+        assert at_default[key] == pytest.approx(report[key])
+    moves = [rule["moved"] for rule in report["rules"]]
+    assert moves == sorted(moves, reverse=True)  # a surer rule moves no more prices
+    assert moves[0] > moves[2]  # on expected gains alone, a thin market's prices all move
+    assert all(rule["violations"] == 0 for rule in report["rules"])
+
+
 def test_evaluate_pricing_oracle_finds_the_closed_form_optimum(sim_dir):
     report = evaluate_pricing(sim_dir, guardrails=LOOSE)
 

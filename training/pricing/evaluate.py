@@ -120,7 +120,8 @@ def _read_truth(sim_dir: Path, offers: pd.DataFrame, as_of: pd.Timestamp):
 
 
 def evaluate_pricing(
-    sim_dir: Path, guardrails: Guardrails | None = None, period: Period = "W", **params
+    sim_dir: Path, guardrails: Guardrails | None = None, period: Period = "W",
+    rule_confidences: Sequence[float] = (), **params
 ) -> dict:
     """Score a simulated market's suggestions with its ground truth.
 
@@ -135,11 +136,13 @@ def evaluate_pricing(
     `violations` counts suggestions breaking a rule, re-checked one by one;
     `interval_coverage` is the share of offers whose elasticity interval at the guardrails'
     confidence (`demand_curves`' evidence) holds the true elasticity at the current price,
-    `moved_interval_coverage` the same among the moved offers (NaN when none moved). Also
-    returned:
-    each strategy's `<name>_profit`, `violations_by_rule`, the market's demand `family`, the
-    model's `validation` scores and `prices` (a DataFrame: every offer's price in each
-    strategy).
+    `moved_interval_coverage` the same among the moved offers (NaN when none moved);
+    `gain_over_keep` the suggestions' profit less keeping's. Also returned: each strategy's
+    `<name>_profit`, `violations_by_rule`, the market's demand `family`, the model's
+    `validation` scores and `prices` (a DataFrame: every offer's price in each strategy).
+    With `rule_confidences`, `rules` scores the same fit's suggestions under each of those
+    `confidence_percent`s of the decision rule (`RULE_COLUMNS`): how much a merchandiser's
+    appetite for risk buys and costs.
     """
     guardrails = guardrails or Guardrails()
     market = read_simulation(sim_dir)
@@ -150,6 +153,10 @@ def evaluate_pricing(
     demand = demand_curves(fitted.model, offers, guardrails.confidence_percent)
     result = optimize_prices(offers, demand, guardrails, "evaluation")
     naive = naive_argmax(offers, demand.expected_units)
+    ruled = {confidence: optimize_prices(
+        offers, demand_curves(fitted.model, offers, confidence),
+        guardrails.model_copy(update={"confidence_percent": confidence}), "evaluation")
+        for confidence in rule_confidences}
 
     # The ground truth, from here on only.
     truth_rows, day = _read_truth(sim_dir, offers, as_of)
@@ -170,9 +177,27 @@ def evaluate_pricing(
                 for name, prices in strategies.items()}
     profits = {name: float(values.sum()) for name, values in by_offer.items()}
     violations = guardrail_violations(offers, result.suggestions, guardrails)
-    moved = strategies["suggestions"] != strategies["keep_current"]
-    losing = moved & (by_offer["suggestions"] < by_offer["keep_current"] - CHECK_SLACK)
     available = profits["oracle"] - profits["keep_current"]
+
+    def outcome(prices: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Which offers `prices` move, and their uplift capture, number of moves, share of
+        moves losing profit and profit over keeping current prices."""
+        profit = _true_profit(truth_rows, prices, day)
+        moved = prices != strategies["keep_current"]
+        losing = moved & (profit < by_offer["keep_current"] - CHECK_SLACK)
+        gain = float(profit.sum()) - profits["keep_current"]
+        return moved, {
+            "uplift_capture": gain / available if available > 0 else float("nan"),
+            "moved": int(moved.sum()),
+            "moved_losing_share": _share(losing, moved) if moved.any() else 0.0,
+            "gain_over_keep": gain}
+
+    moved, scores = outcome(strategies["suggestions"])
+    rules = [{"confidence_percent": confidence,
+              **outcome(_priced(offers, ruled_result.suggestions, "suggested_price"))[1],
+              "violations": sum(guardrail_violations(offers, ruled_result.suggestions,
+                                                     guardrails).values())}
+             for confidence, ruled_result in ruled.items()]
     elasticity = true_elasticity(truth_rows, strategies["keep_current"], day)
     evidence = demand.evidence
     assert evidence is not None  # demand_curves gives every offer's interval
@@ -181,10 +206,7 @@ def evaluate_pricing(
     known = np.isfinite(elasticity)
     return {
         "family": str(truth_rows["family"].iloc[0]) if "family" in truth_rows else "exponential",
-        "uplift_capture": ((profits["suggestions"] - profits["keep_current"]) / available
-                           if available > 0 else float("nan")),
-        "moved": int(moved.sum()),
-        "moved_losing_share": float(losing.sum() / moved.sum()) if moved.any() else 0.0,
+        **scores,
         "oracle_fraction": profits["suggestions"] / profits["oracle"],
         "keep_current_fraction": profits["keep_current"] / profits["oracle"],
         "naive_argmax_fraction": profits["naive_argmax"] / profits["oracle"],
@@ -199,6 +221,7 @@ def evaluate_pricing(
         "oracle_skipped": len(oracle.skipped),
         "day": day,
         "period": period,
+        "rules": rules,
         "validation": fitted.metrics,
         "best_iteration": fitted.model.best_iteration,
         "prices": offers[SERIES_KEYS].assign(
@@ -214,15 +237,19 @@ SWEEP_COLUMNS = ("family", "seed", "uplift_capture", "moved", "moved_losing_shar
                  "oracle_fraction", "keep_current_fraction", "violations", "suggestions",
                  "skipped", "suggestions_profit", "keep_current_profit", "oracle_profit",
                  "interval_coverage", "moved_interval_coverage")
+RULE_COLUMNS = ("confidence_percent", "uplift_capture", "moved", "moved_losing_share",
+                "gain_over_keep", "violations")
 
 
 def evaluate_families(
     families: Sequence[str], seeds: Sequence[int], workdir: Path, days: int = 365,
     users: int = 2000, items: int = 200, guardrails: Guardrails | None = None,
     period: Period = "W", progress: Callable[[], None] | None = None,
+    rule_confidences: Sequence[float] = (),
 ) -> list[dict]:
     """`evaluate_pricing` on a simulated market of every family x seed (written under
-    `workdir`, reused when already there): one row per market with `SWEEP_COLUMNS`."""
+    `workdir`, reused when already there): one row per market with `SWEEP_COLUMNS`, and
+    its `rules` when `rule_confidences` are given."""
     rows = []
     for family in families:
         for seed in seeds:
@@ -230,9 +257,10 @@ def evaluate_families(
             if not (folder / "ground_truth.parquet").is_file():
                 write_simulation(simulate_market(days, users, items, seed, family=family),
                                  folder)
-            report = evaluate_pricing(folder, guardrails, period)
+            report = evaluate_pricing(folder, guardrails, period, rule_confidences)
             rows.append({"seed": seed, **{key: report[key] for key in SWEEP_COLUMNS
-                                          if key != "seed"}})
+                                          if key != "seed"},
+                         **({"rules": report["rules"]} if rule_confidences else {})})
             if progress is not None:
                 progress()
     return rows
@@ -244,6 +272,19 @@ def family_summary(rows: list[dict]) -> list[dict]:
     frame = pd.DataFrame(rows)
     frame["gain_over_keep"] = frame["suggestions_profit"] - frame["keep_current_profit"]
     summary = frame.groupby("family", sort=False).agg(
+        seeds=("seed", "count"), mean_uplift_capture=("uplift_capture", "mean"),
+        worst_gain_over_keep=("gain_over_keep", "min"),
+        max_moved_losing_share=("moved_losing_share", "max"), violations=("violations", "sum"))
+    return summary.reset_index().to_dict("records")
+
+
+def rule_summary(rows: list[dict]) -> list[dict]:
+    """Per family and confidence of the decision rule (the markets' `rules`): the mean uplift
+    capture, the worst seed's profit over keeping current prices, the largest share of moved
+    offers that lost profit, and the violations."""
+    frame = pd.DataFrame([{"family": row["family"], "seed": row["seed"], **rule}
+                          for row in rows for rule in row["rules"]])
+    summary = frame.groupby(["family", "confidence_percent"], sort=False).agg(
         seeds=("seed", "count"), mean_uplift_capture=("uplift_capture", "mean"),
         worst_gain_over_keep=("gain_over_keep", "min"),
         max_moved_losing_share=("moved_losing_share", "max"), violations=("violations", "sum"))
