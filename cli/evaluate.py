@@ -19,10 +19,12 @@ from features.event_log import EventLog
 from features.progress import stages
 from features.simulator import DEMAND_FAMILIES
 from training.pricing.evaluate import (
+    RULE_COLUMNS,
     SWEEP_COLUMNS,
     evaluate_families,
     evaluate_pricing,
     family_summary,
+    rule_summary,
 )
 from training.pricing.evaluate_demand import evaluate_demand
 from training.recs.evaluate import evaluate_recs
@@ -125,6 +127,10 @@ def evaluate_pricing_command(
         help="Where simulated markets are written and reused; default: a temporary folder")]
     = None,
     period: PeriodOption = "W",
+    rule_confidences: Annotated[list[float] | None, typer.Option(
+        "--rule-confidence", min=0, max=99.9,
+        help="Also score the decision rule at this confidence (percent, repeatable) on the "
+             "same fits: what moving on less or more certainty gains and loses")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Score price suggestions on simulated markets against their hidden truth.
@@ -132,20 +138,24 @@ def evaluate_pricing_command(
     Uplift capture = (suggested - keep) / (oracle - keep) profit, the oracle being the true
     optimum under the same guardrails; also the share of moved offers whose profit fell.
     """
+    confidences = rule_confidences or []
     if sim is not None:
         if families or seeds:
             fail("--sim scores one market; --family and --seed simulate others: pass either")
         inputs.simulated_market(sim)
         with stages(["training, suggesting and scoring"]) as done:
-            result = evaluate_pricing(sim, period=period)
+            result = evaluate_pricing(sim, period=period, rule_confidences=confidences)
             done()
         summary = {key: result[key] for key in SWEEP_COLUMNS if key in result}
         if as_json:
-            print(json.dumps(summary))
+            print(json.dumps(summary | ({"rules": result["rules"]} if confidences else {})))
             return
         out.print(table(f"Pricing against the simulator's truth ({sim})", {
             key: f"{value:.4f}" if isinstance(value, float) else value
             for key, value in summary.items()}))
+        if confidences:
+            out.print(records_table("Per confidence of the decision rule", result["rules"],
+                                    RULE_COLUMNS))
         return
     unknown = sorted(set(families or []) - set(DEMAND_FAMILIES))
     if unknown:
@@ -158,10 +168,16 @@ def evaluate_pricing_command(
         names = [f"{family} seed {seed}" for family in families for seed in seeds]
         with stages(names) as done:
             rows = evaluate_families(families, seeds, folder, days, users, items,
-                                     period=period, progress=done)
+                                     period=period, progress=done,
+                                     rule_confidences=confidences)
     per_family = family_summary(rows)
+    per_rule = rule_summary(rows) if confidences else []
     if as_json:
-        print(json.dumps({"markets": rows, "families": per_family}))
+        print(json.dumps({"markets": rows, "families": per_family}
+                         | ({"rules": per_rule} if confidences else {})))
         return
     out.print(records_table("Pricing per simulated market", rows, SWEEP_COLUMNS[:10]))
     out.print(records_table("Per family", per_family, tuple(per_family[0])))
+    if per_rule:
+        out.print(records_table("Per family and confidence of the decision rule", per_rule,
+                                tuple(per_rule[0])))

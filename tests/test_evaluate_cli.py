@@ -76,12 +76,15 @@ def test_evaluate_pricing_scores_suggestions_against_the_oracle(small_market):
 def test_evaluate_pricing_sweeps_families_and_seeds(tmp_path):
     result = runner.invoke(app, [
         "evaluate", "pricing", "--family", "isoelastic", "--family", "linear", "--seed", "4",
-        "--days", "120", "--items", "6", "--users", "50", "--work-dir", str(tmp_path), "--json"])
+        "--days", "120", "--items", "6", "--users", "50", "--work-dir", str(tmp_path),
+        "--rule-confidence", "50", "--rule-confidence", "90", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(row["family"], row["seed"]) for row in report["markets"]] == [
         ("isoelastic", 4), ("linear", 4)]
     assert [row["family"] for row in report["families"]] == ["isoelastic", "linear"]
+    assert [(row["family"], row["confidence_percent"]) for row in report["rules"]] == [
+        ("isoelastic", 50), ("isoelastic", 90), ("linear", 50), ("linear", 90)]
     assert all(row["violations"] == 0 for row in report["markets"])
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "isoelastic-4-120d-6i-50u", "linear-4-120d-6i-50u"]  # markets kept for a re-run
