@@ -7,9 +7,11 @@ the true expected profit beside keeping the current prices and the oracle (the o
 the true demand under the same guardrails): uplift capture = (suggested - keep) / (oracle -
 keep), the share of moved offers whose true profit fell, violations, and how often the
 elasticity intervals the decisions used (80%, the default guardrails') hold the true
-elasticity at the current price, over all offers and over the moved ones. Targets (issue #14), per
-family over its seeds: profit at least keep on every seed, mean uplift capture >= 0.5, at most
-15% of moved offers losing, 0 violations.
+elasticity at the current price, over all offers and over the moved ones. The same fits are
+also decided at `RULE_CONFIDENCES` of the decision rule, summarised per family (the trade-off
+between capture and losing moves). Targets (issue #14), per family over its seeds: profit at
+least keep on every seed, mean uplift capture >= 0.5, at most 15% of moved offers losing,
+0 violations.
 
 Demand: `evaluate_demand` (weekly) on the whole shared export at each split; WAPE and MAE of
 the model beside the `last_week` and `mean_4w` baselines.
