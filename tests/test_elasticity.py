@@ -303,7 +303,6 @@ def test_an_items_own_season_is_not_read_as_its_price_response():
     assert estimate.mean() == pytest.approx(1.8, abs=0.4)
 
 
-
 def test_a_few_peers_cannot_show_that_series_are_alike():
     # A dozen repriced series, truly alike (elasticity 1.5): their spread could still be
     # wide, so a series never repriced among them keeps a wide interval, not the floor's.
