@@ -117,7 +117,7 @@ columns of the truth, for any mix of families.
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -631,8 +631,9 @@ def _numbered(prefix: str, numbers: np.ndarray, min_width: int) -> np.ndarray:
 
 
 def _build_events(rng: np.random.Generator, demand: _Demand, users: int, seed: int,
-                  start: date) -> pd.DataFrame:
-    """Sessions (purchasing and abandoned), their events, and returns, as canonical events."""
+                  start: date, tag: str = "") -> pd.DataFrame:
+    """Sessions (purchasing and abandoned), their events, and returns, as canonical events;
+    `tag` goes into every event and session id (after `sim-{seed}-` and `S`)."""
     n_channels = len(CHANNEL_SPECS)
     rows, days = demand.units.shape
     items = rows // n_channels
@@ -699,7 +700,7 @@ def _build_events(rng: np.random.Generator, demand: _Demand, users: int, seed: i
     all_start = np.concatenate([session_start, ret_seconds])
     session_rank = np.empty(sessions + n_returns, dtype=np.int64)
     session_rank[np.lexsort((np.arange(len(all_start)), all_start))] = np.arange(len(all_start))
-    session_ids = _numbered("S", session_rank + 1, 6)
+    session_ids = _numbered(f"S{tag}", session_rank + 1, 6)
 
     ev_session = np.concatenate([session, sessions + np.arange(n_returns)])
     seconds = np.concatenate([ev_seconds, ret_seconds])
@@ -717,7 +718,7 @@ def _build_events(rng: np.random.Generator, demand: _Demand, users: int, seed: i
     ts = origin + (seconds * 1_000_000).astype("timedelta64[us]")
     count = len(order)
     return pd.DataFrame({
-        "event_id": _numbered(f"sim-{seed}-", np.arange(1, count + 1), 7),
+        "event_id": _numbered(f"sim-{seed}-{tag}", np.arange(1, count + 1), 7),
         "event_type": np.array(EVENT_TYPES, dtype=object)[kind],
         "user_id": user_ids[ev_user],
         "session_id": session_ids[ev_session],
@@ -748,12 +749,16 @@ def _market(demand: _Demand, events: pd.DataFrame, start: date) -> SimulatedMark
                            channel_prices)
 
 
-def _check_arguments(days: int, users: int, items: int, seed: int, family: str) -> None:
-    for name, value in (("days", days), ("users", users), ("items", items)):
+def _check_counts(seed: int, **counts: int) -> None:
+    for name, value in counts.items():
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
+
+
+def _check_arguments(days: int, users: int, items: int, seed: int, family: str) -> None:
+    _check_counts(seed, days=days, users=users, items=items)
     _check_family(family)
 
 
@@ -774,6 +779,71 @@ def simulate_market(days: int, users: int, items: int, seed: int,
     demand of the given family (one of DEMAND_FAMILIES)."""
     _check_arguments(days, users, items, seed, family)
     return _simulate(days, users, items, seed, start, family)
+
+
+PRICE_PLAN_COLUMNS: tuple[str, ...] = ("item_id", "channel", "day", "price")
+
+
+def _planned_prices(rows: pd.MultiIndex, last: np.ndarray, days: int,
+                    plan: pd.DataFrame | None) -> np.ndarray:
+    """The price of each row (item_id, channel) on each of `days` days: its `last` price,
+    or the one `plan` sets (checked; errors name the column)."""
+    prices = np.repeat(last[:, None], days, axis=1)
+    if plan is None:
+        return prices
+    missing = [name for name in PRICE_PLAN_COLUMNS if name not in plan.columns]
+    if missing:
+        raise ValueError(f"price_plan lacks column(s) {', '.join(missing)}")
+    row = rows.get_indexer(pd.MultiIndex.from_arrays([plan["item_id"], plan["channel"]]))
+    if (row < 0).any():
+        bad = plan[row < 0].iloc[0]
+        raise ValueError(f"price_plan columns 'item_id', 'channel': {bad['item_id']} on "
+                         f"{bad['channel']} is not an item x channel of the market")
+    day = pd.to_numeric(plan["day"], errors="coerce").to_numpy(dtype=float)
+    if not (np.isfinite(day) & (day == np.floor(day)) & (day >= 0) & (day < days)).all():
+        raise ValueError(f"price_plan column 'day' must hold whole days in [0, {days})")
+    price = pd.to_numeric(plan["price"], errors="coerce").to_numpy(dtype=float)
+    if not (np.isfinite(price) & (price > 0)).all():
+        raise ValueError("price_plan column 'price' must be finite and > 0")
+    repeated = pd.DataFrame({"row": row, "day": day}).duplicated().to_numpy()
+    if repeated.any():
+        bad = plan[repeated].iloc[0]
+        raise ValueError(f"price_plan columns 'item_id', 'channel', 'day' repeat {bad['item_id']} "
+                         f"on {bad['channel']} day {bad['day']}")
+    prices[row, day.astype(np.int64)] = price
+    return prices
+
+
+def continue_market(market: SimulatedMarket, days: int, seed: int, users: int,
+                    price_plan: pd.DataFrame | None = None) -> SimulatedMarket:
+    """The market `days` days further on, from the day after its last day.
+
+    Every item x channel keeps its last price, except where `price_plan` (PRICE_PLAN_COLUMNS;
+    `day` counts from 0 within the continuation) sets another. Units are Poisson draws of the
+    true demand on those days; the new events (from `seed`, with `users` users, ids tagged
+    with the continuation's first day) follow the old ones, and `prices`, `channel_prices`
+    and the catalog's `current_price` take in the new days.
+    """
+    _check_counts(seed, days=days, users=users)
+    truth, n_channels = market.truth, len(CHANNEL_SPECS)
+    rows = pd.MultiIndex.from_frame(truth[["item_id", "channel"]])
+    history = market.prices.pivot(index=["item_id", "channel"], columns="day", values="price")
+    history = history.loc[rows].to_numpy()
+    old_days = history.shape[1]
+    prices = _planned_prices(rows, history[:, -1], days, price_plan)
+
+    demand_rng, session_rng = np.random.default_rng(seed).spawn(2)
+    day = old_days + np.arange(days)[None, :]
+    units = demand_rng.poisson(expected_daily_units(truth, prices, day))
+    browse_weight = expected_daily_units(truth, truth["reference_price"].to_numpy()[:, None], day)
+    catalog = market.catalog.assign(current_price=prices[_WEB::n_channels, -1])
+    category = np.array([CATEGORIES.index(name) for name in catalog["category"]])
+    printed = truth["format"].to_numpy()[_WEB::n_channels] == "printed"
+    demand = _Demand(catalog, truth, category, printed, prices, units, browse_weight)
+    events = _build_events(session_rng, demand, users, seed,
+                           market.start + timedelta(days=old_days), tag=f"d{old_days}-")
+    events = pd.concat([market.events, events], ignore_index=True)
+    return _market(replace(demand, prices=np.hstack([history, prices])), events, market.start)
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
