@@ -276,12 +276,15 @@ def _chi_square_quantiles(freedom: float, count: int) -> np.ndarray:
 class PriceResponse:
     """The fitted price response: one row per series in `table` (item_id, channel, group,
     reference_price, elasticity, elasticity_sd, evidence_share, price_levels), the priors
-    of series not seen in training (`_unseen_priors`), and the shop-wide curvature."""
+    of series not seen in training (`_unseen_priors`), the shop-wide curvature and the
+    overdispersion of unit counts (variance / mean, >= 1: how much less a unit sold says than
+    a Poisson count would)."""
 
     table: pd.DataFrame
     priors: pd.DataFrame  # key ("channel|category", "channel" or UNSEEN) -> mean, variance
     curvature: float
     log_likelihood: float
+    dispersion: float = 1.0
 
     def for_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Per row (item_id, channel, category, reference_price): the series' reference price,
@@ -322,12 +325,14 @@ class PriceResponse:
     def to_dict(self) -> dict:
         """A JSON-ready form (`from_dict` reads it back)."""
         return {"curvature": self.curvature, "log_likelihood": self.log_likelihood,
-                "table": self.table.to_dict("list"), "priors": self.priors.to_dict("list")}
+                "dispersion": self.dispersion, "table": self.table.to_dict("list"),
+                "priors": self.priors.to_dict("list")}
 
     @classmethod
     def from_dict(cls, data: dict) -> "PriceResponse":
         return cls(pd.DataFrame(data["table"]), pd.DataFrame(data["priors"]),
-                   float(data["curvature"]), float(data["log_likelihood"]))
+                   float(data["curvature"]), float(data["log_likelihood"]),
+                   float(data.get("dispersion", 1.0)))
 
 
 def group_key(channel, category) -> str:
@@ -551,4 +556,4 @@ def fit_price_response(rows: pd.DataFrame, curvatures=CURVATURES) -> PriceRespon
     })
     return PriceResponse(table, _unseen_priors(coef, covariance, tau2, channel_index,
                                                category_index), float(curvature),
-                         posterior.log_likelihood)
+                         posterior.log_likelihood, dispersion)

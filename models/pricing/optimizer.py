@@ -280,30 +280,46 @@ class _Points:
     gain_high: np.ndarray  # the expected units and the scenarios
 
 
+def _grid_cents_between(low: np.ndarray, high: np.ndarray,
+                        guardrails: Guardrails) -> tuple[np.ndarray, np.ndarray]:
+    """The positive allowed grid prices in [low[i], high[i]] of every i, in cents, ascending
+    within each i: arrays of i and cents."""
+    period, offsets = _grid_cents(guardrails)
+    low_cents = np.maximum(np.ceil(low * 100 - 1e-6), 1).astype(np.int64)
+    high_cents = np.floor(high * 100 + 1e-6).astype(np.int64)
+    first_block = low_cents // period
+    blocks_per_row = np.maximum(high_cents // period - first_block + 1, 0)
+    block_row = np.repeat(np.arange(len(low)), blocks_per_row)
+    block = first_block[block_row] + np.arange(len(block_row)) - np.repeat(
+        np.cumsum(blocks_per_row) - blocks_per_row, blocks_per_row
+    )
+    cents = (block[:, None] * period + offsets).ravel()
+    position = np.repeat(block_row, len(offsets))
+    inside = (cents >= low_cents[position]) & (cents <= high_cents[position])
+    return position[inside], cents[inside]
+
+
+def grid_prices_between(low: np.ndarray, high: np.ndarray,
+                        guardrails: Guardrails) -> tuple[np.ndarray, np.ndarray]:
+    """The positive prices of the allowed grid (`Guardrails.price_endings`, else multiples of
+    `price_step`) in [low[i], high[i]] of every i, ascending within each i: arrays of i and
+    price."""
+    position, cents = _grid_cents_between(np.asarray(low, dtype=float),
+                                          np.asarray(high, dtype=float), guardrails)
+    return position, cents / 100
+
+
 def _grid_prices(
     offers: pd.DataFrame, rows: np.ndarray, low: np.ndarray, high: np.ndarray,
     guardrails: Guardrails,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each row's positive grid prices in [low, high] plus its current price, grouped by row:
     arrays of row, price, is_current and ending_allowed."""
-    period, offsets = _grid_cents(guardrails)
-    low_cents = np.maximum(np.ceil(low * 100 - 1e-6), 1).astype(np.int64)
-    high_cents = np.floor(high * 100 + 1e-6).astype(np.int64)
-    first_block = low_cents // period
-    blocks_per_row = np.maximum(high_cents // period - first_block + 1, 0)
-    block_row = np.repeat(np.arange(len(rows)), blocks_per_row)
-    block = first_block[block_row] + np.arange(len(block_row)) - np.repeat(
-        np.cumsum(blocks_per_row) - blocks_per_row, blocks_per_row
-    )
-    cents = (block[:, None] * period + offsets).ravel()
-    position = np.repeat(block_row, len(offsets))
-
+    position, cents = _grid_cents_between(low, high, guardrails)
     current = offers["current_price"].to_numpy()[rows]
     current_cents = np.round(current * 100)
     on_a_cent = np.abs(current * 100 - current_cents) < 1e-6
-    keep = (cents >= low_cents[position]) & (cents <= high_cents[position]) & ~(
-        on_a_cent[position] & (cents == current_cents[position])
-    )
+    keep = ~(on_a_cent[position] & (cents == current_cents[position]))
     grid_points = int(keep.sum())
     point_rows = np.concatenate([rows[position[keep]], rows])
     order = np.argsort(point_rows, kind="stable")
