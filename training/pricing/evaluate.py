@@ -15,12 +15,15 @@ import pandas as pd
 from features.errors import InputError
 from features.simulator import (
     TRUTH_PARAMETERS,
+    SimulatedMarket,
+    continue_market,
     expected_daily_units,
     simulate_market,
     write_simulation,
 )
 from features.timestamps import to_utc
 from models.pricing.demand import Period, demand_curves
+from models.pricing.experiments import plan_price_tests
 from models.pricing.guardrails import Guardrails
 from models.pricing.offers import SERIES_KEYS, build_offers, default_as_of
 from models.pricing.optimizer import OFFER_COLUMNS, naive_argmax, optimize_prices
@@ -289,3 +292,68 @@ def rule_summary(rows: list[dict]) -> list[dict]:
         worst_gain_over_keep=("gain_over_keep", "min"),
         max_moved_losing_share=("moved_losing_share", "max"), violations=("violations", "sum"))
     return summary.reset_index().to_dict("records")
+
+
+def _profit_over_days(market: SimulatedMarket, first_day: int) -> float:
+    """The true expected profit of every item x channel from `first_day` on, at its prices."""
+    prices = market.prices[market.prices["day"] >= first_day].pivot(
+        index=SERIES_KEYS, columns="day", values="price")
+    truth = market.truth.set_index(SERIES_KEYS).loc[prices.index].reset_index()
+    days = prices.columns.to_numpy()
+    units = expected_daily_units(truth, prices.to_numpy(), days[None, :])
+    margin = (prices.to_numpy() * (1 - truth["fee_percent"].to_numpy()[:, None] / 100)
+              - truth["fee_fixed"].to_numpy()[:, None] - truth["unit_cost"].to_numpy()[:, None])
+    return float(np.sum(units * margin))
+
+
+def evaluate_price_tests(
+    market: SimulatedMarket, workdir: Path, users: int, guardrails: Guardrails | None = None,
+    period: Period = "W", test_days: int = 28, days: int = 56, horizon_days: int = 182,
+    seed: int = 0,
+) -> dict:
+    """Play a programme of price tests forward on a simulated market and score what it buys.
+
+    The model fitted on `market`'s history plans its tests (`plan_price_tests`); the market
+    then runs `days` more days twice from the same `seed` (`continue_market`): the "keep" arm
+    at its current prices, the "test" arm with each planned test price for its first
+    `test_days` days and the current price after. Each arm's history is then priced and scored
+    by `evaluate_pricing` (as of its last day). Returned: the number of tests, their planned
+    expected profit change over the tests (-expected_cost) and value, each arm's scores
+    (`RULE_COLUMNS` but the confidence), `test_period_gain` (the test arm's true expected
+    profit over the `days` less the keep arm's: negative when the tests cost) and `net_gain`
+    = test_period_gain + `horizon_days` x (the test arm's daily gain over keeping its prices
+    less the keep arm's): what testing earned once its better decisions have run for the
+    horizon."""
+    guardrails = guardrails or Guardrails()
+    workdir = Path(workdir)
+    write_simulation(market, workdir / "history")
+    history = read_simulation(workdir / "history")
+    as_of = default_as_of(history.events)
+    fitted = fit_demand(history.events, history.catalog, period, end=as_of)
+    offers = build_offers(history.events, history.catalog, history.channels, as_of, period,
+                          history.channel_prices, fitted.model)
+    result = optimize_prices(offers, demand_curves(fitted.model, offers,
+                                                   guardrails.confidence_percent),
+                             guardrails, "evaluation")
+    tests = plan_price_tests(fitted.model, offers, result.suggestions, guardrails, period,
+                             test_days, horizon_days)
+    plan = tests[[*SERIES_KEYS, "test_price"]].rename(columns={"test_price": "price"}).merge(
+        pd.DataFrame({"day": range(min(test_days, days))}), how="cross")
+    first_day = int(market.prices["day"].max()) + 1
+    arms, profit = {}, {}
+    for arm, price_plan in (("keep", None), ("test", plan)):
+        continued = continue_market(market, days, seed, users, price_plan)
+        write_simulation(continued, workdir / arm)
+        report = evaluate_pricing(workdir / arm, guardrails, period)
+        arms[arm] = {key: report[key] for key in RULE_COLUMNS if key != "confidence_percent"}
+        profit[arm] = _profit_over_days(continued, first_day)
+    test_period_gain = profit["test"] - profit["keep"]
+    return {
+        "tests": len(tests),
+        "planned_test_period_gain": -float(tests["expected_cost"].sum()),
+        "planned_value": float(tests["expected_value"].sum()),
+        "arms": arms,
+        "test_period_gain": test_period_gain,
+        "net_gain": test_period_gain + horizon_days * (arms["test"]["gain_over_keep"]
+                                                       - arms["keep"]["gain_over_keep"]),
+    }
