@@ -9,6 +9,7 @@ from models.pricing.elasticity import (
     fit_price_response,
     response_shape,
 )
+from models.pricing.experiments import plan_price_tests
 from models.pricing.guardrails import Guardrails
 from models.pricing.optimizer import DemandCurves, optimize_prices
 
@@ -164,12 +165,13 @@ def test_a_move_whose_gain_is_sure_but_too_small_keeps_its_price():
     assert kept["explanation"].endswith("starts below the 1% minimum gain")
 
 
-def fitted_offers(elasticities: np.ndarray, rng: np.random.Generator):
-    """A demand model fitted on weekly web series of these elasticities, the first never
-    repriced, the others with price tests; their offers at 10 (unit cost 1) and curves."""
+def fitted_offers(elasticities: np.ndarray, rng: np.random.Generator, never_repriced: int = 1):
+    """A demand model fitted on weekly web series of these elasticities, the first
+    `never_repriced` never repriced, the others with price tests; their offers at 10 (unit
+    cost 1), curves and the model."""
     panel = pd.concat([
         series_rows(f"i{n}", "web", elasticity, 6.0,
-                    np.ones(WEEKS) if n == 0 else history_with_tests(rng), rng)
+                    np.ones(WEEKS) if n < never_repriced else history_with_tests(rng), rng)
         for n, elasticity in enumerate(elasticities)], ignore_index=True)
     weeks = np.tile(np.arange(WEEKS), len(elasticities))
     panel = panel.assign(
@@ -184,12 +186,12 @@ def fitted_offers(elasticities: np.ndarray, rng: np.random.Generator):
     offers = last.assign(unit_cost=1.0, fee_percent=0.0, fee_fixed=0.0, current_price=10.0,
                          min_price=1.0, max_price=np.nan, observed_min_price=8.0,
                          observed_max_price=13.0, reference_price=10.0)
-    return offers, demand_curves(model, offers, 80)
+    return offers, demand_curves(model, offers, 80), model
 
 
 def test_a_series_never_repriced_keeps_its_price_in_a_heterogeneous_group():
     rng = np.random.default_rng(5)
-    offers, curves = fitted_offers(rng.uniform(0.5, 3.0, 40), rng)
+    offers, curves, _ = fitted_offers(rng.uniform(0.5, 3.0, 40), rng)
     never = curves.evidence.iloc[0]
     assert never["evidence_share"] == 0 and never["price_levels"] == 1
     result = optimize_prices(offers, curves, RULES, "test").suggestions
@@ -202,7 +204,7 @@ def test_a_series_never_repriced_moves_when_its_peers_agree_unless_own_evidence_
     # Every peer is elastic (3 at 10, so profit peaks near 4.3 at unit cost 1): the pooled
     # interval of the never-repriced series is narrow enough to lower its price with
     # confidence, unless the rule asks for evidence of its own.
-    offers, curves = fitted_offers(np.full(40, 3.0), np.random.default_rng(7))
+    offers, curves, _ = fitted_offers(np.full(40, 3.0), np.random.default_rng(7))
     assert curves.evidence.iloc[0]["evidence_share"] == 0
     assert curves.evidence.iloc[0]["elasticity_low"] > 2.0
     moved = optimize_prices(offers, curves, RULES, "test").suggestions.iloc[0]
@@ -212,6 +214,57 @@ def test_a_series_never_repriced_moves_when_its_peers_agree_unless_own_evidence_
     kept = optimize_prices(offers, curves, strict, "test").suggestions.iloc[0]
     assert kept["suggested_price"] == 10.0
     assert "rests on less than 20% of its own evidence" in kept["explanation"]
+
+
+def test_price_tests_go_to_kept_offers_within_the_rules_and_pay_for_themselves():
+    # A heterogeneous group, three series never repriced: the rule keeps many prices; the
+    # planned tests are on kept offers only, at allowed prices, narrow the elasticity and are
+    # worth more than they cost; a longer test narrows it more.
+    rng = np.random.default_rng(5)
+    offers, curves, model = fitted_offers(rng.uniform(0.5, 3.0, 40), rng, never_repriced=3)
+    suggestions = optimize_prices(offers, curves, RULES, "test").suggestions
+    kept = set(suggestions.loc[suggestions["suggested_price"] == 10.0, "item_id"])
+    plan = plan_price_tests(model, offers, suggestions, RULES)
+    assert len(plan) > 0 and set(plan["item_id"]) <= kept
+    assert ((plan["test_price"] >= 8.0) & (plan["test_price"] <= 12.0)).all()
+    assert (plan["test_price"] != 10.0).all()
+    assert (plan["elasticity_sd_after"] < plan["elasticity_sd"]).all()
+    assert (plan["expected_value"] > 0).all()
+    assert np.allclose(plan["net_value"], plan["expected_value"] - plan["expected_cost"])
+    assert (plan["net_value"] > 0).all() and plan["net_value"].is_monotonic_decreasing
+    assert plan["explanation"].str.startswith("test ").all()
+    longer = plan_price_tests(model, offers, suggestions, RULES, test_days=56).merge(
+        plan, on=["item_id", "test_price"], suffixes=("", "_28"))
+    assert len(longer) > 0
+    assert (longer["elasticity_sd_after"] < longer["elasticity_sd_after_28"]).all()
+    assert len(plan_price_tests(model, offers, suggestions, RULES, max_tests=2)) == 2
+
+
+def test_price_tests_keep_an_items_channels_within_the_spread():
+    # Two channels of each item at 10: a test alone may move one channel by up to 20%, but
+    # with a 10% spread limit no item's test and other channel may be further apart.
+    rng = np.random.default_rng(5)
+    offers, _, model = fitted_offers(rng.uniform(0.5, 3.0, 40), rng, never_repriced=3)
+    twins = pd.concat([offers, offers.assign(channel="etsy")], ignore_index=True)
+    rules = RULES.model_copy(update={"max_channel_spread_percent": 10.0})
+    suggestions = optimize_prices(twins, demand_curves(model, twins, 80), rules,
+                                  "test").suggestions
+    plan = plan_price_tests(model, twins, suggestions, rules)
+    assert len(plan) > 0
+    prices = suggestions.set_index(["item_id", "channel"])["suggested_price"].copy()
+    prices.loc[pd.MultiIndex.from_frame(plan[["item_id", "channel"]])] = plan["test_price"].values
+    spread = prices.groupby(level="item_id").agg(lambda p: p.max() / p.min() - 1)
+    assert (spread <= 0.10 + 1e-9).all()
+
+
+def test_plan_price_tests_names_a_bad_argument():
+    rng = np.random.default_rng(5)
+    offers, curves, model = fitted_offers(rng.uniform(0.5, 3.0, 12), rng)
+    suggestions = optimize_prices(offers, curves, RULES, "test").suggestions
+    with pytest.raises(ValueError, match="test_days"):
+        plan_price_tests(model, offers, suggestions, RULES, test_days=0)
+    with pytest.raises(ValueError, match="max_tests"):
+        plan_price_tests(model, offers, suggestions, RULES, max_tests=-1)
 
 
 def test_the_elasticity_is_read_at_the_series_latest_price():
