@@ -16,16 +16,19 @@ from cli.inputs import (
     JsonFlag,
     PeriodOption,
 )
-from cli.output import fail, out, table
+from cli.output import fail, out, records_table, table
 from db.suggestions import get_batch
 from features.errors import InputError
 from features.progress import stages
 from features.settings import get_settings
-from training.pricing.suggest import run_suggest
+from training.pricing.suggest import run_price_tests, run_suggest
 
 SUGGESTION_FIELDS = ("item_id", "channel", "current_price", "suggested_price",
                      "expected_profit_current", "expected_profit_suggested", "bound_by",
                      "explanation")
+
+TEST_FIELDS = ("item_id", "channel", "current_price", "test_price", "elasticity",
+               "elasticity_sd", "elasticity_sd_after", "expected_cost", "expected_value")
 
 app = typer.Typer(help="Suggest prices for merchandisers and store them for review.",
                   no_args_is_help=True)
@@ -84,3 +87,52 @@ def suggest_command(
         "suggestions": len(suggested), "price changes": len(moved),
         "skipped": len(result.skipped), "approved by the approval policy": approved,
         "expected profit change per period": f"{gain:+,.2f}"}))
+
+
+@app.command("tests")
+def tests_command(
+    events: EventsOption = None, catalog: CatalogOption = None, channels: ChannelsOption = None,
+    guardrails: Annotated[Path | None, typer.Option(
+        rich_help_panel=inputs.INPUTS,
+        help="Guardrails YAML; default: the defaults of guardrails.example.yaml")] = None,
+    channel_prices: ChannelPricesOption = None,
+    test_days: Annotated[int, typer.Option(
+        min=1, help="Days each test price runs before the current price comes back")] = 28,
+    horizon_days: Annotated[int, typer.Option(
+        min=1, help="Days the better decisions a test allows are counted for")] = 182,
+    max_tests: Annotated[int | None, typer.Option(
+        min=0, help="At most this many tests, best net value first; default: every test "
+                    "worth its cost")] = None,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Also write every planned test, with its explanation, to this CSV")] = None,
+    period: PeriodOption = "W",
+    as_json: JsonFlag = False,
+) -> None:
+    """Plan price tests: for the prices the suggestions keep because the data cannot tell
+    their response, the temporary test prices whose evidence is worth more than they cost.
+
+    Uses the registered champion (trained first when there is none); nothing is stored.
+    """
+    market = inputs.market(events, catalog, channels, guardrails, channel_prices)
+    try:
+        with stages(["planning price tests"]) as done:
+            model_version, tests = run_price_tests(
+                get_settings(), events_dir=market.events.path, catalog_file=market.catalog,
+                channels_file=market.channels, guardrails_file=guardrails, period=period,
+                channel_prices_file=market.channel_prices, test_days=test_days,
+                horizon_days=horizon_days, max_tests=max_tests)
+            done()
+        if out_file is not None:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            tests.to_csv(out_file, index=False)
+    except (OSError, InputError) as error:
+        fail(str(error))
+    if as_json:
+        print(json.dumps({"model_version": model_version,
+                          "tests": json.loads(tests.to_json(orient="records"))}))
+        return
+    out.print(records_table(f"Price tests worth running ({model_version}), best first",
+                            tests.head(20).to_dict("records"), TEST_FIELDS))
+    out.print(table("Price tests", {
+        "tests": len(tests), "expected cost": f"{tests['expected_cost'].sum():+,.2f}",
+        "expected value afterwards": f"{tests['expected_value'].sum():+,.2f}"}))

@@ -1,3 +1,4 @@
+import json
 import math
 import uuid
 from datetime import UTC, datetime
@@ -9,11 +10,13 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from typer.testing import CliRunner
 
+from cli.main import app
 from db import engine_for, migrate
 from db.suggestions import count_suggestions, get_batch, list_suggestions, save_batch
 from db.tables import PriceSuggestionRow, SkippedOfferRow, SuggestionBatchRow
-from features.settings import Settings
+from features.settings import Settings, get_settings
 from features.simulator import CHANNEL_PRICES_FILE, simulate_market, write_simulation
 from models import registry
 from models.pricing.artifacts import MODEL_NAME, load_demand_model
@@ -395,3 +398,31 @@ def test_run_suggest_stores_a_pending_batch(sim_dir, tmp_path):
     assert batch["skipped_count"] == len(result.skipped)
     changes = result.suggestions["suggested_price"] / result.suggestions["current_price"] - 1
     assert (changes.abs() <= 0.10 + 1e-9).all()
+
+
+def test_pricing_tests_command_plans_tests_on_kept_offers_and_writes_them(
+        sim_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAILOR_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, [
+            "pricing", "tests", "--events", str(sim_dir / "events"), "--catalog",
+            str(sim_dir / "catalog.csv"), "--channels", str(sim_dir / "channels.csv"),
+            "--test-days", "56", "--out", str(tmp_path / "tests.csv"), "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert answer["model_version"] == f"{MODEL_NAME}:1"  # trained: no champion yet
+    written = pd.read_csv(tmp_path / "tests.csv")
+    assert len(written) == len(answer["tests"]) > 0
+    assert (written["test_days"] == 56).all()
+    assert (written["net_value"] > 0).all()
+    changes = written["test_price"] / written["current_price"] - 1
+    assert ((changes.abs() > 0) & (changes.abs() <= 0.20 + 1e-9)).all()
+    market = read_simulation(sim_dir)
+    offers = build_offers(market.events, market.catalog, market.channels,
+                          default_as_of(market.events), "W", market.channel_prices)
+    current = offers.set_index(["item_id", "channel"])["current_price"]
+    planned = written.set_index(["item_id", "channel"])
+    assert np.allclose(current.loc[planned.index], planned["current_price"])

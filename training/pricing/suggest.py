@@ -18,6 +18,7 @@ from models.pricing.artifacts import (
     load_demand_model,
 )
 from models.pricing.demand import DemandModel, Period, demand_curves
+from models.pricing.experiments import plan_price_tests
 from models.pricing.guardrails import Guardrails, load_guardrails
 from models.pricing.offers import build_offers, default_as_of
 from models.pricing.optimizer import OptimizationResult, optimize_prices
@@ -25,12 +26,10 @@ from training.pricing.market import Market, load_market_files
 from training.pricing.train import train_pricing
 
 
-def suggest_prices(
-    market: Market, guardrails: Guardrails, model: DemandModel, model_version: str, as_of=None,
-    period: Period = "W", items: Sequence[str] | None = None,
-) -> OptimizationResult:
-    """Price suggestions for every offer sold before `as_of` (default: the end of the log),
-    or for the offers of `items` only, from a demand model trained on `period` panels."""
+def _priced_offers(
+    market: Market, guardrails: Guardrails, model: DemandModel, model_version: str, as_of,
+    period: Period, items: Sequence[str] | None,
+) -> tuple[pd.DataFrame, OptimizationResult]:
     as_of = default_as_of(market.events) if as_of is None else as_of
     offers = build_offers(market.events, market.catalog, market.channels, as_of, period,
                           market.channel_prices, model)
@@ -41,7 +40,16 @@ def suggest_prices(
                              f"from for {', '.join(unknown)}")
         offers = offers[offers["item_id"].isin(items)].reset_index(drop=True)
     curves = demand_curves(model, offers, guardrails.confidence_percent)
-    return optimize_prices(offers, curves, guardrails, model_version)
+    return offers, optimize_prices(offers, curves, guardrails, model_version)
+
+
+def suggest_prices(
+    market: Market, guardrails: Guardrails, model: DemandModel, model_version: str, as_of=None,
+    period: Period = "W", items: Sequence[str] | None = None,
+) -> OptimizationResult:
+    """Price suggestions for every offer sold before `as_of` (default: the end of the log),
+    or for the offers of `items` only, from a demand model trained on `period` panels."""
+    return _priced_offers(market, guardrails, model, model_version, as_of, period, items)[1]
 
 
 def _loadable_champion(settings: Settings) -> RegisteredDemand | None:
@@ -91,3 +99,27 @@ def run_suggest(
                                           model_version, guardrails.model_dump(mode="json"),
                                           categories, policy, destinations)
     return batch_id, result
+
+
+def run_price_tests(
+    settings: Settings, events_dir: Path, catalog_file: Path, channels_file: Path,
+    guardrails_file: Path | None = None, period: Period = "W",
+    channel_prices_file: Path | None = None, test_days: int = 28, horizon_days: int = 182,
+    max_tests: int | None = None,
+) -> tuple[str, pd.DataFrame]:
+    """The price tests worth running now (`plan_price_tests`) with the registered champion,
+    trained first (`train_pricing`) when none this code loads is registered; returns the
+    model version and the tests. Nothing is stored: a test is a merchandiser's decision."""
+    market = load_market_files(events_dir, catalog_file, channels_file, channel_prices_file)
+    guardrails = load_guardrails(guardrails_file) if guardrails_file else Guardrails()
+    champion = _loadable_champion(settings)
+    if champion is None:
+        report = train_pricing(settings, market, period)
+        model, model_version, model_period = report.model, report.model_version, period
+    else:
+        model, model_version, model_period = (champion.model, champion.model_version,
+                                              champion.period)
+    offers, result = _priced_offers(market, guardrails, model, model_version, None,
+                                    model_period, None)
+    return model_version, plan_price_tests(model, offers, result.suggestions, guardrails,
+                                           model_period, test_days, horizon_days, max_tests)
