@@ -230,7 +230,8 @@ def test_price_tests_go_to_kept_offers_within_the_rules_and_pay_for_themselves()
     assert (plan["test_price"] != 10.0).all()
     assert (plan["elasticity_sd_after"] < plan["elasticity_sd"]).all()
     assert (plan["expected_value"] > 0).all()
-    assert np.allclose(plan["net_value"], plan["expected_value"] - plan["expected_cost"])
+    assert (plan["cost_at_confidence"] >= plan["expected_cost"]).all()
+    assert np.allclose(plan["net_value"], plan["expected_value"] - plan["cost_at_confidence"])
     assert (plan["net_value"] > 0).all() and plan["net_value"].is_monotonic_decreasing
     assert plan["explanation"].str.startswith("test ").all()
     longer = plan_price_tests(model, offers, suggestions, RULES, test_days=56).merge(

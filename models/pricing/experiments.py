@@ -20,10 +20,16 @@ Schlaifer, 1961), answered per offer on the demand model's own posterior:
   `confidence_percent` interval, else the current price. The mean of the nodes' expected gains,
   less that of today's decision, is what the test is worth per period; `horizon_days` of such
   periods after the test are counted (`expected_value`).
-- Its cost is the expected profit lost at p_t over the test (`expected_cost`; negative where
-  the model expects the test price to earn more, without the confidence to move there).
+- Its cost is the profit lost at p_t over the test: `expected_cost` at the posterior's centre
+  (negative where the model expects the test price to earn more, without the confidence to
+  move there) and `cost_at_confidence` at the worse end of the `confidence_percent` interval.
+  A test is judged by the latter, as the rule judges a move: the planned gains of tests chosen
+  for their expected cost come out optimistic (the tests go where the centre errs towards a
+  gain), and a test must pay for itself even when the response is at the bad end of what the
+  data allow.
 
-Each offer the rule keeps takes the test price with the highest net value (value - cost) among
+Each offer the rule keeps takes the test price with the highest net value (value - cost at
+confidence) among
 `TEST_CHANGES` of its current price, snapped to the allowed grid within its suggestion's floor
 and ceiling (so a test breaks no per-price rule); tests that would change the later decision
 (a positive value) and are worth more than they cost are proposed, best first, one per offer,
@@ -51,9 +57,15 @@ TEST_CHANGES = (-0.2, -0.15, -0.1, -0.05, 0.05, 0.1, 0.15, 0.2)  # test prices t
 # to the current price (the nearest allowed price to each)
 TEST_COLUMNS = (
     "item_id", "channel", "current_price", "test_price", "test_days", "elasticity",
-    "elasticity_sd", "elasticity_sd_after", "expected_cost", "expected_value", "net_value",
+    "elasticity_sd", "elasticity_sd_after", "expected_cost", "cost_at_confidence",
+    "expected_value", "net_value",
     "explanation",
 )
+
+
+def _z(guardrails: Guardrails) -> float:
+    """The normal quantile of the two-sided `confidence_percent` interval."""
+    return NormalDist().inv_cdf(0.5 + guardrails.confidence_percent / 200)
 
 
 def _padded(owner: np.ndarray, values: np.ndarray, rows: int) -> np.ndarray:
@@ -108,7 +120,7 @@ class _Profit:
         """The rule's decision among `prices` (offers x P, NaN-padded) when each offer's
         elasticity is N(centre, sd^2) (offers x tests x nodes): its expected gain per period
         over the current price, at that centre (0 when it keeps the price)."""
-        z = NormalDist().inv_cdf(0.5 + guardrails.confidence_percent / 200)
+        z = _z(guardrails)
         move = (self.shape(np.nan_to_num(prices, nan=1.0))
                 - self.shape(self.current)[:, None])[:, None, None, :]
         margin = self.margin(prices)[:, None, None, :]
@@ -145,8 +157,8 @@ def _explanation(row: pd.Series, confidence: float) -> str:
             f"+- {row['elasticity_sd']:.2f} (sd) is too uncertain to move at "
             f"{confidence:g}% confidence; the test should narrow it to +- "
             f"{row['elasticity_sd_after']:.2f}, worth about {row['expected_value']:,.2f} in "
-            f"expected profit afterwards, for an expected cost of "
-            f"{row['expected_cost']:,.2f}")
+            f"expected profit afterwards, for a cost of {row['expected_cost']:,.2f} expected and "
+            f"at most {row['cost_at_confidence']:,.2f} at {confidence:g}% confidence")
 
 
 def plan_price_tests(
@@ -156,8 +168,9 @@ def plan_price_tests(
 ) -> pd.DataFrame:
     """Price tests worth running (`TEST_COLUMNS`, best net value first): for the offers whose
     suggestion keeps the current price, the allowed test price whose expected value (the
-    better decisions its evidence allows over `horizon_days` after it) most exceeds its
-    expected cost over `test_days`, when it does; at most one per offer, `max_tests` in all.
+    better decisions its evidence allows over `horizon_days` after it) most exceeds its cost
+    over `test_days` at the guardrails' confidence, when it does; at most one per offer,
+    `max_tests` in all.
     `suggestions` are the optimizer's for `offers` with `model` under `guardrails`; `period`
     is the model's."""
     for name, value in (("test_days", test_days), ("horizon_days", horizon_days)):
@@ -199,8 +212,15 @@ def plan_price_tests(
     now = profit.decision_gain(decision, mean[:, None, None], sd[:, None, None],
                                guardrails)[:, 0, 0]
     value = (after - now[:, None]) * horizon_days / period_days
-    cost = test_periods * (profit.profit_now[:, None] - units_test * profit.margin(tests))
-    net = np.where(valid & (value > 0), value - cost, -np.inf)
+    z = _z(guardrails)
+
+    def cost_at(elasticity: np.ndarray) -> np.ndarray:
+        units = profit.units_at(tests, np.repeat(elasticity[:, None], tests.shape[1], axis=1))
+        return test_periods * (profit.profit_now[:, None] - units * profit.margin(tests))
+
+    cost = cost_at(mean)
+    worst = np.maximum(cost_at(mean - z * sd), cost_at(mean + z * sd))
+    net = np.where(valid & (value > 0), value - worst, -np.inf)
 
     current_prices = {item: dict(zip(group["channel"], group["suggested_price"], strict=True))
                       for item, group in suggestions.groupby("item_id")}
@@ -233,6 +253,7 @@ def plan_price_tests(
         "elasticity_sd": (sd * to_current)[picked_rows],
         "elasticity_sd_after": (sd_after * to_current[:, None])[picked_rows, picked_columns],
         "expected_cost": cost[picked_rows, picked_columns],
+        "cost_at_confidence": worst[picked_rows, picked_columns],
         "expected_value": value[picked_rows, picked_columns],
         "net_value": net[picked_rows, picked_columns],
     })
