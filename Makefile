@@ -82,6 +82,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.feature_store
 	$(BIN)/python -m benchmarks.recs_quality
 	$(BIN)/python -m benchmarks.pricing_quality
+	$(BIN)/python -m benchmarks.pricing_tests
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.ranker_predict
 	$(BIN)/python -m benchmarks.review_page

@@ -239,6 +239,7 @@ def test_price_tests_go_to_kept_offers_within_the_rules_and_pay_for_themselves()
     assert len(longer) > 0
     assert (longer["elasticity_sd_after"] < longer["elasticity_sd_after_28"]).all()
     assert len(plan_price_tests(model, offers, suggestions, RULES, max_tests=2)) == 2
+    assert plan_price_tests(model, offers, suggestions, RULES, max_tests=0).empty
 
 
 def test_price_tests_keep_an_items_channels_within_the_spread():

@@ -24,7 +24,11 @@ from models.pricing.guardrails import Guardrails
 from models.pricing.offers import build_offers, decision_period, default_as_of
 from models.pricing.optimizer import optimize_prices
 from tests.conftest import event
-from training.pricing.evaluate import evaluate_pricing, guardrail_violations
+from training.pricing.evaluate import (
+    evaluate_price_tests,
+    evaluate_pricing,
+    guardrail_violations,
+)
 from training.pricing.fit import fit_demand
 from training.pricing.market import load_market_files, read_simulation
 from training.pricing.suggest import run_suggest
@@ -426,3 +430,20 @@ def test_pricing_tests_command_plans_tests_on_kept_offers_and_writes_them(
     current = offers.set_index(["item_id", "channel"])["current_price"]
     planned = written.set_index(["item_id", "channel"])
     assert np.allclose(current.loc[planned.index], planned["current_price"])
+
+
+def test_evaluate_price_tests_plays_the_tests_forward_beside_a_keep_arm(tmp_path):
+    market = simulate_market(200, 300, 12, seed=11)
+    report = evaluate_price_tests(market, tmp_path / "tests", 300, test_days=28, days=42,
+                                  seed=5)
+    assert report["tests"] > 0
+    keep, test = report["arms"]["keep"], report["arms"]["test"]
+    assert keep["violations"] == test["violations"] == 0
+    assert report["test_period_gain"] != 0  # the arms' prices differed on the tested offers
+    assert report["net_gain"] == pytest.approx(
+        report["test_period_gain"] + 182 * (test["gain_over_keep"] - keep["gain_over_keep"]))
+    # Without tests both arms are the same market, drawn from the same seed.
+    idle = evaluate_price_tests(market, tmp_path / "idle", 300, test_days=28, days=42, seed=5,
+                                max_tests=0)
+    assert idle["tests"] == 0 and idle["test_period_gain"] == 0
+    assert idle["arms"]["keep"] == idle["arms"]["test"] == keep

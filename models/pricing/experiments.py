@@ -229,6 +229,8 @@ def plan_price_tests(
     picked = []
     order = np.argsort(-net, axis=None, kind="stable")
     for flat in order[:int(np.sum(net > 0))]:
+        if max_tests is not None and len(picked) >= max_tests:
+            break
         row, column = divmod(int(flat), tests.shape[1])
         item, channel = rows.at[row, "item_id"], rows.at[row, "channel"]
         item_tests = chosen.setdefault(item, {})
@@ -239,8 +241,6 @@ def plan_price_tests(
             continue
         item_tests[channel] = tests[row, column]
         picked.append((row, column))
-        if max_tests is not None and len(picked) >= max_tests:
-            break
     picked_rows = np.array([row for row, _ in picked], dtype=int)
     picked_columns = np.array([column for _, column in picked], dtype=int)
     planned = pd.DataFrame({

@@ -309,11 +309,12 @@ def _profit_over_days(market: SimulatedMarket, first_day: int) -> float:
 def evaluate_price_tests(
     market: SimulatedMarket, workdir: Path, users: int, guardrails: Guardrails | None = None,
     period: Period = "W", test_days: int = 28, days: int = 56, horizon_days: int = 182,
-    seed: int = 0,
+    seed: int = 0, max_tests: int | None = None,
 ) -> dict:
     """Play a programme of price tests forward on a simulated market and score what it buys.
 
-    The model fitted on `market`'s history plans its tests (`plan_price_tests`); the market
+    The model fitted on `market`'s history plans its tests (`plan_price_tests`, at most
+    `max_tests`); the market
     then runs `days` more days twice from the same `seed` (`continue_market`): the "keep" arm
     at its current prices, the "test" arm with each planned test price for its first
     `test_days` days and the current price after. Each arm's history is then priced and scored
@@ -336,7 +337,7 @@ def evaluate_price_tests(
                                                    guardrails.confidence_percent),
                              guardrails, "evaluation")
     tests = plan_price_tests(fitted.model, offers, result.suggestions, guardrails, period,
-                             test_days, horizon_days)
+                             test_days, horizon_days, max_tests)
     plan = tests[[*SERIES_KEYS, "test_price"]].rename(columns={"test_price": "price"}).merge(
         pd.DataFrame({"day": range(min(test_days, days))}), how="cross")
     first_day = int(market.prices["day"].max()) + 1
