@@ -124,6 +124,7 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from scipy.stats import poisson
 
 from features.event_log import EventLog, write_parquet_atomic
 from features.progress import stages
@@ -820,7 +821,8 @@ def continue_market(market: SimulatedMarket, days: int, seed: int, users: int,
 
     Every item x channel keeps its last price, except where `price_plan` (PRICE_PLAN_COLUMNS;
     `day` counts from 0 within the continuation) sets another. Units are Poisson draws of the
-    true demand on those days; the new events (from `seed`, with `users` users, ids tagged
+    true demand on those days, each item x channel x day from its own uniform, so two
+    continuations from one seed sell the same units wherever their prices agree; the new events (from `seed`, with `users` users, ids tagged
     with the continuation's first day) follow the old ones, and `prices`, `channel_prices`
     and the catalog's `current_price` take in the new days.
     """
@@ -834,7 +836,11 @@ def continue_market(market: SimulatedMarket, days: int, seed: int, users: int,
 
     demand_rng, session_rng = np.random.default_rng(seed).spawn(2)
     day = old_days + np.arange(days)[None, :]
-    units = demand_rng.poisson(expected_daily_units(truth, prices, day))
+    # Each cell's units from its own uniform (common random numbers): two continuations of a
+    # market from one seed sell the same units wherever their prices agree.
+    uniform = demand_rng.random(prices.shape)
+    units = np.maximum(poisson.ppf(uniform, expected_daily_units(truth, prices, day)), 0)
+    units = units.astype(np.int64)
     browse_weight = expected_daily_units(truth, truth["reference_price"].to_numpy()[:, None], day)
     catalog = market.catalog.assign(current_price=prices[_WEB::n_channels, -1])
     category = np.array([CATEGORIES.index(name) for name in catalog["category"]])

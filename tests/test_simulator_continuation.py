@@ -178,3 +178,23 @@ def test_a_price_plan_without_a_column_or_with_a_repeated_day_is_a_clear_error(m
 def test_continue_market_rejects_bad_arguments(market, argument, value):
     with pytest.raises(ValueError, match=argument):
         continue_market(market, **{**MORE, argument: value})
+
+
+def test_two_continuations_from_one_seed_sell_the_same_units_where_their_prices_agree(
+        market, continued):
+    item, channel = "P0001", "etsy"
+    cut = last_prices(market).loc[(item, channel)] * 0.5
+    plan = pd.DataFrame({"item_id": item, "channel": channel, "day": range(MORE["days"]),
+                         "price": cut})
+    tested = continue_market(market, **MORE, price_plan=plan)
+
+    def sold(result) -> pd.Series:
+        events = new_events(market, result)
+        purchases = events[events["event_type"] == "purchase"]
+        return purchases.groupby(["item_id", "channel", day_of(market, purchases)]).size()
+
+    keep, test = sold(continued), sold(tested)
+    series = (item, channel)
+    assert keep.loc[series].sum() > 0
+    pd.testing.assert_series_equal(test.drop(index=series), keep.drop(index=series))
+    assert test.loc[series].sum() > keep.loc[series].sum()
