@@ -822,9 +822,10 @@ def continue_market(market: SimulatedMarket, days: int, seed: int, users: int,
     Every item x channel keeps its last price, except where `price_plan` (PRICE_PLAN_COLUMNS;
     `day` counts from 0 within the continuation) sets another. Units are Poisson draws of the
     true demand on those days, each item x channel x day from its own uniform, so two
-    continuations from one seed sell the same units wherever their prices agree; the new events (from `seed`, with `users` users, ids tagged
-    with the continuation's first day) follow the old ones, and `prices`, `channel_prices`
-    and the catalog's `current_price` take in the new days.
+    continuations from one seed sell the same units wherever their prices agree. The new
+    events (from `seed`, with `users` users, ids tagged with the continuation's first day)
+    follow the old ones, and `prices`, `channel_prices` and the catalog's `current_price` take
+    in the new days.
     """
     _check_counts(seed, days=days, users=users)
     truth, n_channels = market.truth, len(CHANNEL_SPECS)
