@@ -226,7 +226,7 @@ def plan_price_tests(
                       for item, group in suggestions.groupby("item_id")}
     spread_limit = guardrails.max_channel_spread_percent / 100
     chosen: dict[str, dict[str, float]] = {}
-    picked = []
+    picked: list[tuple[int, int]] = []
     order = np.argsort(-net, axis=None, kind="stable")
     for flat in order[:int(np.sum(net > 0))]:
         if max_tests is not None and len(picked) >= max_tests:
