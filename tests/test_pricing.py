@@ -446,4 +446,7 @@ def test_evaluate_price_tests_plays_the_tests_forward_beside_a_keep_arm(tmp_path
     idle = evaluate_price_tests(market, tmp_path / "idle", 300, test_days=28, days=42, seed=5,
                                 max_tests=0)
     assert idle["tests"] == 0 and idle["test_period_gain"] == 0
-    assert idle["arms"]["keep"] == idle["arms"]["test"] == keep
+    assert idle["arms"]["keep"] == idle["arms"]["test"]
+    assert idle["arms"]["keep"]["uplift_capture"] == keep["uplift_capture"]
+    assert idle["arms"]["keep"]["tested_oracle_gain"] == 0  # no offer tested
+    assert keep["tested_oracle_gain"] > 0

@@ -306,6 +306,19 @@ def _profit_over_days(market: SimulatedMarket, first_day: int) -> float:
     return float(np.sum(units * margin))
 
 
+def _tested_gains(market: SimulatedMarket, report: dict, tested: pd.MultiIndex) -> dict:
+    """The true daily profit gain over their current prices of the tested offers, at the
+    report's suggestions and at the oracle's."""
+    prices = report["prices"]
+    on_tests = prices[pd.MultiIndex.from_frame(prices[SERIES_KEYS]).isin(tested)]
+    truth = market.truth.set_index(SERIES_KEYS).loc[
+        pd.MultiIndex.from_frame(on_tests[SERIES_KEYS])].reset_index()
+    keep = _true_profit(truth, on_tests["current_price"].to_numpy(), report["day"])
+    return {f"tested_{name}_gain": float(np.sum(
+        _true_profit(truth, on_tests[f"{name}_price"].to_numpy(), report["day"]) - keep))
+        for name in ("suggested", "oracle")}
+
+
 def evaluate_price_tests(
     market: SimulatedMarket, workdir: Path, users: int, guardrails: Guardrails | None = None,
     period: Period = "W", test_days: int = 28, days: int = 56, horizon_days: int = 182,
@@ -314,17 +327,20 @@ def evaluate_price_tests(
     """Play a programme of price tests forward on a simulated market and score what it buys.
 
     The model fitted on `market`'s history plans its tests (`plan_price_tests`, at most
-    `max_tests`); the market
-    then runs `days` more days twice from the same `seed` (`continue_market`): the "keep" arm
-    at its current prices, the "test" arm with each planned test price for its first
-    `test_days` days and the current price after. Each arm's history is then priced and scored
-    by `evaluate_pricing` (as of its last day). Returned: the number of tests, their planned
-    expected profit change over the tests (-expected_cost) and value, each arm's scores
-    (`RULE_COLUMNS` but the confidence), `test_period_gain` (the test arm's true expected
-    profit over the `days` less the keep arm's: negative when the tests cost) and `net_gain`
-    = test_period_gain + `horizon_days` x (the test arm's daily gain over keeping its prices
-    less the keep arm's): what testing earned once its better decisions have run for the
-    horizon."""
+    `max_tests`); the market then runs `days` more days twice from the same `seed`
+    (`continue_market`): the "keep" arm at its current prices, the "test" arm with each
+    planned test price for its first `test_days` days and the current price after. Each arm's
+    history is then priced and scored by `evaluate_pricing` (as of its last day).
+
+    Returned: the number of tests, their planned expected profit change over the tests
+    (-expected_cost) and value; each arm's scores (`RULE_COLUMNS` but the confidence) with the
+    tested offers' true daily gain over their current prices at the suggestions and at the
+    oracle (`tested_suggested_gain`, `tested_oracle_gain`: what the tests' evidence did where
+    it was gathered, apart from how a refit on other data moves every decision a little);
+    `test_period_gain`, the test arm's true expected profit over the `days` less the keep
+    arm's (negative when the tests cost); and `net_gain` = test_period_gain + `horizon_days` x
+    (the test arm's daily gain over keeping its prices less the keep arm's).
+    """
     guardrails = guardrails or Guardrails()
     workdir = Path(workdir)
     write_simulation(market, workdir / "history")
@@ -341,12 +357,14 @@ def evaluate_price_tests(
     plan = tests[[*SERIES_KEYS, "test_price"]].rename(columns={"test_price": "price"}).merge(
         pd.DataFrame({"day": range(min(test_days, days))}), how="cross")
     first_day = int(market.prices["day"].max()) + 1
+    tested = pd.MultiIndex.from_frame(tests[SERIES_KEYS])
     arms, profit = {}, {}
     for arm, price_plan in (("keep", None), ("test", plan)):
         continued = continue_market(market, days, seed, users, price_plan)
         write_simulation(continued, workdir / arm)
         report = evaluate_pricing(workdir / arm, guardrails, period)
         arms[arm] = {key: report[key] for key in RULE_COLUMNS if key != "confidence_percent"}
+        arms[arm].update(_tested_gains(market, report, tested))
         profit[arm] = _profit_over_days(continued, first_day)
     test_period_gain = profit["test"] - profit["keep"]
     return {
