@@ -30,6 +30,10 @@ SUGGESTION_FIELDS = ("item_id", "channel", "current_price", "suggested_price",
 TEST_FIELDS = ("item_id", "channel", "current_price", "test_price", "elasticity",
                "elasticity_sd", "elasticity_sd_after", "expected_cost", "expected_value")
 
+GuardrailsOption = Annotated[Path | None, typer.Option(
+    rich_help_panel=inputs.INPUTS,
+    help="Guardrails YAML; default: the defaults of guardrails.example.yaml")]
+
 app = typer.Typer(help="Suggest prices for merchandisers and store them for review.",
                   no_args_is_help=True)
 
@@ -37,9 +41,7 @@ app = typer.Typer(help="Suggest prices for merchandisers and store them for revi
 @app.command("suggest")
 def suggest_command(
     events: EventsOption = None, catalog: CatalogOption = None, channels: ChannelsOption = None,
-    guardrails: Annotated[Path | None, typer.Option(
-        rich_help_panel=inputs.INPUTS,
-        help="Guardrails YAML; default: the defaults of guardrails.example.yaml")] = None,
+    guardrails: GuardrailsOption = None,
     channel_prices: ChannelPricesOption = None,
     items: Annotated[str | None, typer.Option(
         help="Comma-separated item ids: price just these (a targeted run, e.g. after a stock "
@@ -92,9 +94,7 @@ def suggest_command(
 @app.command("tests")
 def tests_command(
     events: EventsOption = None, catalog: CatalogOption = None, channels: ChannelsOption = None,
-    guardrails: Annotated[Path | None, typer.Option(
-        rich_help_panel=inputs.INPUTS,
-        help="Guardrails YAML; default: the defaults of guardrails.example.yaml")] = None,
+    guardrails: GuardrailsOption = None,
     channel_prices: ChannelPricesOption = None,
     test_days: Annotated[int, typer.Option(
         min=1, help="Days each test price runs before the current price comes back")] = 28,
