@@ -58,8 +58,7 @@ TEST_CHANGES = (-0.2, -0.15, -0.1, -0.05, 0.05, 0.1, 0.15, 0.2)  # test prices t
 TEST_COLUMNS = (
     "item_id", "channel", "current_price", "test_price", "test_days", "elasticity",
     "elasticity_sd", "elasticity_sd_after", "expected_cost", "cost_at_confidence",
-    "expected_value", "net_value",
-    "explanation",
+    "expected_value", "net_value", "explanation",
 )
 
 
