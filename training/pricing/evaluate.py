@@ -75,12 +75,15 @@ def guardrail_violations(
     return counts
 
 
-def _true_profit(truth_rows: pd.DataFrame, price: np.ndarray, day: int) -> np.ndarray:
-    """Each offer's true expected profit per day at `price`."""
+def _true_profit(truth_rows: pd.DataFrame, price: np.ndarray, day) -> np.ndarray:
+    """Each offer's true expected profit per day at `price` on `day` (one per row, or rows x
+    days arrays)."""
+    price = np.asarray(price, dtype=float)
     units = expected_daily_units(truth_rows, price, day)
-    margin = (price * (1 - truth_rows["fee_percent"].to_numpy() / 100)
-              - truth_rows["fee_fixed"].to_numpy() - truth_rows["unit_cost"].to_numpy())
-    return units * margin
+    fee_percent, fee_fixed, unit_cost = (
+        truth_rows[name].to_numpy().reshape((-1,) + (1,) * (price.ndim - 1))
+        for name in ("fee_percent", "fee_fixed", "unit_cost"))
+    return units * (price * (1 - fee_percent / 100) - fee_fixed - unit_cost)
 
 
 def true_elasticity(truth_rows: pd.DataFrame, price: np.ndarray, day: int,
@@ -299,11 +302,8 @@ def _profit_over_days(market: SimulatedMarket, first_day: int) -> float:
     prices = market.prices[market.prices["day"] >= first_day].pivot(
         index=SERIES_KEYS, columns="day", values="price")
     truth = market.truth.set_index(SERIES_KEYS).loc[prices.index].reset_index()
-    days = prices.columns.to_numpy()
-    units = expected_daily_units(truth, prices.to_numpy(), days[None, :])
-    margin = (prices.to_numpy() * (1 - truth["fee_percent"].to_numpy()[:, None] / 100)
-              - truth["fee_fixed"].to_numpy()[:, None] - truth["unit_cost"].to_numpy()[:, None])
-    return float(np.sum(units * margin))
+    return float(np.sum(_true_profit(truth, prices.to_numpy(),
+                                     prices.columns.to_numpy()[None, :])))
 
 
 def _tested_gains(market: SimulatedMarket, report: dict, tested: pd.MultiIndex) -> dict:
