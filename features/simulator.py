@@ -1,6 +1,6 @@
 """A seeded market simulator of a digital-pattern shop selling on three channels.
 
-The simulator draws a catalog, a hidden demand model of one of four families, a price history
+The simulator draws a catalog, a hidden demand model of one of five families, a price history
 like a real shop's, and the behavioural events that model produces. Everything follows from
 `np.random.default_rng(seed)`: the same arguments give the same tables, byte for byte. The
 same seed with another family gives the same catalog, seasonality and sensitivity ranks, and
@@ -23,16 +23,25 @@ seasonality. With x = p / reference_price and s = `price_sensitivity`, the famil
   item's `reference_share` rho; a = s + ln(rho / (1 - rho)); elasticity s * x * (1 - share);
 - linear: shape = max(0, 1 - s * (x - 1)), no demand above the choke price
   reference_price * (1 + 1 / s); elasticity s * x / (1 - s * (x - 1)).
+- kinked (the kinked demand curve of oligopoly pricing: competitors match a price cut but
+  not a rise): exponential with sensitivity s below the item's `kink_price` (where its
+  competitors price it, one absolute price on every channel) and KINK_SENSITIVITY_RATIO * s
+  (3 s) above it; elasticity s * x below the kink, 3 s * x above. A smooth price response
+  fitted across the kink is wrong on both sides of it.
 
 Every family's demand is non-negative and non-increasing in price. The truth's `elasticity` is
 the point elasticity |d ln q / d ln p| at the reference price, comparable across families:
-s for exponential, isoelastic and linear, s * (1 - rho) for logit.
+s for exponential, isoelastic and linear, s * (1 - rho) for logit, s or 3 s for kinked (the
+side of the kink the reference price is on).
 
 Price sensitivity. Each item draws a rank u, uniform in [0, 1], and each channel adds its
 `sensitivity_shift` (web +0, etsy +0.15, amazon +0.3). Exponential and linear:
 s = 0.6 + 2.6 * u + shift, in [0.6, 3.5]. Logit: s = 1.5 + 2.1 * u + shift, in [1.5, 3.9],
 with rho uniform in [0.1, 0.6] per item (NaN in other families), so the elasticity spreads over
-about [0.6, 3.5].
+about [0.6, 3.5]. Kinked: s = 0.6 + 1.8 * u + shift below the kink, in [0.6, 2.7]; the kink
+is the item's web optimum of that sensitivity alone (cost + reference_price / s) times a factor
+uniform in [0.75, 1.25] per item (from the same per-item draw as the logit share), so for about
+half the items the profit optimum is the kink itself.
 Some items of these three families are inelastic at the reference price (elasticity below 1:
 raising the price from there raises revenue). Isoelastic demand has a finite profit optimum
 only when s > 1, and then it is cost * s / (s - 1) whatever the reference price; with the
@@ -51,7 +60,9 @@ cents, no guardrail), is in closed form:
 - isoelastic: cost * s / (s - 1);
 - logit: cost + (1 + W(exp(a - s * cost / reference_price - 1))) * reference_price / s,
   W being Lambert's W (principal branch);
-- linear: (cost + reference_price * (1 + s) / s) / 2, below the choke price.
+- linear: (cost + reference_price * (1 + s) / s) / 2, below the choke price;
+- kinked: the kink price clipped to [cost + reference_price / (3 s), cost + reference_price /
+  s] (the optimum of the branch above the kink, of the one below).
 
 Seasonality scales demand and does not move the optimum; with these ranges it always lies
 within the catalog's `min_price` and `max_price` (2.5 x `reference_price`).
@@ -157,12 +168,12 @@ def _channel_table() -> pd.DataFrame:
 CHANNELS = _channel_table()  # for reading; the simulator builds its own copy from CHANNEL_SPECS
 PUBLIC_CHANNEL_COLUMNS = ["channel", "fee_percent", "fee_fixed"]
 
-DemandFamily = Literal["exponential", "isoelastic", "logit", "linear"]
+DemandFamily = Literal["exponential", "isoelastic", "logit", "linear", "kinked"]
 DEMAND_FAMILIES: tuple[str, ...] = get_args(DemandFamily)
 # The truth columns `expected_daily_units` reads: copy exactly these to evaluate true demand.
 TRUTH_PARAMETERS: tuple[str, ...] = (
-    "family", "price_sensitivity", "reference_share", "base_daily_units", "reference_price",
-    "seasonal_amplitude", "seasonal_peak_day",
+    "family", "price_sensitivity", "reference_share", "kink_price", "base_daily_units",
+    "reference_price", "seasonal_amplitude", "seasonal_peak_day",
 )
 CHANNEL_PRICES_FILE = "channel_prices.csv"
 
@@ -188,8 +199,13 @@ SENSITIVITY_RANGES: dict[str, tuple[float, float]] = {
     "exponential": (0.6, 3.2),
     "logit": (1.5, 3.6),
     "linear": (0.6, 3.2),
+    "kinked": (0.6, 2.4),  # below the kink
 }
 REFERENCE_SHARE_RANGE = (0.1, 0.6)  # logit: the item's market share at the reference price
+# Kinked: the competitors' price (the kink) / the item's web optimum of its sensitivity below
+# the kink, drawn from the same per-item uniform as the logit share; the sensitivity above it:
+KINK_RANGE = (0.75, 1.25)
+KINK_SENSITIVITY_RATIO = 3.0
 # Isoelastic: the web optimum targeted by s, as a fraction of the reference price; s at most:
 ISOELASTIC_OPTIMUM_RANGE = (0.45, 1.9)
 MAX_ISOELASTIC_SENSITIVITY = 3.5
@@ -222,8 +238,9 @@ _VIEW, _CART, _REMOVE, _PURCHASE, _RETURN = (
     EVENT_TYPES.index(name)
     for name in ("view", "add_to_cart", "remove_from_cart", "purchase", "return")
 )
-_EXPONENTIAL, _ISOELASTIC, _LOGIT, _LINEAR = (
-    DEMAND_FAMILIES.index(name) for name in ("exponential", "isoelastic", "logit", "linear")
+_EXPONENTIAL, _ISOELASTIC, _LOGIT, _LINEAR, _KINKED = (
+    DEMAND_FAMILIES.index(name)
+    for name in ("exponential", "isoelastic", "logit", "linear", "kinked")
 )
 _WEB = [c.channel for c in CHANNEL_SPECS].index("web")  # the row of an item's web channel
 _MIN_RELATIVE_PRICE = 1e-9  # isoelastic demand at a zero price: finite, at this x
@@ -271,18 +288,30 @@ def _logit_intercept(sensitivity: np.ndarray, share: np.ndarray) -> np.ndarray:
     return sensitivity + np.log(share / (1.0 - share))
 
 
-def _shape(code: np.ndarray, s: np.ndarray, share: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Demand at relative price `x` over demand at the reference price (all arrays one shape)."""
+def _kinked_exponent(s: np.ndarray, kink: np.ndarray, x: np.ndarray | float) -> np.ndarray:
+    """-log demand (up to a constant) of the kinked family at relative price `x`, the kink at
+    relative price `kink`."""
+    return (s * np.minimum(x, kink)
+            + KINK_SENSITIVITY_RATIO * s * np.maximum(x - kink, 0.0))
+
+
+def _shape(code: np.ndarray, s: np.ndarray, share: np.ndarray, kink: np.ndarray,
+           x: np.ndarray) -> np.ndarray:
+    """Demand at relative price `x` over demand at the reference price (all arrays one shape;
+    `share` is read by the logit family, `kink`, the relative kink price, by the kinked)."""
     shape = np.empty(x.shape)
     for family, curve in (
-        (_EXPONENTIAL, lambda s, share, x: np.exp(-s * (x - 1.0))),
-        (_ISOELASTIC, lambda s, share, x: np.maximum(x, _MIN_RELATIVE_PRICE) ** -s),
-        (_LOGIT, lambda s, share, x: _sigmoid(_logit_intercept(s, share) - s * x) / share),
-        (_LINEAR, lambda s, share, x: np.maximum(0.0, 1.0 - s * (x - 1.0))),
+        (_EXPONENTIAL, lambda s, share, kink, x: np.exp(-s * (x - 1.0))),
+        (_ISOELASTIC, lambda s, share, kink, x: np.maximum(x, _MIN_RELATIVE_PRICE) ** -s),
+        (_LOGIT,
+         lambda s, share, kink, x: _sigmoid(_logit_intercept(s, share) - s * x) / share),
+        (_LINEAR, lambda s, share, kink, x: np.maximum(0.0, 1.0 - s * (x - 1.0))),
+        (_KINKED, lambda s, share, kink, x: np.exp(_kinked_exponent(s, kink, 1.0)
+                                                   - _kinked_exponent(s, kink, x))),
     ):
         rows = code == family
         if rows.any():
-            shape[rows] = curve(s[rows], share[rows], x[rows])
+            shape[rows] = curve(s[rows], share[rows], kink[rows], x[rows])
     return shape
 
 
@@ -317,6 +346,8 @@ def expected_daily_units(
               "reference_price", "seasonal_amplitude", "seasonal_peak_day"]
     if (code == _LOGIT).any():
         needed.append("reference_share")
+    if (code == _KINKED).any():
+        needed.append("kink_price")
     missing = [name for name in needed if name not in truth.columns]
     if missing:
         raise KeyError(f"the truth lacks {', '.join(missing)}: copy TRUTH_PARAMETERS")
@@ -326,16 +357,18 @@ def expected_daily_units(
             return np.full(row_shape, np.nan)
         return truth[name].to_numpy(dtype=float).reshape(row_shape)
 
-    sensitivity, base, reference, amplitude, peak, share = (column(name) for name in (
-        needed[0], "base_daily_units", "reference_price", "seasonal_amplitude",
-        "seasonal_peak_day", "reference_share"))
+    sensitivity, base, reference, amplitude, peak, share, kink_price = (
+        column(name) for name in (
+            needed[0], "base_daily_units", "reference_price", "seasonal_amplitude",
+            "seasonal_peak_day", "reference_share", "kink_price"))
     code = code.reshape(row_shape)
     relative = price / reference
     full = np.broadcast_shapes(relative.shape, day.shape, row_shape)
-    s, share_full, code_full, x = (
-        np.broadcast_to(a, full) for a in (sensitivity, share, code, relative))
+    s, share_full, kink_full, code_full, x = (
+        np.broadcast_to(a, full)
+        for a in (sensitivity, share, kink_price / reference, code, relative))
     season = 1.0 + amplitude * np.cos(2.0 * np.pi * (day - peak) / DAYS_PER_YEAR)
-    return base * _shape(code_full, s, share_full, x) * season
+    return base * _shape(code_full, s, share_full, kink_full, x) * season
 
 
 def _lambert_w(y: np.ndarray) -> np.ndarray:
@@ -351,14 +384,21 @@ def _lambert_w(y: np.ndarray) -> np.ndarray:
     return w
 
 
-def _elasticity(code, s, share) -> np.ndarray:
-    """The point elasticity |d ln q / d ln p| at the reference price."""
-    return np.where(code == _LOGIT, s * (1.0 - np.nan_to_num(share)), s)
+def _elasticity(code, s, share, kink_price, reference) -> np.ndarray:
+    """The point elasticity |d ln q / d ln p| at the reference price (kinked: on its side of
+    the kink, the side above at the kink itself)."""
+    kinked_above = (code == _KINKED) & ~(kink_price > reference)
+    return np.where(code == _LOGIT, s * (1.0 - np.nan_to_num(share)),
+                    np.where(kinked_above, KINK_SENSITIVITY_RATIO * s, s))
 
 
-def _optimal_price(code, s, share, reference, cost) -> np.ndarray:
+def _optimal_price(code, s, share, kink_price, reference, cost) -> np.ndarray:
     """The profit-maximising price, `cost` being (unit_cost + fee_fixed) / (1 - fee rate)."""
     optimum = np.full(len(code), np.nan)
+    rows = code == _KINKED
+    below = cost[rows] + reference[rows] / s[rows]
+    above = cost[rows] + reference[rows] / (KINK_SENSITIVITY_RATIO * s[rows])
+    optimum[rows] = np.clip(kink_price[rows], above, below)
     rows = code == _EXPONENTIAL
     optimum[rows] = cost[rows] + reference[rows] / s[rows]
     rows = code == _ISOELASTIC
@@ -454,7 +494,7 @@ def _draw_truth(rng, catalog, category, designer, printed, reference_price, star
     units_at_optimum = rng.lognormal(np.log(median_units), spread, items) * np.where(
         printed, PRINTED_UNITS_FACTOR, 1.0)
     rank = rng.random(items)  # the item's price sensitivity within its family's range
-    share = rng.uniform(*REFERENCE_SHARE_RANGE, items)
+    second_rank = rng.random(items)  # the logit share's, or the kinked family's kink's
     amplitude = rng.uniform(0.05, 0.35, items)
     mispricing = np.exp(rng.uniform(*np.log(MISPRICING_RANGE), items))
     start_day_of_year = start.timetuple().tm_yday - 1
@@ -478,12 +518,22 @@ def _draw_truth(rng, catalog, category, designer, printed, reference_price, star
     else:
         low, high = SENSITIVITY_RANGES[family]
         s = low + rank[item] * (high - low) + shift
-    row_share = share[item] if family == "logit" else np.full(len(item), np.nan)
-    optimal = _optimal_price(code, s, row_share, reference, cost)
     web = slice(_WEB, None, n_channels)
+    share_low, share_high = REFERENCE_SHARE_RANGE
+    row_share = np.full(len(item), np.nan)
+    if family == "logit":
+        row_share = (share_low + second_rank * (share_high - share_low))[item]
+    kink_price = np.full(len(item), np.nan)
+    if family == "kinked":
+        kink_low, kink_high = KINK_RANGE
+        web_below_optimum = cost[web] + reference[web] / s[web]
+        kink_price = np.round(web_below_optimum
+                              * (kink_low + second_rank * (kink_high - kink_low)), 2)[item]
+    optimal = _optimal_price(code, s, row_share, kink_price, reference, cost)
     web_optimum = optimal[web][item]
     # Demand at the reference price is sized by the web demand at the web optimum.
     base_units = units_at_optimum / _shape(code[web], s[web], row_share[web],
+                                           kink_price[web] / reference[web],
                                            optimal[web] / reference[web])
     base_price = _charm_price_within(
         web_optimum * mispricing[item] * spec["price_markup"].to_numpy(), min_price, max_price)
@@ -497,10 +547,11 @@ def _draw_truth(rng, catalog, category, designer, printed, reference_price, star
         "base_daily_units": base_units[item] * spec["demand_multiplier"].to_numpy(),
         "price_sensitivity": s,
         "reference_share": row_share,
+        "kink_price": kink_price,
         "reference_price": reference,
         "seasonal_amplitude": amplitude[item],
         "seasonal_peak_day": peak_day[item],
-        "elasticity": _elasticity(code, s, row_share),
+        "elasticity": _elasticity(code, s, row_share, kink_price, reference),
         "unit_cost": unit_cost,
         "fee_percent": spec["fee_percent"].to_numpy(),
         "fee_fixed": fee_fixed,

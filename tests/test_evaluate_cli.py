@@ -93,7 +93,7 @@ def test_evaluate_pricing_sweeps_families_and_seeds(tmp_path):
 def test_evaluate_pricing_rejects_an_unknown_family():
     result = runner.invoke(app, ["evaluate", "pricing", "--family", "cubic"])
     assert result.exit_code == 2
-    assert "--family must be one of exponential, isoelastic, logit, linear, got cubic" in (
+    assert "--family must be one of exponential, isoelastic, logit, linear, kinked, got cubic" in (
         result.stderr)
 
 

@@ -101,6 +101,12 @@ def documented_units(row: pd.Series, price: float, day: int) -> float:
     elif row.family == "logit":
         a = s + np.log(row.reference_share / (1 - row.reference_share))
         shape = np.exp(a - s * x) / (1 + np.exp(a - s * x)) / row.reference_share
+    elif row.family == "kinked":
+        kink = row.kink_price / row.reference_price
+
+        def exponent(at: float) -> float:
+            return s * min(at, kink) + 3 * s * max(at - kink, 0.0)
+        shape = np.exp(exponent(1.0) - exponent(x))
     else:
         shape = max(0.0, 1 - s * (x - 1))
     season = 1 + row.seasonal_amplitude * np.cos(2 * np.pi * (day - row.seasonal_peak_day) / 365)
@@ -380,10 +386,17 @@ def test_price_sensitivity_is_heterogeneous_and_shifted_by_channel(family_wide):
     else:
         np.testing.assert_allclose(by_item["etsy"] - by_item["web"], 0.15)
         np.testing.assert_allclose(by_item["amazon"] - by_item["web"], 0.3)
-        assert truth["elasticity"].between(0.6, 3.55).all()
+        below_kink = ~(truth["kink_price"] <= truth["reference_price"])  # NaN: no kink
+        elasticity_below = truth["elasticity"].where(below_kink, truth["elasticity"] / 3)
+        assert elasticity_below.between(0.6, 3.55).all()
         assert elasticity["web"].max() - elasticity["web"].min() > 2.0
         assert (elasticity["web"] < 1).mean() > 0.03  # inelastic items: raising prices pays
         assert (elasticity["web"] > 2.5).mean() > 0.05
+    kink = truth.pivot(index="item_id", columns="channel", values="kink_price")
+    if family == "kinked":  # one competitors' price per item, on every channel
+        assert (kink.nunique(axis=1) == 1).all() and kink.notna().all().all()
+    else:
+        assert kink.isna().all().all()
     share = truth["reference_share"]
     if family == "logit":
         assert share.between(0.1, 0.6).all() and share.max() - share.min() > 0.3
@@ -534,7 +547,8 @@ def test_simulate_market_rejects_empty_sizes(argument):
 
 
 def test_an_unknown_family_is_a_clear_error(tmp_path):
-    message = "family must be one of exponential, isoelastic, logit, linear, got 'cobb-douglas'"
+    message = ("family must be one of exponential, isoelastic, logit, linear, kinked, "
+               "got 'cobb-douglas'")
     with pytest.raises(ValueError, match=message):
         simulate_market(**SMALL, family="cobb-douglas")
     with pytest.raises(ValueError, match=message):
