@@ -18,7 +18,7 @@ the model beside the `last_week` and `mean_4w` baselines.
 
 Writes `benchmarks/results/pricing_quality.json` and `.md`.
 Run from the repository root: python -m benchmarks.pricing_quality [--seeds 1 2 3]
-[--families exponential isoelastic logit linear] [--splits 2011-08-01 2011-07-01] [--csv PATH]
+[--families F ...] [--splits 2011-08-01 2011-07-01] [--csv PATH]
 """
 
 import argparse

@@ -17,7 +17,7 @@ which the tested offers' own gains leave out.
 
 Writes `benchmarks/results/pricing_tests.json` and `.md`.
 Run from the repository root: python -m benchmarks.pricing_tests [--seeds 1 2 3]
-[--families exponential isoelastic logit linear]
+[--families F ...]
 """
 
 import argparse

@@ -40,8 +40,8 @@ s = 0.6 + 2.6 * u + shift, in [0.6, 3.5]. Logit: s = 1.5 + 2.1 * u + shift, in [
 with rho uniform in [0.1, 0.6] per item (NaN in other families), so the elasticity spreads over
 about [0.6, 3.5]. Kinked: s = 0.6 + 1.8 * u + shift below the kink, in [0.6, 2.7]; the kink
 is the item's web optimum of that sensitivity alone (cost + reference_price / s) times a factor
-uniform in [0.75, 1.25] per item (from the same per-item draw as the logit share), so for about
-half the items the profit optimum is the kink itself.
+uniform in [0.75, 1.25] per item (from the same per-item draw as the logit share), so about
+a third of the offers have their profit optimum at the kink itself.
 Some items of these three families are inelastic at the reference price (elasticity below 1:
 raising the price from there raises revenue). Isoelastic demand has a finite profit optimum
 only when s > 1, and then it is cost * s / (s - 1) whatever the reference price; with the
