@@ -18,7 +18,7 @@ the model beside the `last_week` and `mean_4w` baselines.
 
 Writes `benchmarks/results/pricing_quality.json` and `.md`.
 Run from the repository root: python -m benchmarks.pricing_quality [--seeds 1 2 3]
-[--families F ...] [--splits 2011-08-01 2011-07-01] [--csv PATH]
+[--families F ...] [--splits 2011-09-01 2011-08-01 2011-07-01] [--csv PATH]
 """
 
 import argparse
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", choices=DEMAND_FAMILIES,
                         default=list(DEMAND_FAMILIES))
     parser.add_argument("--csv", type=Path, default=ONLINE_RETAIL_CSV)
-    parser.add_argument("--splits", nargs="+", default=["2011-08-01", "2011-07-01"])
+    parser.add_argument("--splits", nargs="+", default=["2011-09-01", "2011-08-01", "2011-07-01"])
     args = parser.parse_args()
     if not args.csv.is_file():
         parser.error(f"the Online Retail export is missing at {args.csv} (pass --csv PATH)")

@@ -211,3 +211,16 @@ def test_evaluate_demand_beats_last_week_on_real_four_months(online_retail_four_
     # Weeks of Mar 7, 14 and 21: Feb 28 straddles the split and Mar 28 ends after the data.
     assert report["counts"]["test_periods"] == 3
     assert report["counts"]["items"] > 1000
+
+
+def test_the_season_is_learnt_only_from_a_year_of_history(small_model, small_panel):
+    season = {"doy_sin", "doy_cos", "week_of_year"}
+    assert not season & set(small_model.features)  # 145 days: days of year never seen
+    later = small_panel[small_panel["period_start"] >= SMALL_MARKET_SPLIT]
+    rows = small_model.normalized(small_panel).loc[later.index]
+    moved = rows.assign(doy_sin=0.0, doy_cos=-1.0, week_of_year=27.0)
+    np.testing.assert_array_equal(small_model.predict(moved), small_model.predict(rows))
+
+    market = simulate_market(365, 60, 4, seed=1)
+    year = build_panel(market.events, "W", catalog=market.catalog)
+    assert season <= set(DemandModel(n_estimators=20).fit(year).features)

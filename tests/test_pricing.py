@@ -405,7 +405,9 @@ def test_run_suggest_stores_a_pending_batch(sim_dir, tmp_path):
 
 
 def test_pricing_tests_command_plans_tests_on_kept_offers_and_writes_them(
-        sim_dir, tmp_path, monkeypatch):
+        tmp_path, monkeypatch):
+    sim_dir = tmp_path / "market"  # a year of history, as a shop planning tests has
+    write_simulation(simulate_market(365, 300, 12, seed=11), sim_dir)
     monkeypatch.setenv("TAILOR_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
     try:
@@ -433,7 +435,7 @@ def test_pricing_tests_command_plans_tests_on_kept_offers_and_writes_them(
 
 
 def test_evaluate_price_tests_plays_the_tests_forward_beside_a_keep_arm(tmp_path):
-    market = simulate_market(200, 300, 12, seed=11)
+    market = simulate_market(365, 300, 12, seed=11)  # a year, as a shop planning tests has
     report = evaluate_price_tests(market, tmp_path / "tests", 300, test_days=28, days=42,
                                   seed=5)
     assert report["tests"] > 0

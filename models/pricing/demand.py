@@ -28,7 +28,10 @@ features, which describe the price set for the period itself (the decision being
 - `channel_trend`: log ratio of the channel's total units over the previous 4 periods to those
   over the previous 13 (per period; shop-wide momentum).
 - `doy_sin`, `doy_cos`: day of year of the period's middle on the unit circle; `week_of_year`:
-  ISO week of the period's middle; `day_of_week`: of the period start (always 0 for weeks).
+  ISO week of the period's middle (`SEASON_FEATURES`, used only when the training history
+  spans a year: a season is learnt from a whole one, and on a shorter history the trees read
+  the days of year they never saw from the edge of those they did); `day_of_week`: of the
+  period start (always 0 for weeks).
 - `item_id`, `channel` and `category` (from a catalog, when given): categorical codes fitted by
   the model (values unseen in training are missing). The item code lets the trees learn
   item-specific levels.
@@ -82,6 +85,8 @@ FEATURES = (  # of the base level; the price enters through the price response
     "day_of_week",
     *CATEGORICAL_FEATURES,
 )
+SEASON_FEATURES = ("doy_sin", "doy_cos", "week_of_year")
+DAYS_PER_YEAR = 365.25
 DEFAULT_PARAMS = {
     "objective": "poisson",
     "n_estimators": 300,  # a cap: with a validation set, early stopping picks the rounds
@@ -371,6 +376,8 @@ class DemandModel:
                              panel_valid.assign(in_train=False)] if panel_valid is not None
                             else [panel_train.assign(in_train=True)], ignore_index=True)
         history = history.sort_values([*SERIES_KEYS, "period_start"], kind="stable")
+        if not _spans_a_year(history["period_start"]):
+            self.features = [name for name in self.features if name not in SEASON_FEATURES]
         self.codes = {
             name: {value: code for code, value in enumerate(sorted(
                 panel_train.loc[panel_train["age_periods"] > 0, name].dropna().unique()))}
@@ -467,6 +474,16 @@ class DemandModel:
             "gain": booster.feature_importance("gain", iteration=self.best_iteration),
             "splits": booster.feature_importance("split", iteration=self.best_iteration),
         }).sort_values("gain", ascending=False, ignore_index=True)
+
+
+def _spans_a_year(period_starts: pd.Series) -> bool:
+    """Whether the periods cover a year, but for a partial period at either end."""
+    starts = np.sort(pd.to_datetime(period_starts.unique(), utc=True))
+    if len(starts) < 2:
+        return False
+    step = np.diff(starts).min()
+    covered = starts[-1] + step - starts[0]
+    return bool(covered >= pd.Timedelta(days=DAYS_PER_YEAR) - 2 * step)
 
 
 def _normalized(panel: pd.DataFrame, response: PriceResponse | None) -> pd.DataFrame:
