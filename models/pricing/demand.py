@@ -57,6 +57,7 @@ from features.timestamps import to_utc
 from models.dask_fit import Rows, fit
 from models.pricing.elasticity import (
     CURVATURES,
+    DAYS_PER_YEAR,
     PriceResponse,
     annual_angle,
     fit_price_response,
@@ -86,7 +87,6 @@ FEATURES = (  # of the base level; the price enters through the price response
     *CATEGORICAL_FEATURES,
 )
 SEASON_FEATURES = ("doy_sin", "doy_cos", "week_of_year")
-DAYS_PER_YEAR = 365.25
 DEFAULT_PARAMS = {
     "objective": "poisson",
     "n_estimators": 300,  # a cap: with a validation set, early stopping picks the rounds
