@@ -58,6 +58,12 @@ def market(sim_dir):
     return read_simulation(sim_dir)
 
 
+@pytest.fixture(scope="module")
+def year_market():
+    """A year of history, as a shop planning price tests has: 300 users, 12 items."""
+    return simulate_market(365, 300, 12, seed=11)
+
+
 @pytest.fixture
 def store(empty_database):
     """An engine on an empty suggestion store, migrated (SQLite and PostgreSQL)."""
@@ -405,9 +411,9 @@ def test_run_suggest_stores_a_pending_batch(sim_dir, tmp_path):
 
 
 def test_pricing_tests_command_plans_tests_on_kept_offers_and_writes_them(
-        tmp_path, monkeypatch):
-    sim_dir = tmp_path / "market"  # a year of history, as a shop planning tests has
-    write_simulation(simulate_market(365, 300, 12, seed=11), sim_dir)
+        year_market, tmp_path, monkeypatch):
+    sim_dir = tmp_path / "market"
+    write_simulation(year_market, sim_dir)
     monkeypatch.setenv("TAILOR_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
     try:
@@ -434,8 +440,8 @@ def test_pricing_tests_command_plans_tests_on_kept_offers_and_writes_them(
     assert np.allclose(current.loc[planned.index], planned["current_price"])
 
 
-def test_evaluate_price_tests_plays_the_tests_forward_beside_a_keep_arm(tmp_path):
-    market = simulate_market(365, 300, 12, seed=11)  # a year, as a shop planning tests has
+def test_evaluate_price_tests_plays_the_tests_forward_beside_a_keep_arm(year_market, tmp_path):
+    market = year_market
     report = evaluate_price_tests(market, tmp_path / "tests", 300, test_days=28, days=42,
                                   seed=5)
     assert report["tests"] > 0
